@@ -1,0 +1,3 @@
+//! GGML block-quantization codecs (dequantize every type, quantize some).
+
+pub mod blocks;
