@@ -1,5 +1,15 @@
-//! Compute kernels. `cpu` holds the CPU implementations (quantized matmul,
-//! dense GEMM, the worker pool); the `Backend` trait and its CPU and CUDA
-//! implementations build on them.
+//! Compute kernels and backends.
+//!
+//! - [`backend`]: the `Backend` trait the decoder is written against;
+//! - [`attn_meta`]: the per-step attention plan shared by all layers;
+//! - [`cpu`]: CPU kernels (quantized matmul, worker pool, dense GEMM);
+//! - [`cpu_backend`]: the CPU implementation of `Backend`.
 
+pub mod attn_meta;
+pub mod backend;
 pub mod cpu;
+pub mod cpu_backend;
+
+pub use attn_meta::{AttnMeta, RowMeta, SeqMeta, SeqPlan};
+pub use backend::*;
+pub use cpu_backend::{CpuBackend, CpuKv, CpuWeight, Mat};

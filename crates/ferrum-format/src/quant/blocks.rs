@@ -211,3 +211,27 @@ pub fn cast_blocks_mut<B: Block>(bytes: &mut [u8]) -> Option<&mut [B]> {
     // SAFETY: as in `cast_blocks`; the borrow is unique.
     Some(unsafe { std::slice::from_raw_parts_mut(bytes.as_mut_ptr() as *mut B, bytes.len() / size) })
 }
+
+/// Copy one block out of `bytes` (any alignment). `None` unless `bytes` is
+/// exactly one block long.
+pub fn block_from_bytes<B: Block>(bytes: &[u8]) -> Option<B> {
+    if bytes.len() != std::mem::size_of::<B>() {
+        return None;
+    }
+    // SAFETY: the length equals size_of::<B>() and `Block` makes every bit
+    // pattern a valid `B`; read_unaligned has no alignment requirement.
+    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr() as *const B) })
+}
+
+/// The raw bytes of a block (its on-disk encoding on little-endian targets).
+pub fn block_bytes<B: Block>(block: &B) -> &[u8] {
+    // SAFETY: `Block` types have no padding, so all size_of::<B>() bytes are
+    // initialised; the slice borrows `block`.
+    unsafe { std::slice::from_raw_parts(block as *const B as *const u8, std::mem::size_of::<B>()) }
+}
+
+/// A block whose bytes are all zero (a valid value of every `Block`).
+pub fn zeroed_block<B: Block>() -> B {
+    // SAFETY: `Block` guarantees the all-zero bit pattern is a valid `B`.
+    unsafe { std::mem::zeroed() }
+}

@@ -1,0 +1,193 @@
+//! The `Backend` trait: the narrow, LLM-shaped set of operations every
+//! compute backend (CPU, CUDA) provides. The decoder in `ferrum-model` is
+//! written once against it.
+//!
+//! Activations are row-major matrices `[rows, cols]` of f32 (the CPU backend)
+//! or a device type; one row per token of the batch.
+
+use ferrum_core::GgmlType;
+use std::sync::Arc;
+
+use crate::attn_meta::AttnMeta;
+
+/// Errors of backend operations: shape or type mismatches and bad metadata.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("{op}: shape mismatch: {detail}")]
+    Shape { op: &'static str, detail: String },
+    #[error("{op}: weight type {ty} is not supported by the {backend} backend")]
+    UnsupportedType { op: &'static str, ty: GgmlType, backend: &'static str },
+    #[error("{op}: {detail}")]
+    Invalid { op: &'static str, detail: String },
+    #[error(transparent)]
+    Kernel(#[from] crate::cpu::KernelError),
+}
+
+pub type Result<T> = std::result::Result<T, BackendError>;
+
+/// Bytes of a weight tensor as held on the host: borrowed from a memory map
+/// kept alive by `owner`, or owned.
+#[derive(Clone)]
+pub enum HostBytes {
+    Owned(Arc<Vec<u8>>),
+    Mapped { owner: Arc<dyn AsRef<[u8]> + Send + Sync>, start: usize, len: usize },
+}
+
+impl HostBytes {
+    pub fn as_slice(&self) -> &[u8] {
+        match self {
+            HostBytes::Owned(v) => v,
+            HostBytes::Mapped { owner, start, len } => {
+                let all: &[u8] = (**owner).as_ref();
+                all.get(*start..start + len).unwrap_or(&[])
+            }
+        }
+    }
+}
+
+/// A weight tensor on the host, in GGUF conventions: `dims[0]` is the
+/// contiguous (input) dimension, `dims[1]` the rows (outputs), `dims[2]` the
+/// experts of a 3-D MoE tensor.
+#[derive(Clone)]
+pub struct HostWeight {
+    pub name: String,
+    pub ty: GgmlType,
+    pub dims: Vec<usize>,
+    pub bytes: HostBytes,
+}
+
+impl HostWeight {
+    pub fn n_elements(&self) -> usize {
+        self.dims.iter().product()
+    }
+}
+
+/// Element type of the paged KV cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KvDType {
+    F32,
+    F16,
+}
+
+/// Geometry of one layer's paged K/V pools: `[n_blocks, block_size, n_kv_heads, head_dim]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KvSpec {
+    pub n_blocks: usize,
+    pub block_size: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    pub dtype: KvDType,
+}
+
+/// Rotary embedding layout: which pairs of a head's elements rotate together.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RopeStyle {
+    /// Pairs `(i, i + d/2)` (GPT-NeoX, Hugging Face `rotate_half`).
+    NeoX,
+    /// Adjacent pairs `(2i, 2i + 1)` (GPT-J; llama.cpp's `llama` GGUFs).
+    GptJ,
+}
+
+/// Rotary embedding tables: one inverse frequency per rotated pair.
+#[derive(Clone, Debug)]
+pub struct Rope {
+    pub style: RopeStyle,
+    /// `[head_dim / 2]`: angle of pair i at position p is `p * inv_freq[i]`.
+    pub inv_freq: Vec<f32>,
+}
+
+/// Attention head geometry of one layer.
+#[derive(Clone, Copy, Debug)]
+pub struct HeadSpec {
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    /// Softmax scale, usually `1/sqrt(head_dim)`.
+    pub scale: f32,
+    /// Attend only to the last `window` positions (sliding-window attention).
+    pub window: Option<usize>,
+    /// Epsilon of the per-head QK RMSNorm.
+    pub norm_eps: f32,
+}
+
+/// Routing parameters of a mixture-of-experts layer.
+#[derive(Clone, Copy, Debug)]
+pub struct MoeSpec {
+    pub n_experts: usize,
+    pub top_k: usize,
+    /// Renormalise the top-k probabilities to sum to one (`norm_topk_prob`).
+    pub renormalize: bool,
+}
+
+/// The weights of one MoE layer: router `[n_experts, hidden]` and the 3-D
+/// expert tensors (gate/up: `[n_experts, ff, hidden]`, down `[n_experts, hidden, ff]`,
+/// outermost first).
+pub struct MoeWeights<'a, W> {
+    pub router: &'a W,
+    pub gate: &'a W,
+    pub up: &'a W,
+    pub down: &'a W,
+}
+
+/// The operations of a compute backend. Every method is fallible; shapes are
+/// checked and mismatches reported, never assumed.
+pub trait Backend: Send + Sync {
+    /// An activation matrix `[rows, cols]`.
+    type Act: Send;
+    /// A weight tensor resident on the backend (quantized blocks stay quantized).
+    type Weight: Send + Sync;
+    /// One layer's paged K and V pools.
+    type Kv: Send;
+
+    fn name(&self) -> &'static str;
+
+    fn upload(&self, w: HostWeight) -> Result<Self::Weight>;
+    fn alloc(&self, rows: usize, cols: usize) -> Result<Self::Act>;
+    fn alloc_kv(&self, spec: KvSpec) -> Result<Self::Kv>;
+    /// Copy an activation back to the host as `[rows * cols]` f32.
+    fn to_host(&self, x: &Self::Act) -> Result<Vec<f32>>;
+
+    /// `out[i] = table[ids[i]]` (rows of a `[vocab, hidden]` table, any type).
+    fn embed(&self, table: &Self::Weight, ids: &[u32], out: &mut Self::Act) -> Result<()>;
+    /// `out = rms_norm(x) * w`, per row.
+    fn rms_norm(&self, x: &Self::Act, w: &Self::Weight, eps: f32, out: &mut Self::Act) -> Result<()>;
+    /// `residual += delta; out = rms_norm(residual) * w`, per row.
+    fn add_rms_norm(
+        &self,
+        residual: &mut Self::Act,
+        delta: &Self::Act,
+        w: &Self::Weight,
+        eps: f32,
+        out: &mut Self::Act,
+    ) -> Result<()>;
+    /// `residual += delta`.
+    fn add(&self, residual: &mut Self::Act, delta: &Self::Act) -> Result<()>;
+    /// `out = x · wᵀ (+ bias)`; `w` is `[out, in]` dense or quantized.
+    fn linear(&self, x: &Self::Act, w: &Self::Weight, bias: Option<&Self::Weight>, out: &mut Self::Act) -> Result<()>;
+    /// Per-head QK RMSNorm (optional), rotary embedding at each row's
+    /// position, and the write of K and V into the paged cache at each row's
+    /// slot. `q` is rotated in place; `k`, `v` are `[rows, n_kv_heads*head_dim]`.
+    #[allow(clippy::too_many_arguments)]
+    fn qk_rope_store(
+        &self,
+        q: &mut Self::Act,
+        k: &mut Self::Act,
+        v: &Self::Act,
+        q_norm: Option<&Self::Weight>,
+        k_norm: Option<&Self::Weight>,
+        heads: &HeadSpec,
+        rope: &Rope,
+        meta: &AttnMeta,
+        kv: &mut Self::Kv,
+    ) -> Result<()>;
+    /// Causal paged attention of every row against its sequence's cached
+    /// keys/values (positions `0..=pos`, limited by the window).
+    fn attention(&self, q: &Self::Act, heads: &HeadSpec, meta: &AttnMeta, kv: &Self::Kv, out: &mut Self::Act) -> Result<()>;
+    /// `out = silu(gate) * up`.
+    fn silu_mul(&self, gate: &Self::Act, up: &Self::Act, out: &mut Self::Act) -> Result<()>;
+    /// Mixture of experts: route each row, run its top-k experts
+    /// (`down(silu(gate(x)) * up(x))`) and add the weighted sum to `residual`.
+    fn moe(&self, x: &Self::Act, w: &MoeWeights<'_, Self::Weight>, spec: &MoeSpec, residual: &mut Self::Act) -> Result<()>;
+    /// `out = x[rows]` (used to compute logits only for the rows asked for).
+    fn gather_rows(&self, x: &Self::Act, rows: &[usize], out: &mut Self::Act) -> Result<()>;
+}

@@ -1,0 +1,174 @@
+//! The 32-element legacy types (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL):
+//! portable unpacking (the scalar path and the tiled kernel's input) and AVX2
+//! direct dot products for the hot types (Q8_0, Q5_0, Q4_0) against
+//! [`ActQ8_32`] activation rows. See `dot/mod.rs` for the canonical sums.
+
+use super::{f16_at, BlockOut};
+
+/// IQ4_NL / IQ4_XS value table.
+pub(crate) const IQ4_VALUES: [i8; 16] = [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113];
+
+/// Nibbles of 16 bytes in element order: low nibbles are elements 0..16,
+/// high nibbles 16..32.
+fn nibbles(qs: &[u8], vals: &mut [u8]) {
+    for j in 0..16 {
+        vals[j] = qs[j] & 0x0f;
+        vals[j + 16] = qs[j] >> 4;
+    }
+}
+
+/// Bit `j` of `qh` (little-endian u32) is bit 4 of element `j`.
+fn fifth_bits(qh: &[u8], vals: &mut [u8]) {
+    let h = u32::from_le_bytes([qh[0], qh[1], qh[2], qh[3]]);
+    for (j, v) in vals.iter_mut().enumerate().take(32) {
+        *v |= (((h >> j) & 1) as u8) << 4;
+    }
+}
+
+fn plain(out: &mut BlockOut<'_>, bc: i16, mn: i16) {
+    out.sc.fill(1);
+    out.bc.fill(bc);
+    out.mn.fill(mn);
+}
+
+/// Q4_0 [18 B]: d, qs[16]; x = d (q - 8).
+pub(crate) fn unpack_q4_0(b: &[u8], mut out: BlockOut<'_>) -> (f32, f32) {
+    nibbles(&b[2..18], out.vals);
+    plain(&mut out, -8, 0);
+    (f16_at(b, 0), 0.0)
+}
+
+/// Q4_1 [20 B]: d, m, qs[16]; x = d q + m.
+pub(crate) fn unpack_q4_1(b: &[u8], mut out: BlockOut<'_>) -> (f32, f32) {
+    nibbles(&b[4..20], out.vals);
+    plain(&mut out, 0, 1);
+    (f16_at(b, 0), f16_at(b, 2))
+}
+
+/// Q5_0 [22 B]: d, qh[4], qs[16]; x = d (q - 16).
+pub(crate) fn unpack_q5_0(b: &[u8], mut out: BlockOut<'_>) -> (f32, f32) {
+    nibbles(&b[6..22], out.vals);
+    fifth_bits(&b[2..6], out.vals);
+    plain(&mut out, -16, 0);
+    (f16_at(b, 0), 0.0)
+}
+
+/// Q5_1 [24 B]: d, m, qh[4], qs[16]; x = d q + m.
+pub(crate) fn unpack_q5_1(b: &[u8], mut out: BlockOut<'_>) -> (f32, f32) {
+    nibbles(&b[8..24], out.vals);
+    fifth_bits(&b[4..8], out.vals);
+    plain(&mut out, 0, 1);
+    (f16_at(b, 0), f16_at(b, 2))
+}
+
+/// Q8_0 [34 B]: d, qs[32] (signed); x = d q.
+pub(crate) fn unpack_q8_0(b: &[u8], mut out: BlockOut<'_>) -> (f32, f32) {
+    out.vals[..32].copy_from_slice(&b[2..34]);
+    plain(&mut out, 0, 0);
+    (f16_at(b, 0), 0.0)
+}
+
+/// IQ4_NL [18 B]: d, qs[16] indices into [`IQ4_VALUES`]; x = d table[q].
+pub(crate) fn unpack_iq4_nl(b: &[u8], mut out: BlockOut<'_>) -> (f32, f32) {
+    nibbles(&b[2..18], out.vals);
+    for v in out.vals.iter_mut().take(32) {
+        *v = IQ4_VALUES[(*v & 15) as usize] as u8;
+    }
+    plain(&mut out, 0, 0);
+    (f16_at(b, 0), 0.0)
+}
+
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) use avx2::*;
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::super::tile::hsum_epi32;
+    use crate::cpu::act_quant::ActQ8_32;
+    use std::arch::x86_64::*;
+
+    #[inline(always)]
+    unsafe fn f16_ptr(p: *const u8) -> f32 {
+        half::f16::from_bits(u16::from_le_bytes([*p, *p.add(1)])).to_f32()
+    }
+
+    /// 16 bytes of nibbles -> 32 bytes in element order.
+    #[inline(always)]
+    unsafe fn nibbles32(p: *const u8) -> __m256i {
+        let v = _mm_loadu_si128(p as *const __m128i);
+        let m4 = _mm_set1_epi8(0x0f);
+        let lo = _mm_and_si128(v, m4);
+        let hi = _mm_and_si128(_mm_srli_epi16(v, 4), m4);
+        _mm256_set_m128i(hi, lo)
+    }
+
+    /// Bit `j` of the u32 at `p` -> 0x10 in byte `j`, else 0.
+    #[inline(always)]
+    unsafe fn fifth_bits32(p: *const u8) -> __m256i {
+        let h = u32::from_le_bytes([*p, *p.add(1), *p.add(2), *p.add(3)]) as i32;
+        let spread = _mm256_shuffle_epi8(
+            _mm256_set1_epi32(h),
+            _mm256_setr_epi64x(0, 0x0101_0101_0101_0101, 0x0202_0202_0202_0202, 0x0303_0303_0303_0303),
+        );
+        let bits = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+        let set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bits), bits);
+        _mm256_and_si256(set, _mm256_set1_epi8(0x10))
+    }
+
+    /// Q8_0 weights x Q8 activations.
+    #[target_feature(enable = "avx2,fma")]
+    pub(crate) unsafe fn dot_q8_0(w: *const u8, a: *const u8, nb: usize) -> f32 {
+        let a = a as *const ActQ8_32;
+        let ones = _mm256_set1_epi16(1);
+        let mut acc = 0.0f32;
+        for b in 0..nb {
+            let blk = w.add(34 * b);
+            let y = &*a.add(b);
+            let wv = _mm256_loadu_si256(blk.add(2) as *const __m256i);
+            let av = _mm256_loadu_si256(y.qs.as_ptr() as *const __m256i);
+            let p = _mm256_maddubs_epi16(_mm256_abs_epi8(wv), _mm256_sign_epi8(av, wv));
+            let sumi = hsum_epi32(_mm256_madd_epi16(p, ones));
+            acc = (f16_ptr(blk) * y.d).mul_add(sumi as f32, acc);
+        }
+        acc
+    }
+
+    /// Q5_0 weights x Q8 activations: sum (q) a - 16 sum a.
+    #[target_feature(enable = "avx2,fma")]
+    pub(crate) unsafe fn dot_q5_0(w: *const u8, a: *const u8, nb: usize) -> f32 {
+        let a = a as *const ActQ8_32;
+        let ones = _mm256_set1_epi16(1);
+        let mut acc = 0.0f32;
+        for b in 0..nb {
+            let blk = w.add(22 * b);
+            let y = &*a.add(b);
+            let q = _mm256_or_si256(nibbles32(blk.add(6)), fifth_bits32(blk.add(2)));
+            let av = _mm256_loadu_si256(y.qs.as_ptr() as *const __m256i);
+            let p = _mm256_maddubs_epi16(q, av);
+            let bs = y.bsums[0] as i32 + y.bsums[1] as i32;
+            let sumi = hsum_epi32(_mm256_madd_epi16(p, ones)) + (-16) * bs;
+            acc = (f16_ptr(blk) * y.d).mul_add(sumi as f32, acc);
+        }
+        acc
+    }
+
+    /// Q4_0 weights x Q8 activations: sum (q) a - 8 sum a.
+    #[target_feature(enable = "avx2,fma")]
+    pub(crate) unsafe fn dot_q4_0(w: *const u8, a: *const u8, nb: usize) -> f32 {
+        let a = a as *const ActQ8_32;
+        let ones = _mm256_set1_epi16(1);
+        let mut acc = 0.0f32;
+        for b in 0..nb {
+            let blk = w.add(18 * b);
+            let y = &*a.add(b);
+            let q = nibbles32(blk.add(2));
+            let av = _mm256_loadu_si256(y.qs.as_ptr() as *const __m256i);
+            let p = _mm256_maddubs_epi16(q, av);
+            let bs = y.bsums[0] as i32 + y.bsums[1] as i32;
+            let sumi = hsum_epi32(_mm256_madd_epi16(p, ones)) + (-8) * bs;
+            acc = (f16_ptr(blk) * y.d).mul_add(sumi as f32, acc);
+        }
+        acc
+    }
+}

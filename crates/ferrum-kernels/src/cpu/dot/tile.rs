@@ -1,0 +1,127 @@
+//! The tiled AVX2 kernel on unpacked weight rows ([`Panel`]): `MR` activation
+//! rows x 2 weight rows per step, so each weight chunk loaded from the panel
+//! serves `MR` activation rows and each activation chunk serves 2 weight rows.
+//! Per block it forms the exact integers of the canonical dot product (see
+//! `dot/mod.rs`) and applies the same per-lane f32 operations, one lane per
+//! output, so results equal the scalar and direct paths bit for bit.
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) use avx2::*;
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::super::Panel;
+    use crate::cpu::act_quant::ActBlock;
+    use std::arch::x86_64::*;
+
+    /// Sum of the 8 i32 lanes (exact, order irrelevant).
+    #[inline(always)]
+    pub(crate) unsafe fn hsum_epi32(v: __m256i) -> i32 {
+        let x = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+        let x = _mm_add_epi32(x, _mm_shuffle_epi32(x, 0b01_00_11_10));
+        let x = _mm_add_epi32(x, _mm_shuffle_epi32(x, 0b10_11_00_01));
+        _mm_cvtsi128_si32(x)
+    }
+
+    /// Lane k of the result = sum of the lanes of `v[k]` (k < 8).
+    #[inline(always)]
+    unsafe fn hsum8(v: &[__m256i; 8]) -> __m256i {
+        let h01 = _mm256_hadd_epi32(v[0], v[1]);
+        let h23 = _mm256_hadd_epi32(v[2], v[3]);
+        let h45 = _mm256_hadd_epi32(v[4], v[5]);
+        let h67 = _mm256_hadd_epi32(v[6], v[7]);
+        let q03 = _mm256_hadd_epi32(h01, h23);
+        let q47 = _mm256_hadd_epi32(h45, h67);
+        let lo = _mm256_permute2x128_si256(q03, q47, 0x20);
+        let hi = _mm256_permute2x128_si256(q03, q47, 0x31);
+        _mm256_add_epi32(lo, hi)
+    }
+
+    /// Load the `S` i16 values at `p` (S = 16: all lanes; S = 2: lane 0).
+    #[inline(always)]
+    unsafe fn load_s<const S: usize>(p: *const i16) -> __m256i {
+        if S == 16 {
+            _mm256_loadu_si256(p as *const __m256i)
+        } else {
+            let v = (p as *const i32).read_unaligned();
+            _mm256_zextsi128_si256(_mm_cvtsi32_si128(v))
+        }
+    }
+
+    /// Outputs `out[r][w]` = canonical dot of panel rows `w0`, `w1` with
+    /// activation rows `acts[r]` (r < MR <= 4). `w0 == w1` is allowed.
+    #[target_feature(enable = "avx2,fma")]
+    pub(crate) unsafe fn tile<const G: usize, const S: usize, const MR: usize, const SIGNED: bool, const HAS_MIN: bool>(
+        p: &Panel,
+        wr: [usize; 2],
+        acts: [&[ActBlock<G, S>]; MR],
+        out: &mut [[f32; 2]; MR],
+    ) {
+        let groups = p.groups;
+        let vals = [p.vals.as_ptr().add(wr[0] * p.cols), p.vals.as_ptr().add(wr[1] * p.cols)];
+        let scl = [p.scl.as_ptr().add(wr[0] * p.cols / 2), p.scl.as_ptr().add(wr[1] * p.cols / 2)];
+        let meta = [wr[0] * groups, wr[1] * groups];
+        let bc = [p.bc.as_ptr().add(wr[0] * groups * S), p.bc.as_ptr().add(wr[1] * groups * S)];
+        let mn = [p.mn.as_ptr().add(wr[0] * groups * S), p.mn.as_ptr().add(wr[1] * groups * S)];
+        let mut accf = _mm256_setzero_ps();
+        for g in 0..groups {
+            let mut acc = [_mm256_setzero_si256(); 8];
+            for c in 0..G / 32 {
+                let off = g * G + 32 * c;
+                let wv = [
+                    _mm256_loadu_si256(vals[0].add(off) as *const __m256i),
+                    _mm256_loadu_si256(vals[1].add(off) as *const __m256i),
+                ];
+                let sv = [
+                    _mm256_loadu_si256(scl[0].add(off / 2) as *const __m256i),
+                    _mm256_loadu_si256(scl[1].add(off / 2) as *const __m256i),
+                ];
+                let wa = if SIGNED { [_mm256_abs_epi8(wv[0]), _mm256_abs_epi8(wv[1])] } else { wv };
+                for r in 0..MR {
+                    let av = _mm256_loadu_si256(acts[r].get_unchecked(g).qs.as_ptr().add(32 * c) as *const __m256i);
+                    for w in 0..2 {
+                        let pr = if SIGNED {
+                            _mm256_maddubs_epi16(wa[w], _mm256_sign_epi8(av, wv[w]))
+                        } else {
+                            _mm256_maddubs_epi16(wv[w], av)
+                        };
+                        acc[2 * r + w] = _mm256_add_epi32(acc[2 * r + w], _mm256_madd_epi16(pr, sv[w]));
+                    }
+                }
+            }
+            // Per-16 offset and min terms from the activation bsums.
+            let mut accm = [_mm256_setzero_si256(); 8];
+            let bcv = [load_s::<S>(bc[0].add(g * S)), load_s::<S>(bc[1].add(g * S))];
+            let mnv = [load_s::<S>(mn[0].add(g * S)), load_s::<S>(mn[1].add(g * S))];
+            let mut dy = [0.0f32; 8];
+            for r in 0..MR {
+                let a = acts[r].get_unchecked(g);
+                let bs = load_s::<S>(a.bsums.as_ptr());
+                for w in 0..2 {
+                    acc[2 * r + w] = _mm256_add_epi32(acc[2 * r + w], _mm256_madd_epi16(bcv[w], bs));
+                    if HAS_MIN {
+                        accm[2 * r + w] = _mm256_madd_epi16(mnv[w], bs);
+                    }
+                }
+                dy[2 * r] = a.d;
+                dy[2 * r + 1] = a.d;
+            }
+            let dyv = _mm256_loadu_ps(dy.as_ptr());
+            let dw = [*p.dw.get_unchecked(meta[0] + g), *p.dw.get_unchecked(meta[1] + g)];
+            let dwv = _mm256_setr_ps(dw[0], dw[1], dw[0], dw[1], dw[0], dw[1], dw[0], dw[1]);
+            let sumi = _mm256_cvtepi32_ps(hsum8(&acc));
+            accf = _mm256_fmadd_ps(_mm256_mul_ps(dwv, dyv), sumi, accf);
+            if HAS_MIN {
+                let cw = [*p.cw.get_unchecked(meta[0] + g), *p.cw.get_unchecked(meta[1] + g)];
+                let cwv = _mm256_setr_ps(cw[0], cw[1], cw[0], cw[1], cw[0], cw[1], cw[0], cw[1]);
+                let summ = _mm256_cvtepi32_ps(hsum8(&accm));
+                accf = _mm256_fmadd_ps(_mm256_mul_ps(cwv, dyv), summ, accf);
+            }
+        }
+        let mut res = [0.0f32; 8];
+        _mm256_storeu_ps(res.as_mut_ptr(), accf);
+        for r in 0..MR {
+            out[r] = [res[2 * r], res[2 * r + 1]];
+        }
+    }
+}
