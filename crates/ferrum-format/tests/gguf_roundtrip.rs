@@ -20,7 +20,10 @@ fn realistic_round_trip() {
     assert_eq!(f.alignment(), DEFAULT_ALIGNMENT);
     assert_eq!(f.data_offset() % 32, 0);
     assert_eq!(f.metadata(), &realistic_metadata(1000)[..]);
-    assert!(f.get("general.alignment").is_none(), "default alignment is not written");
+    assert!(
+        f.get("general.alignment").is_none(),
+        "default alignment is not written"
+    );
 
     let declared = realistic_tensors();
     assert_eq!(f.tensors().len(), declared.len());
@@ -35,8 +38,13 @@ fn realistic_round_trip() {
         assert_eq!(f.tensor(name), Some(t));
         let end = t.offset + t.n_bytes();
         expected_offset = end.div_ceil(32) * 32;
-        let pad = &bytes_of(&f)[(f.data_offset() + end) as usize..(f.data_offset() + expected_offset) as usize];
-        assert!(pad.iter().all(|&b| b == 0), "padding after {} is zeros", t.name);
+        let pad = &bytes_of(&f)
+            [(f.data_offset() + end) as usize..(f.data_offset() + expected_offset) as usize];
+        assert!(
+            pad.iter().all(|&b| b == 0),
+            "padding after {} is zeros",
+            t.name
+        );
     }
     // Trailing padding after the last tensor, as llama.cpp writes it.
     assert_eq!(bytes.len() as u64, f.data_offset() + expected_offset);
@@ -49,8 +57,13 @@ fn bytes_of(f: &GgufFile) -> &[u8] {
 #[test]
 fn exact_layout_of_a_tiny_file() {
     let mut w = GgufWriter::new();
-    w.add_kv("general.architecture", GgufValue::String("llama".into())).unwrap();
-    w.add_kv("a", GgufValue::Array(vec![GgufValue::I16(-2), GgufValue::I16(3)])).unwrap();
+    w.add_kv("general.architecture", GgufValue::String("llama".into()))
+        .unwrap();
+    w.add_kv(
+        "a",
+        GgufValue::Array(vec![GgufValue::I16(-2), GgufValue::I16(3)]),
+    )
+    .unwrap();
     w.add_tensor("x", &[3], GgmlType::F32).unwrap();
     w.add_tensor("y", &[32], GgmlType::Q8_0).unwrap();
     let mut sink = w.begin(Vec::new()).unwrap();
@@ -62,7 +75,12 @@ fn exact_layout_of_a_tiny_file() {
 
     let mut r = Raw::header(3, 2, 2);
     r.str("general.architecture").u32(8).str("llama");
-    r.str("a").u32(9).u32(3).u64(2).bytes(&(-2i16).to_le_bytes()).bytes(&3i16.to_le_bytes());
+    r.str("a")
+        .u32(9)
+        .u32(3)
+        .u64(2)
+        .bytes(&(-2i16).to_le_bytes())
+        .bytes(&3i16.to_le_bytes());
     r.tensor("x", &[3], 0, 0).tensor("y", &[32], 8, 32).pad(32);
     r.bytes(&x).pad(32).bytes(&y).pad(32);
     assert_eq!(got, r.done());
@@ -110,13 +128,20 @@ fn write_file_and_open() {
     let path = dir.join("t.gguf");
     let meta = vec![("general.name".to_string(), GgufValue::String("t".into()))];
     let a: Vec<u8> = (0..144).map(|i| i as u8).collect();
-    let tensors =
-        [GgufTensorData { name: "w", dims: &[256], ty: GgmlType::Q4K, data: &a }, GgufTensorData {
+    let tensors = [
+        GgufTensorData {
+            name: "w",
+            dims: &[256],
+            ty: GgmlType::Q4K,
+            data: &a,
+        },
+        GgufTensorData {
             name: "b",
             dims: &[2, 2],
             ty: GgmlType::F32,
             data: &[7; 16],
-        }];
+        },
+    ];
     write_file(&path, &meta, &tensors).unwrap();
     let f = GgufFile::open(&path).unwrap();
     assert_eq!(f.get_str("general.name").unwrap(), "t");
@@ -141,53 +166,134 @@ fn typed_getters() {
     assert_eq!(f.get_str("general.architecture").unwrap(), "qwen2");
     assert!(f.get_bool("test.bool_t").unwrap());
     assert_eq!(f.get_array("tokenizer.ggml.tokens").unwrap().len(), 5);
-    assert_eq!(f.get_array("test.nested").unwrap()[2], GgufValue::Array(vec![GgufValue::U32(3)]));
+    assert_eq!(
+        f.get_array("test.nested").unwrap()[2],
+        GgufValue::Array(vec![GgufValue::U32(3)])
+    );
 
     let e = f.get_u32("nope").unwrap_err();
-    assert!(matches!(&e, GgufError::MissingKey { key } if key == "nope"), "{e}");
+    assert!(
+        matches!(&e, GgufError::MissingKey { key } if key == "nope"),
+        "{e}"
+    );
     let e = f.get_u64("test.i8").unwrap_err();
-    assert!(matches!(&e, GgufError::WrongType { found: "i8", .. }), "{e}");
+    assert!(
+        matches!(&e, GgufError::WrongType { found: "i8", .. }),
+        "{e}"
+    );
     let e = f.get_u32("test.u64").unwrap_err();
-    assert!(matches!(&e, GgufError::ValueOutOfRange { target: "u32", .. }), "{e}");
+    assert!(
+        matches!(&e, GgufError::ValueOutOfRange { target: "u32", .. }),
+        "{e}"
+    );
     assert!(e.to_string().contains("test.u64"), "{e}");
     let e = f.get_str("test.u8").unwrap_err();
-    assert!(matches!(&e, GgufError::WrongType { expected: "string", found: "u8", .. }), "{e}");
-    assert!(matches!(f.get_bool("general.name"), Err(GgufError::WrongType { .. })));
-    assert!(matches!(f.get_array("test.f32"), Err(GgufError::WrongType { .. })));
-    assert!(matches!(f.get_f32("general.name"), Err(GgufError::WrongType { .. })));
+    assert!(
+        matches!(
+            &e,
+            GgufError::WrongType {
+                expected: "string",
+                found: "u8",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(matches!(
+        f.get_bool("general.name"),
+        Err(GgufError::WrongType { .. })
+    ));
+    assert!(matches!(
+        f.get_array("test.f32"),
+        Err(GgufError::WrongType { .. })
+    ));
+    assert!(matches!(
+        f.get_f32("general.name"),
+        Err(GgufError::WrongType { .. })
+    ));
 }
 
 #[test]
 fn writer_rejects_bad_input() {
     let mut w = GgufWriter::new();
     w.add_kv("k", GgufValue::U8(1)).unwrap();
-    assert!(matches!(w.add_kv("k", GgufValue::U8(2)), Err(GgufError::KeyAlreadyAdded { .. })));
+    assert!(matches!(
+        w.add_kv("k", GgufValue::U8(2)),
+        Err(GgufError::KeyAlreadyAdded { .. })
+    ));
     let mixed = GgufValue::Array(vec![GgufValue::U8(1), GgufValue::I8(1)]);
     let e = w.add_kv("m", mixed).unwrap_err();
-    assert!(matches!(&e, GgufError::InvalidValue { key, .. } if key == "m"), "{e}");
+    assert!(
+        matches!(&e, GgufError::InvalidValue { key, .. } if key == "m"),
+        "{e}"
+    );
     let mut deep = GgufValue::Array(vec![GgufValue::U8(1)]);
     for _ in 0..8 {
         deep = GgufValue::Array(vec![deep]);
     }
-    assert!(matches!(w.add_kv("deep", deep), Err(GgufError::InvalidValue { .. })));
-    assert!(matches!(w.add_kv("general.alignment", GgufValue::U32(48)), Err(GgufError::BadAlignment { value: 48 })));
-    assert!(matches!(w.add_kv("general.alignment", GgufValue::U64(64)), Err(GgufError::WrongType { .. })));
-    assert!(matches!(w.set_alignment(0), Err(GgufError::BadAlignment { value: 0 })));
+    assert!(matches!(
+        w.add_kv("deep", deep),
+        Err(GgufError::InvalidValue { .. })
+    ));
+    assert!(matches!(
+        w.add_kv("general.alignment", GgufValue::U32(48)),
+        Err(GgufError::BadAlignment { value: 48 })
+    ));
+    assert!(matches!(
+        w.add_kv("general.alignment", GgufValue::U64(64)),
+        Err(GgufError::WrongType { .. })
+    ));
+    assert!(matches!(
+        w.set_alignment(0),
+        Err(GgufError::BadAlignment { value: 0 })
+    ));
 
     w.add_tensor("a", &[32], GgmlType::F32).unwrap();
-    assert!(matches!(w.add_tensor("a", &[32], GgmlType::F32), Err(GgufError::TensorAlreadyAdded { .. })));
-    assert!(matches!(w.add_tensor("q", &[100], GgmlType::Q4K), Err(GgufError::NotBlockMultiple { .. })));
-    assert!(matches!(w.add_tensor("z", &[1, 1, 1, 1, 1], GgmlType::F32), Err(GgufError::BadDimCount { n_dims: 5, .. })));
-    assert!(matches!(w.add_tensor("o", &[u64::MAX, 2], GgmlType::F32), Err(GgufError::ElementCountOverflow { .. })));
+    assert!(matches!(
+        w.add_tensor("a", &[32], GgmlType::F32),
+        Err(GgufError::TensorAlreadyAdded { .. })
+    ));
+    assert!(matches!(
+        w.add_tensor("q", &[100], GgmlType::Q4K),
+        Err(GgufError::NotBlockMultiple { .. })
+    ));
+    assert!(matches!(
+        w.add_tensor("z", &[1, 1, 1, 1, 1], GgmlType::F32),
+        Err(GgufError::BadDimCount { n_dims: 5, .. })
+    ));
+    assert!(matches!(
+        w.add_tensor("o", &[u64::MAX, 2], GgmlType::F32),
+        Err(GgufError::ElementCountOverflow { .. })
+    ));
     w.add_tensor("b", &[4], GgmlType::F32).unwrap();
 
     let mut sink = w.begin(Vec::new()).unwrap();
     assert_eq!(sink.next_tensor().map(|t| t.name.as_str()), Some("a"));
-    assert!(matches!(sink.write_tensor("b", &[0; 16]), Err(GgufError::TensorOrder { .. })));
-    assert!(matches!(sink.write_tensor("a", &[0; 16]), Err(GgufError::TensorSizeMismatch { expected: 128, got: 16, .. })));
+    assert!(matches!(
+        sink.write_tensor("b", &[0; 16]),
+        Err(GgufError::TensorOrder { .. })
+    ));
+    assert!(matches!(
+        sink.write_tensor("a", &[0; 16]),
+        Err(GgufError::TensorSizeMismatch {
+            expected: 128,
+            got: 16,
+            ..
+        })
+    ));
     sink.write_tensor("a", &[0; 128]).unwrap();
     let e = sink.finish().unwrap_err();
-    assert!(matches!(&e, GgufError::MissingTensorData { written: 1, declared: 2, .. }), "{e}");
+    assert!(
+        matches!(
+            &e,
+            GgufError::MissingTensorData {
+                written: 1,
+                declared: 2,
+                ..
+            }
+        ),
+        "{e}"
+    );
 }
 
 #[test]
@@ -230,8 +336,13 @@ fn default_model_rewrites_byte_identically() {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
             let end = self.pos + buf.len();
             if self.want.get(self.pos..end) != Some(buf) {
-                let first = (0..buf.len()).find(|&i| self.want.get(self.pos + i) != Some(&buf[i])).unwrap_or(0);
-                return Err(std::io::Error::other(format!("first difference at byte {}", self.pos + first)));
+                let first = (0..buf.len())
+                    .find(|&i| self.want.get(self.pos + i) != Some(&buf[i]))
+                    .unwrap_or(0);
+                return Err(std::io::Error::other(format!(
+                    "first difference at byte {}",
+                    self.pos + first
+                )));
             }
             self.pos = end;
             Ok(buf.len())
@@ -240,7 +351,12 @@ fn default_model_rewrites_byte_identically() {
             Ok(())
         }
     }
-    let mut sink = w.begin(Compare { want: f.bytes(), pos: 0 }).unwrap();
+    let mut sink = w
+        .begin(Compare {
+            want: f.bytes(),
+            pos: 0,
+        })
+        .unwrap();
     assert_eq!(sink.data_offset(), f.data_offset());
     assert_eq!(sink.tensors(), f.tensors());
     for t in f.tensors() {
@@ -260,8 +376,13 @@ fn write_fuzz_seeds() {
     std::fs::write(dir.join("realistic.gguf"), realistic_file(8, 3).0).unwrap();
     let mut w = GgufWriter::new();
     w.set_alignment(16).unwrap();
-    w.add_kv("general.architecture", GgufValue::String("llama".into())).unwrap();
-    w.add_kv("n", GgufValue::Array(vec![GgufValue::Array(vec![GgufValue::U16(1)])])).unwrap();
+    w.add_kv("general.architecture", GgufValue::String("llama".into()))
+        .unwrap();
+    w.add_kv(
+        "n",
+        GgufValue::Array(vec![GgufValue::Array(vec![GgufValue::U16(1)])]),
+    )
+    .unwrap();
     w.add_tensor("t", &[32, 2], GgmlType::Q8_0).unwrap();
     let mut sink = w.begin(Vec::new()).unwrap();
     sink.write_tensor("t", &[1; 68]).unwrap();

@@ -35,7 +35,10 @@ impl<'a> Reader<'a> {
         u32::from_le_bytes(self.take(4).try_into().unwrap()) as usize
     }
     fn f32s(&mut self, n: usize) -> Vec<f32> {
-        self.take(4 * n).chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+        self.take(4 * n)
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect()
     }
 }
 
@@ -46,7 +49,10 @@ fn fixture_dir() -> PathBuf {
 fn load(ty: GgmlType) -> Vectors {
     let path = fixture_dir().join(format!("{}.bin", ty.name()));
     let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let mut r = Reader { bytes: &bytes, pos: 0 };
+    let mut r = Reader {
+        bytes: &bytes,
+        pos: 0,
+    };
     assert_eq!(r.take(4), b"FQV1", "{}: bad magic", path.display());
     assert_eq!(r.u32() as u32, ty.id(), "{}: type id", path.display());
     let n_deq = r.u32();
@@ -58,7 +64,13 @@ fn load(ty: GgmlType) -> Vectors {
     let n_qb = r.u32();
     let quant_reference = r.take(n_qb).to_vec();
     assert_eq!(r.pos, bytes.len(), "{}: trailing bytes", path.display());
-    Vectors { ty, src, reference, quant_input, quant_reference }
+    Vectors {
+        ty,
+        src,
+        reference,
+        quant_input,
+        quant_reference,
+    }
 }
 
 const DECODED: [GgmlType; 17] = [
@@ -88,12 +100,21 @@ fn assert_same(ty: GgmlType, what: &str, ours: &[f32], reference: &[f32]) {
         let same = a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan());
         if !same {
             if bad < 8 {
-                eprintln!("{ty} {what}[{i}]: ours {a:e} ({:#010x}) ref {b:e} ({:#010x})", a.to_bits(), b.to_bits());
+                eprintln!(
+                    "{ty} {what}[{i}]: ours {a:e} ({:#010x}) ref {b:e} ({:#010x})",
+                    a.to_bits(),
+                    b.to_bits()
+                );
             }
             bad += 1;
         }
     }
-    assert_eq!(bad, 0, "{ty} {what}: {bad} of {} values differ from gguf-py", ours.len());
+    assert_eq!(
+        bad,
+        0,
+        "{ty} {what}: {bad} of {} values differ from gguf-py",
+        ours.len()
+    );
 }
 
 #[test]
@@ -124,7 +145,11 @@ fn quantize_matches_gguf_py() {
         let ours = quantize(v.ty, &v.quant_input).unwrap();
         assert_eq!(ours.len(), v.quant_reference.len(), "{ty}: encoded length");
         let block = ty.type_size();
-        for (i, (a, b)) in ours.chunks(block).zip(v.quant_reference.chunks(block)).enumerate() {
+        for (i, (a, b)) in ours
+            .chunks(block)
+            .zip(v.quant_reference.chunks(block))
+            .enumerate()
+        {
             assert_eq!(a, b, "{ty}: block {i} differs from gguf-py's encoding");
         }
         // And into a misaligned destination.
@@ -133,7 +158,16 @@ fn quantize_matches_gguf_py() {
         assert_eq!(&shifted[1..], &ours[..], "{ty}: unaligned encode");
         checked.push(ty);
     }
-    for must in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q5_0, GgmlType::F16, GgmlType::BF16] {
-        assert!(checked.contains(&must), "no quantization vectors for {must}");
+    for must in [
+        GgmlType::Q8_0,
+        GgmlType::Q4_0,
+        GgmlType::Q5_0,
+        GgmlType::F16,
+        GgmlType::BF16,
+    ] {
+        assert!(
+            checked.contains(&must),
+            "no quantization vectors for {must}"
+        );
     }
 }

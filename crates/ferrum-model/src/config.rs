@@ -2,7 +2,7 @@
 //! into typed options the generic decoder reads.
 
 use ferrum_format::gguf::GgufFile;
-use ferrum_format::hf_config::HfConfig;
+use ferrum_format::hf_config::{HfConfig, RopeScalingKind};
 use ferrum_kernels::RopeStyle;
 
 use crate::error::{ModelError, Result};
@@ -167,25 +167,27 @@ impl ModelConfig {
                 n_experts: need(c.num_experts, "num_experts")?,
                 top_k: need(c.num_experts_per_tok, "num_experts_per_tok")?,
                 ff: need(c.moe_intermediate_size, "moe_intermediate_size")?,
-                renormalize: c.norm_topk_prob.unwrap_or(false),
+                renormalize: c.norm_topk_prob,
             }
         } else {
             Ffn::Dense { ff: c.intermediate_size }
         };
-        let scaling = match &c.rope_scaling {
-            None => RopeScaling::None,
-            Some(s) => match s.kind().as_deref() {
-                Some("llama3") => RopeScaling::Llama3 {
-                    factor: s.factor.unwrap_or(1.0) as f32,
-                    low_freq_factor: s.low_freq_factor.unwrap_or(1.0) as f32,
-                    high_freq_factor: s.high_freq_factor.unwrap_or(4.0) as f32,
-                    original_max_pos: s.original_max_position_embeddings.unwrap_or(8192) as f32,
-                },
-                Some("default") | None => RopeScaling::None,
-                Some(other) => return Err(ModelError::Config(format!("rope_scaling type `{other}` is not supported"))),
-            },
+        if tr.moe && (0..c.num_hidden_layers).any(|l| !c.is_moe_layer(l)) {
+            return Err(ModelError::Config("dense layers inside a MoE model (mlp_only_layers / decoder_sparse_step) are not supported".into()));
+        }
+        let scaling = match c.rope_scaling.as_ref().map(|s| s.kind()).transpose()? {
+            None | Some(RopeScalingKind::None) => RopeScaling::None,
+            Some(RopeScalingKind::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position_embeddings }) => {
+                RopeScaling::Llama3 {
+                    factor: factor as f32,
+                    low_freq_factor: low_freq_factor as f32,
+                    high_freq_factor: high_freq_factor as f32,
+                    original_max_pos: original_max_position_embeddings as f32,
+                }
+            }
+            Some(other) => return Err(ModelError::Config(format!("rope scaling {other:?} is not supported"))),
         };
-        let window = if c.use_sliding_window.unwrap_or(arch == "MistralForCausalLM") { c.sliding_window } else { None };
+        let window = if c.use_sliding_window || arch == "MistralForCausalLM" { c.sliding_window } else { None };
         let cfg = ModelConfig {
             vocab_size: c.vocab_size,
             hidden: c.hidden_size,

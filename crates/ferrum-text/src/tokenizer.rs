@@ -252,6 +252,9 @@ impl Tokenizer {
 
     /// Decodes ids to text; invalid UTF-8 (e.g. a cut multi-byte char)
     /// becomes U+FFFD. Special tokens are dropped when `skip_special`.
+    /// SentencePiece: the prefix space of the first piece is removed; the
+    /// prefix space encoding put after an added token stays (as in llama.cpp
+    /// and Hugging Face).
     pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String, TextError> {
         if let Some(&id) = ids.iter().find(|&&id| id as usize >= self.vocab_size) {
             return Err(TextError::TokenOutOfRange {

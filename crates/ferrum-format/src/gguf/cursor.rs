@@ -24,7 +24,11 @@ impl<'a> Cursor<'a> {
     }
 
     /// The next `n` bytes, or `Truncated` naming `what`.
-    pub(crate) fn take(&mut self, n: u64, what: impl FnOnce() -> String) -> Result<&'a [u8], GgufError> {
+    pub(crate) fn take(
+        &mut self,
+        n: u64,
+        what: impl FnOnce() -> String,
+    ) -> Result<&'a [u8], GgufError> {
         let slice = usize::try_from(n)
             .ok()
             .and_then(|n| self.pos.checked_add(n))
@@ -43,7 +47,10 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    fn array<const N: usize>(&mut self, what: impl FnOnce() -> String) -> Result<[u8; N], GgufError> {
+    fn array<const N: usize>(
+        &mut self,
+        what: impl FnOnce() -> String,
+    ) -> Result<[u8; N], GgufError> {
         let s = self.take(N as u64, what)?;
         // `take` returned exactly N bytes; zip copies them without a length check that could panic.
         let mut out = [0u8; N];
@@ -91,13 +98,21 @@ impl<'a> Cursor<'a> {
         let len = self.u64(|| format!("length of {}", what()))?;
         let remaining = self.remaining();
         if len > remaining {
-            return Err(GgufError::StringTooLong { offset: len_at, what: what(), len, remaining });
+            return Err(GgufError::StringTooLong {
+                offset: len_at,
+                what: what(),
+                len,
+                remaining,
+            });
         }
         let start = self.pos();
         let bytes = self.take(len, &what)?;
         match std::str::from_utf8(bytes) {
             Ok(s) => Ok(s.to_owned()),
-            Err(_) => Err(GgufError::InvalidUtf8 { offset: start, what: what() }),
+            Err(_) => Err(GgufError::InvalidUtf8 {
+                offset: start,
+                what: what(),
+            }),
         }
     }
 }

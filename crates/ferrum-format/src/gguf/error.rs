@@ -27,17 +27,37 @@ pub enum GgufError {
     )]
     UnsupportedVersion { version: u32 },
 
-    #[error("file truncated at byte {offset}: {what} needs {needed} bytes but only {available} remain")]
-    Truncated { offset: u64, what: String, needed: u64, available: u64 },
+    #[error(
+        "file truncated at byte {offset}: {what} needs {needed} bytes but only {available} remain"
+    )]
+    Truncated {
+        offset: u64,
+        what: String,
+        needed: u64,
+        available: u64,
+    },
 
     #[error("key-value count {count} at byte 24 is impossible: the {remaining} bytes left hold at most {max}")]
-    KvCountTooLarge { count: u64, remaining: u64, max: u64 },
+    KvCountTooLarge {
+        count: u64,
+        remaining: u64,
+        max: u64,
+    },
 
     #[error("tensor count {count} at byte 16 is impossible: the {remaining} bytes left hold at most {max}")]
-    TensorCountTooLarge { count: u64, remaining: u64, max: u64 },
+    TensorCountTooLarge {
+        count: u64,
+        remaining: u64,
+        max: u64,
+    },
 
     #[error("{what} at byte {offset} has length {len} but only {remaining} bytes remain")]
-    StringTooLong { offset: u64, what: String, len: u64, remaining: u64 },
+    StringTooLong {
+        offset: u64,
+        what: String,
+        len: u64,
+        remaining: u64,
+    },
 
     #[error("{what} at byte {offset} is not valid UTF-8")]
     InvalidUtf8 { offset: u64, what: String },
@@ -52,13 +72,29 @@ pub enum GgufError {
         "key '{key}' at byte {offset}: array of {elem_type} has length {len}, \
          but the {remaining} bytes left hold at most {max}"
     )]
-    ArrayTooLong { offset: u64, key: String, elem_type: &'static str, len: u64, remaining: u64, max: u64 },
+    ArrayTooLong {
+        offset: u64,
+        key: String,
+        elem_type: &'static str,
+        len: u64,
+        remaining: u64,
+        max: u64,
+    },
 
     #[error("key '{key}' at byte {offset}: arrays nested {depth} deep (at most {max} allowed)")]
-    ArrayTooDeep { offset: u64, key: String, depth: usize, max: usize },
+    ArrayTooDeep {
+        offset: u64,
+        key: String,
+        depth: usize,
+        max: usize,
+    },
 
     #[error("metadata holds more than {limit} values in total (at key '{key}', byte {offset})")]
-    MetadataTooLarge { offset: u64, key: String, limit: u64 },
+    MetadataTooLarge {
+        offset: u64,
+        key: String,
+        limit: u64,
+    },
 
     #[error("duplicate metadata key '{key}' at byte {offset}")]
     DuplicateKey { offset: u64, key: String },
@@ -70,16 +106,28 @@ pub enum GgufError {
     MissingKey { key: String },
 
     #[error("metadata key '{key}' has type {found}, expected {expected}")]
-    WrongType { key: String, expected: &'static str, found: &'static str },
+    WrongType {
+        key: String,
+        expected: &'static str,
+        found: &'static str,
+    },
 
     #[error("metadata key '{key}' = {value} does not fit in {target}")]
-    ValueOutOfRange { key: String, value: u64, target: &'static str },
+    ValueOutOfRange {
+        key: String,
+        value: u64,
+        target: &'static str,
+    },
 
     #[error("tensor '{tensor}' has {n_dims} dimensions (1 to 4 allowed)")]
     BadDimCount { tensor: String, n_dims: u32 },
 
     #[error("tensor '{tensor}' at byte {offset}: unknown or unsupported GGML type id {id}")]
-    UnknownTensorType { offset: u64, tensor: String, id: u32 },
+    UnknownTensorType {
+        offset: u64,
+        tensor: String,
+        id: u32,
+    },
 
     #[error("tensor '{tensor}': element count of dims {dims:?} overflows")]
     ElementCountOverflow { tensor: String, dims: Vec<u64> },
@@ -87,19 +135,37 @@ pub enum GgufError {
     #[error(
         "tensor '{tensor}': row length ne0 = {ne0} is not a multiple of the {ty} block size {block_size}"
     )]
-    NotBlockMultiple { tensor: String, ne0: u64, ty: GgmlType, block_size: u64 },
+    NotBlockMultiple {
+        tensor: String,
+        ne0: u64,
+        ty: GgmlType,
+        block_size: u64,
+    },
 
     #[error("duplicate tensor name '{tensor}' at byte {offset}")]
     DuplicateTensor { offset: u64, tensor: String },
 
-    #[error("tensor '{tensor}': data offset {offset} is not a multiple of the alignment {alignment}")]
-    MisalignedOffset { tensor: String, offset: u64, alignment: u64 },
+    #[error(
+        "tensor '{tensor}': data offset {offset} is not a multiple of the alignment {alignment}"
+    )]
+    MisalignedOffset {
+        tensor: String,
+        offset: u64,
+        alignment: u64,
+    },
 
     #[error(
         "tensor '{tensor}': data bytes {start}..{end} (offset {offset}, {size} bytes) \
          lie outside the {file_len}-byte file"
     )]
-    TensorOutOfBounds { tensor: String, offset: u64, size: u64, start: u64, end: u64, file_len: u64 },
+    TensorOutOfBounds {
+        tensor: String,
+        offset: u64,
+        size: u64,
+        start: u64,
+        end: u64,
+        file_len: u64,
+    },
 
     #[error("metadata key '{key}' was already added")]
     KeyAlreadyAdded { key: String },
@@ -111,11 +177,21 @@ pub enum GgufError {
     InvalidValue { key: String, reason: String },
 
     #[error("tensor '{tensor}': expected {expected} bytes of data, got {got}")]
-    TensorSizeMismatch { tensor: String, expected: u64, got: u64 },
+    TensorSizeMismatch {
+        tensor: String,
+        expected: u64,
+        got: u64,
+    },
 
     #[error("tensor data out of order: expected '{expected}' next, got '{got}'")]
     TensorOrder { expected: String, got: String },
 
-    #[error("{written} of {declared} declared tensors were written before finish ('{next}' is next)")]
-    MissingTensorData { written: usize, declared: usize, next: String },
+    #[error(
+        "{written} of {declared} declared tensors were written before finish ('{next}' is next)"
+    )]
+    MissingTensorData {
+        written: usize,
+        declared: usize,
+        next: String,
+    },
 }

@@ -36,7 +36,10 @@ pub struct GgufFile {
 impl GgufFile {
     /// Memory-map and validate `path`.
     pub fn open(path: &Path) -> Result<GgufFile, GgufError> {
-        let io = |source| GgufError::Io { path: path.to_owned(), source };
+        let io = |source| GgufError::Io {
+            path: path.to_owned(),
+            source,
+        };
         let file = std::fs::File::open(path).map_err(io)?;
         // SAFETY: the map is read-only. As with every mmap-based loader, the
         // bytes could change under us if another process rewrites the file
@@ -54,9 +57,25 @@ impl GgufFile {
     }
 
     fn with_backing(backing: Backing) -> Result<GgufFile, GgufError> {
-        let Parsed { version, alignment, data_offset, metadata, key_index, tensors, tensor_index } =
-            parse(backing.bytes())?;
-        Ok(GgufFile { backing, version, alignment, data_offset, metadata, key_index, tensors, tensor_index })
+        let Parsed {
+            version,
+            alignment,
+            data_offset,
+            metadata,
+            key_index,
+            tensors,
+            tensor_index,
+        } = parse(backing.bytes())?;
+        Ok(GgufFile {
+            backing,
+            version,
+            alignment,
+            data_offset,
+            metadata,
+            key_index,
+            tensors,
+            tensor_index,
+        })
     }
 
     pub fn version(&self) -> u32 {
@@ -84,27 +103,41 @@ impl GgufFile {
     }
 
     pub fn get(&self, key: &str) -> Option<&GgufValue> {
-        self.key_index.get(key).and_then(|&i| self.metadata.get(i)).map(|(_, v)| v)
+        self.key_index
+            .get(key)
+            .and_then(|&i| self.metadata.get(i))
+            .map(|(_, v)| v)
     }
 
     fn require(&self, key: &str) -> Result<&GgufValue, GgufError> {
-        self.get(key).ok_or_else(|| GgufError::MissingKey { key: key.to_owned() })
+        self.get(key).ok_or_else(|| GgufError::MissingKey {
+            key: key.to_owned(),
+        })
     }
 
     fn wrong_type(key: &str, expected: &'static str, found: &GgufValue) -> GgufError {
-        GgufError::WrongType { key: key.to_owned(), expected, found: found.type_name() }
+        GgufError::WrongType {
+            key: key.to_owned(),
+            expected,
+            found: found.type_name(),
+        }
     }
 
     /// Any integer type holding a non-negative value.
     pub fn get_u64(&self, key: &str) -> Result<u64, GgufError> {
         let v = self.require(key)?;
-        v.as_u64().ok_or_else(|| Self::wrong_type(key, "non-negative integer", v))
+        v.as_u64()
+            .ok_or_else(|| Self::wrong_type(key, "non-negative integer", v))
     }
 
     /// Any integer type holding a value in `0..=u32::MAX`.
     pub fn get_u32(&self, key: &str) -> Result<u32, GgufError> {
         let v = self.get_u64(key)?;
-        u32::try_from(v).map_err(|_| GgufError::ValueOutOfRange { key: key.to_owned(), value: v, target: "u32" })
+        u32::try_from(v).map_err(|_| GgufError::ValueOutOfRange {
+            key: key.to_owned(),
+            value: v,
+            target: "u32",
+        })
     }
 
     /// F32, F64 or any integer, as f32.
@@ -125,7 +158,8 @@ impl GgufFile {
 
     pub fn get_array(&self, key: &str) -> Result<&[GgufValue], GgufError> {
         let v = self.require(key)?;
-        v.as_array().ok_or_else(|| Self::wrong_type(key, "array", v))
+        v.as_array()
+            .ok_or_else(|| Self::wrong_type(key, "array", v))
     }
 
     /// Tensor infos in file order.
@@ -134,7 +168,9 @@ impl GgufFile {
     }
 
     pub fn tensor(&self, name: &str) -> Option<&GgufTensorInfo> {
-        self.tensor_index.get(name).and_then(|&i| self.tensors.get(i))
+        self.tensor_index
+            .get(name)
+            .and_then(|&i| self.tensors.get(i))
     }
 
     /// The bytes of `t` (an info from this file; every such range was checked
@@ -146,7 +182,9 @@ impl GgufFile {
             .checked_add(t.offset)
             .and_then(|start| Some(start..start.checked_add(t.n_bytes())?))
             .and_then(|r| Some(usize::try_from(r.start).ok()?..usize::try_from(r.end).ok()?));
-        range.and_then(|r| self.backing.bytes().get(r)).unwrap_or(&[])
+        range
+            .and_then(|r| self.backing.bytes().get(r))
+            .unwrap_or(&[])
     }
 
     /// The whole file.

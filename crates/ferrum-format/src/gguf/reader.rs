@@ -83,12 +83,20 @@ pub(crate) fn parse(buf: &[u8]) -> Result<Parsed, GgufError> {
     let remaining = c.remaining();
     let max_kv = remaining / MIN_KV_BYTES;
     if kv_count > max_kv {
-        return Err(GgufError::KvCountTooLarge { count: kv_count, remaining, max: max_kv });
+        return Err(GgufError::KvCountTooLarge {
+            count: kv_count,
+            remaining,
+            max: max_kv,
+        });
     }
     let left_for_tensors = remaining - kv_count * MIN_KV_BYTES;
     let max_tensors = left_for_tensors / MIN_TENSOR_INFO_BYTES;
     if tensor_count > max_tensors {
-        return Err(GgufError::TensorCountTooLarge { count: tensor_count, remaining, max: max_tensors });
+        return Err(GgufError::TensorCountTooLarge {
+            count: tensor_count,
+            remaining,
+            max: max_tensors,
+        });
     }
 
     let (metadata, key_index) = read_metadata(&mut c, kv_count)?;
@@ -96,13 +104,22 @@ pub(crate) fn parse(buf: &[u8]) -> Result<Parsed, GgufError> {
     let (mut tensors, tensor_index) = read_tensor_infos(&mut c, tensor_count)?;
 
     let header_end = c.pos();
-    let data_offset = align_up(header_end, alignment).ok_or(GgufError::BadAlignment { value: alignment })?;
+    let data_offset =
+        align_up(header_end, alignment).ok_or(GgufError::BadAlignment { value: alignment })?;
     let file_len = buf.len() as u64;
     for t in &tensors {
         check_placement(t, alignment, data_offset, file_len)?;
     }
     tensors.shrink_to_fit();
-    Ok(Parsed { version, alignment, data_offset, metadata, key_index, tensors, tensor_index })
+    Ok(Parsed {
+        version,
+        alignment,
+        data_offset,
+        metadata,
+        key_index,
+        tensors,
+        tensor_index,
+    })
 }
 
 type Metadata = (Vec<(String, GgufValue)>, HashMap<String, usize>);
@@ -115,11 +132,18 @@ fn read_metadata(c: &mut Cursor<'_>, kv_count: u64) -> Result<Metadata, GgufErro
         let key_at = c.pos();
         let key = c.string(|| format!("key of metadata pair {i}"))?;
         if index.contains_key(&key) {
-            return Err(GgufError::DuplicateKey { offset: key_at, key });
+            return Err(GgufError::DuplicateKey {
+                offset: key_at,
+                key,
+            });
         }
         let ty_at = c.pos();
         let id = c.u32(|| format!("value type of key '{key}'"))?;
-        let ty = ValueType::from_id(id).ok_or_else(|| GgufError::UnknownValueType { offset: ty_at, key: key.clone(), id })?;
+        let ty = ValueType::from_id(id).ok_or_else(|| GgufError::UnknownValueType {
+            offset: ty_at,
+            key: key.clone(),
+            id,
+        })?;
         let value = read_value(c, ty, &key, 0, &mut budget)?;
         index.insert(key.clone(), metadata.len());
         metadata.push((key, value));
@@ -128,9 +152,19 @@ fn read_metadata(c: &mut Cursor<'_>, kv_count: u64) -> Result<Metadata, GgufErro
 }
 
 /// Read one value of type `ty`; `level` is the number of enclosing arrays.
-fn read_value(c: &mut Cursor<'_>, ty: ValueType, key: &str, level: usize, budget: &mut u64) -> Result<GgufValue, GgufError> {
+fn read_value(
+    c: &mut Cursor<'_>,
+    ty: ValueType,
+    key: &str,
+    level: usize,
+    budget: &mut u64,
+) -> Result<GgufValue, GgufError> {
     if *budget == 0 {
-        return Err(GgufError::MetadataTooLarge { offset: c.pos(), key: key.to_owned(), limit: MAX_METADATA_VALUES });
+        return Err(GgufError::MetadataTooLarge {
+            offset: c.pos(),
+            key: key.to_owned(),
+            limit: MAX_METADATA_VALUES,
+        });
     }
     *budget -= 1;
     let what = || format!("{} value of key '{key}'", ty.name());
@@ -150,7 +184,13 @@ fn read_value(c: &mut Cursor<'_>, ty: ValueType, key: &str, level: usize, budget
             match c.u8(what)? {
                 0 => GgufValue::Bool(false),
                 1 => GgufValue::Bool(true),
-                byte => return Err(GgufError::InvalidBool { offset: at, key: key.to_owned(), byte }),
+                byte => {
+                    return Err(GgufError::InvalidBool {
+                        offset: at,
+                        key: key.to_owned(),
+                        byte,
+                    })
+                }
             }
         }
         ValueType::String => GgufValue::String(c.string(what)?),
@@ -158,13 +198,27 @@ fn read_value(c: &mut Cursor<'_>, ty: ValueType, key: &str, level: usize, budget
     })
 }
 
-fn read_array(c: &mut Cursor<'_>, key: &str, level: usize, budget: &mut u64) -> Result<GgufValue, GgufError> {
+fn read_array(
+    c: &mut Cursor<'_>,
+    key: &str,
+    level: usize,
+    budget: &mut u64,
+) -> Result<GgufValue, GgufError> {
     let ty_at = c.pos();
     let id = c.u32(|| format!("array element type of key '{key}'"))?;
-    let elem = ValueType::from_id(id).ok_or_else(|| GgufError::UnknownValueType { offset: ty_at, key: key.to_owned(), id })?;
+    let elem = ValueType::from_id(id).ok_or_else(|| GgufError::UnknownValueType {
+        offset: ty_at,
+        key: key.to_owned(),
+        id,
+    })?;
     // This array sits at depth level + 1; arrays inside it at level + 2.
     if elem == ValueType::Array && level + 2 > MAX_ARRAY_DEPTH {
-        return Err(GgufError::ArrayTooDeep { offset: ty_at, key: key.to_owned(), depth: level + 2, max: MAX_ARRAY_DEPTH });
+        return Err(GgufError::ArrayTooDeep {
+            offset: ty_at,
+            key: key.to_owned(),
+            depth: level + 2,
+            max: MAX_ARRAY_DEPTH,
+        });
     }
     let len_at = c.pos();
     let len = c.u64(|| format!("array length of key '{key}'"))?;
@@ -187,8 +241,15 @@ fn read_array(c: &mut Cursor<'_>, key: &str, level: usize, budget: &mut u64) -> 
     Ok(GgufValue::Array(items))
 }
 
-fn alignment_of(metadata: &[(String, GgufValue)], index: &HashMap<String, usize>) -> Result<u64, GgufError> {
-    let Some(value) = index.get(ALIGNMENT_KEY).and_then(|&i| metadata.get(i)).map(|(_, v)| v) else {
+fn alignment_of(
+    metadata: &[(String, GgufValue)],
+    index: &HashMap<String, usize>,
+) -> Result<u64, GgufError> {
+    let Some(value) = index
+        .get(ALIGNMENT_KEY)
+        .and_then(|&i| metadata.get(i))
+        .map(|(_, v)| v)
+    else {
         return Ok(DEFAULT_ALIGNMENT);
     };
     let a = value.as_u64().ok_or(GgufError::WrongType {
@@ -211,11 +272,17 @@ fn read_tensor_infos(c: &mut Cursor<'_>, count: u64) -> Result<TensorInfos, Gguf
         let name_at = c.pos();
         let name = c.string(|| format!("name of tensor {i}"))?;
         if index.contains_key(&name) {
-            return Err(GgufError::DuplicateTensor { offset: name_at, tensor: name });
+            return Err(GgufError::DuplicateTensor {
+                offset: name_at,
+                tensor: name,
+            });
         }
         let n_dims = c.u32(|| format!("n_dims of tensor '{name}'"))?;
         if n_dims == 0 || n_dims as usize > super::tensor::MAX_DIMS {
-            return Err(GgufError::BadDimCount { tensor: name, n_dims });
+            return Err(GgufError::BadDimCount {
+                tensor: name,
+                n_dims,
+            });
         }
         let mut dims = Vec::with_capacity(n_dims as usize);
         for d in 0..n_dims {
@@ -223,19 +290,37 @@ fn read_tensor_infos(c: &mut Cursor<'_>, count: u64) -> Result<TensorInfos, Gguf
         }
         let ty_at = c.pos();
         let id = c.u32(|| format!("type of tensor '{name}'"))?;
-        let ty = GgmlType::from_id(id).map_err(|_| GgufError::UnknownTensorType { offset: ty_at, tensor: name.clone(), id })?;
+        let ty = GgmlType::from_id(id).map_err(|_| GgufError::UnknownTensorType {
+            offset: ty_at,
+            tensor: name.clone(),
+            id,
+        })?;
         let offset = c.u64(|| format!("data offset of tensor '{name}'"))?;
         checked_n_bytes(&name, &dims, ty)?;
         index.insert(name.clone(), tensors.len());
-        tensors.push(GgufTensorInfo { name, dims, ty, offset });
+        tensors.push(GgufTensorInfo {
+            name,
+            dims,
+            ty,
+            offset,
+        });
     }
     Ok((tensors, index))
 }
 
 /// Offset aligned and the whole byte range inside the file.
-fn check_placement(t: &GgufTensorInfo, alignment: u64, data_offset: u64, file_len: u64) -> Result<(), GgufError> {
+fn check_placement(
+    t: &GgufTensorInfo,
+    alignment: u64,
+    data_offset: u64,
+    file_len: u64,
+) -> Result<(), GgufError> {
     if !t.offset.is_multiple_of(alignment) {
-        return Err(GgufError::MisalignedOffset { tensor: t.name.clone(), offset: t.offset, alignment });
+        return Err(GgufError::MisalignedOffset {
+            tensor: t.name.clone(),
+            offset: t.offset,
+            alignment,
+        });
     }
     let size = t.n_bytes();
     let start = data_offset.checked_add(t.offset);

@@ -24,7 +24,10 @@ impl GgufTensorInfo {
     /// Product of the dims (`u64::MAX` if it overflows, which a validated
     /// info never does).
     pub fn n_elements(&self) -> u64 {
-        self.dims.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d)).unwrap_or(u64::MAX)
+        self.dims
+            .iter()
+            .try_fold(1u64, |acc, &d| acc.checked_mul(d))
+            .unwrap_or(u64::MAX)
     }
 
     /// Bytes of data (`u64::MAX` for an invalid shape, which a validated info
@@ -44,19 +47,30 @@ pub(crate) fn checked_n_bytes(name: &str, dims: &[u64], ty: GgmlType) -> Result<
             n_dims: u32::try_from(dims.len()).unwrap_or(u32::MAX),
         });
     }
-    let overflow = || GgufError::ElementCountOverflow { tensor: name.to_owned(), dims: dims.to_vec() };
+    let overflow = || GgufError::ElementCountOverflow {
+        tensor: name.to_owned(),
+        dims: dims.to_vec(),
+    };
     let limit = i64::MAX as u64;
     let mut n: u64 = 1;
     for &d in dims {
         if d > limit {
             return Err(overflow());
         }
-        n = n.checked_mul(d).filter(|&n| n <= limit).ok_or_else(overflow)?;
+        n = n
+            .checked_mul(d)
+            .filter(|&n| n <= limit)
+            .ok_or_else(overflow)?;
     }
     let block = ty.block_size() as u64;
     let ne0 = dims.first().copied().unwrap_or(0);
     if !ne0.is_multiple_of(block) {
-        return Err(GgufError::NotBlockMultiple { tensor: name.to_owned(), ne0, ty, block_size: block });
+        return Err(GgufError::NotBlockMultiple {
+            tensor: name.to_owned(),
+            ne0,
+            ty,
+            block_size: block,
+        });
     }
     ty.bytes_for(n).ok_or_else(overflow)
 }
@@ -73,7 +87,10 @@ mod tests {
 
     #[test]
     fn shapes() {
-        assert_eq!(checked_n_bytes("t", &[256, 2], GgmlType::Q4K).ok(), Some(288));
+        assert_eq!(
+            checked_n_bytes("t", &[256, 2], GgmlType::Q4K).ok(),
+            Some(288)
+        );
         assert!(matches!(
             checked_n_bytes("t", &[128, 2], GgmlType::Q4K),
             Err(GgufError::NotBlockMultiple { ne0: 128, .. })
@@ -86,7 +103,10 @@ mod tests {
             checked_n_bytes("t", &[1 << 62], GgmlType::F64),
             Err(GgufError::ElementCountOverflow { .. })
         ));
-        assert!(matches!(checked_n_bytes("t", &[], GgmlType::F32), Err(GgufError::BadDimCount { n_dims: 0, .. })));
+        assert!(matches!(
+            checked_n_bytes("t", &[], GgmlType::F32),
+            Err(GgufError::BadDimCount { n_dims: 0, .. })
+        ));
         assert_eq!(checked_n_bytes("t", &[0, 5], GgmlType::F32).ok(), Some(0));
         assert_eq!(align_up(33, 32), Some(64));
         assert_eq!(align_up(64, 32), Some(64));

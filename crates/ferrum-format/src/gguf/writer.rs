@@ -97,14 +97,24 @@ impl GgufWriter {
 
     /// Declare a tensor; its data goes to [`GgufTensorSink::write_tensor`] in
     /// declaration order. `dims` is ne0 (contiguous) first.
-    pub fn add_tensor(&mut self, name: impl Into<String>, dims: &[u64], ty: GgmlType) -> Result<(), GgufError> {
+    pub fn add_tensor(
+        &mut self,
+        name: impl Into<String>,
+        dims: &[u64],
+        ty: GgmlType,
+    ) -> Result<(), GgufError> {
         let name = name.into();
         if self.names.contains(&name) {
             return Err(GgufError::TensorAlreadyAdded { tensor: name });
         }
         checked_n_bytes(&name, dims, ty)?;
         self.names.insert(name.clone());
-        self.tensors.push(GgufTensorInfo { name, dims: dims.to_vec(), ty, offset: 0 });
+        self.tensors.push(GgufTensorInfo {
+            name,
+            dims: dims.to_vec(),
+            ty,
+            offset: 0,
+        });
         Ok(())
     }
 
@@ -115,12 +125,21 @@ impl GgufWriter {
         for t in &mut self.tensors {
             t.offset = next;
             let end = next.checked_add(t.n_bytes());
-            next = end.and_then(|e| align_up(e, self.alignment)).ok_or_else(|| GgufError::ElementCountOverflow {
-                tensor: t.name.clone(),
-                dims: t.dims.clone(),
-            })?;
+            next = end
+                .and_then(|e| align_up(e, self.alignment))
+                .ok_or_else(|| GgufError::ElementCountOverflow {
+                    tensor: t.name.clone(),
+                    dims: t.dims.clone(),
+                })?;
         }
-        let mut sink = GgufTensorSink { out, pos: 0, alignment: self.alignment, data_offset: 0, tensors: Vec::new(), next: 0 };
+        let mut sink = GgufTensorSink {
+            out,
+            pos: 0,
+            alignment: self.alignment,
+            data_offset: 0,
+            tensors: Vec::new(),
+            next: 0,
+        };
         sink.put(b"GGUF")?;
         sink.put(&WRITE_VERSION.to_le_bytes())?;
         sink.put(&(self.tensors.len() as u64).to_le_bytes())?;
@@ -185,11 +204,18 @@ impl<W: Write> GgufTensorSink<W> {
             });
         };
         if t.name != name {
-            return Err(GgufError::TensorOrder { expected: t.name.clone(), got: name.to_owned() });
+            return Err(GgufError::TensorOrder {
+                expected: t.name.clone(),
+                got: name.to_owned(),
+            });
         }
         let expected = t.n_bytes();
         if bytes.len() as u64 != expected {
-            return Err(GgufError::TensorSizeMismatch { tensor: t.name.clone(), expected, got: bytes.len() as u64 });
+            return Err(GgufError::TensorSizeMismatch {
+                tensor: t.name.clone(),
+                expected,
+                got: bytes.len() as u64,
+            });
         }
         self.put(bytes)?;
         self.pad()?;
@@ -263,7 +289,11 @@ impl<W: Write> GgufTensorSink<W> {
 fn alignment_value(value: &GgufValue) -> Result<u64, GgufError> {
     let GgufValue::U32(a) = *value else {
         // llama.cpp reads general.alignment strictly as u32.
-        return Err(GgufError::WrongType { key: ALIGNMENT_KEY.to_owned(), expected: "u32", found: value.type_name() });
+        return Err(GgufError::WrongType {
+            key: ALIGNMENT_KEY.to_owned(),
+            expected: "u32",
+            found: value.type_name(),
+        });
     };
     if a == 0 || !a.is_power_of_two() {
         return Err(GgufError::BadAlignment { value: a.into() });
@@ -280,7 +310,10 @@ fn check_value(key: &str, v: &GgufValue, level: usize) -> Result<u64, GgufError>
     if level + 1 > MAX_ARRAY_DEPTH {
         return Err(GgufError::InvalidValue {
             key: key.to_owned(),
-            reason: format!("arrays nested {} deep (at most {MAX_ARRAY_DEPTH} allowed)", level + 1),
+            reason: format!(
+                "arrays nested {} deep (at most {MAX_ARRAY_DEPTH} allowed)",
+                level + 1
+            ),
         });
     }
     let mut count: u64 = 1;
@@ -314,7 +347,11 @@ pub struct GgufTensorData<'a> {
 }
 
 /// Write a whole GGUF v3 file from in-memory parts.
-pub fn write_file(path: &Path, metadata: &[(String, GgufValue)], tensors: &[GgufTensorData<'_>]) -> Result<(), GgufError> {
+pub fn write_file(
+    path: &Path,
+    metadata: &[(String, GgufValue)],
+    tensors: &[GgufTensorData<'_>],
+) -> Result<(), GgufError> {
     let mut w = GgufWriter::new();
     for (k, v) in metadata {
         w.add_kv(k.clone(), v.clone())?;
@@ -322,7 +359,10 @@ pub fn write_file(path: &Path, metadata: &[(String, GgufValue)], tensors: &[Gguf
     for t in tensors {
         w.add_tensor(t.name, t.dims, t.ty)?;
     }
-    let io = |source| GgufError::Io { path: path.to_owned(), source };
+    let io = |source| GgufError::Io {
+        path: path.to_owned(),
+        source,
+    };
     let file = File::create(path).map_err(io)?;
     let with_path = |e| match e {
         GgufError::Write(source) => io(source),

@@ -194,7 +194,9 @@ unsafe impl Block for BlockIQ4XS {}
 /// number of blocks or the pointer is misaligned for `B`.
 pub fn cast_blocks<B: Block>(bytes: &[u8]) -> Option<&[B]> {
     let size = std::mem::size_of::<B>();
-    if bytes.len() % size != 0 || (bytes.as_ptr() as usize) % std::mem::align_of::<B>() != 0 {
+    if !bytes.len().is_multiple_of(size)
+        || !(bytes.as_ptr() as usize).is_multiple_of(std::mem::align_of::<B>())
+    {
         return None;
     }
     // SAFETY: length and alignment checked above; `Block` guarantees every
@@ -205,11 +207,15 @@ pub fn cast_blocks<B: Block>(bytes: &[u8]) -> Option<&[B]> {
 /// Mutable counterpart of [`cast_blocks`].
 pub fn cast_blocks_mut<B: Block>(bytes: &mut [u8]) -> Option<&mut [B]> {
     let size = std::mem::size_of::<B>();
-    if bytes.len() % size != 0 || (bytes.as_ptr() as usize) % std::mem::align_of::<B>() != 0 {
+    if !bytes.len().is_multiple_of(size)
+        || !(bytes.as_ptr() as usize).is_multiple_of(std::mem::align_of::<B>())
+    {
         return None;
     }
     // SAFETY: as in `cast_blocks`; the borrow is unique.
-    Some(unsafe { std::slice::from_raw_parts_mut(bytes.as_mut_ptr() as *mut B, bytes.len() / size) })
+    Some(unsafe {
+        std::slice::from_raw_parts_mut(bytes.as_mut_ptr() as *mut B, bytes.len() / size)
+    })
 }
 
 /// Copy one block out of `bytes` (any alignment). `None` unless `bytes` is

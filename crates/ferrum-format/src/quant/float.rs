@@ -6,6 +6,7 @@
 //! `fp32_to_bf16` and gguf-py.
 
 use half::f16;
+use half::slice::HalfFloatSliceExt;
 
 /// BF16 bits to f32 (exact: the bits become the top half of the f32).
 pub fn bf16_to_f32(bits: u16) -> f32 {
@@ -31,9 +32,18 @@ pub(crate) fn dequantize_f32(src: &[u8], dst: &mut [f32]) {
     }
 }
 
+/// Elements converted per batch by the F16 paths (half's slice conversion
+/// uses F16C/NEON when the CPU has it).
+const F16_BATCH: usize = 256;
+
 pub(crate) fn dequantize_f16(src: &[u8], dst: &mut [f32]) {
-    for (b, o) in src.as_chunks::<2>().0.iter().zip(dst) {
-        *o = f16::from_bits(u16::from_le_bytes(*b)).to_f32();
+    let mut halves = [f16::ZERO; F16_BATCH];
+    for (bytes, out) in src.chunks(2 * F16_BATCH).zip(dst.chunks_mut(F16_BATCH)) {
+        let h = &mut halves[..out.len()];
+        for (v, b) in h.iter_mut().zip(bytes.as_chunks::<2>().0) {
+            *v = f16::from_bits(u16::from_le_bytes(*b));
+        }
+        h.convert_to_f32_slice(out);
     }
 }
 
@@ -50,8 +60,13 @@ pub(crate) fn quantize_f32(src: &[f32], dst: &mut [u8]) {
 }
 
 pub(crate) fn quantize_f16(src: &[f32], dst: &mut [u8]) {
-    for (x, o) in src.iter().zip(dst.as_chunks_mut::<2>().0) {
-        *o = f16::from_f32(*x).to_bits().to_le_bytes();
+    let mut halves = [f16::ZERO; F16_BATCH];
+    for (x, bytes) in src.chunks(F16_BATCH).zip(dst.chunks_mut(2 * F16_BATCH)) {
+        let h = &mut halves[..x.len()];
+        h.convert_from_f32_slice(x);
+        for (v, b) in h.iter().zip(bytes.as_chunks_mut::<2>().0) {
+            *b = v.to_bits().to_le_bytes();
+        }
     }
 }
 

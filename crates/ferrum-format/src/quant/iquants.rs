@@ -6,7 +6,9 @@ use super::kquants::QK_K;
 
 /// The 16 reconstruction levels shared by IQ4_NL and IQ4_XS (a 4-bit index
 /// selects one; the block scale multiplies it).
-pub const IQ4NL_TABLE: [i8; 16] = [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113];
+pub const IQ4NL_TABLE: [i8; 16] = [
+    -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
+];
 
 /// Elements per IQ4_NL block.
 pub const QK4_NL: usize = 32;

@@ -36,7 +36,11 @@ pub fn get_scale_min_k4(j: usize, scales: &[u8; K_SCALE_SIZE]) -> (u8, u8) {
 pub fn q3k_scales(scales: &[u8; 12]) -> [i8; 16] {
     let mut out = [0i8; 16];
     for (s, o) in out.iter_mut().enumerate() {
-        let low = if s < 8 { scales[s] & 0x0f } else { scales[s - 8] >> 4 };
+        let low = if s < 8 {
+            scales[s] & 0x0f
+        } else {
+            scales[s - 8] >> 4
+        };
         let high = (scales[8 + s % 4] >> (2 * (s / 4))) & 3;
         *o = ((low | (high << 4)) as i8) - 32;
     }
@@ -49,12 +53,17 @@ pub fn q3k_scales(scales: &[u8; 12]) -> [i8; 16] {
 pub fn dequantize_q2k(blocks: &[BlockQ2K], dst: &mut [f32]) {
     for (b, out) in blocks.iter().zip(dst.as_chunks_mut::<QK_K>().0) {
         let (d, dmin) = (b.d.to_f32(), b.dmin.to_f32());
-        for (e, o) in out.iter_mut().enumerate() {
-            let sc = b.scales[e / 16];
+        // 16-element group g: half g / 8, bit pair (g % 8) / 2, bytes
+        // 16 * (g % 2) .. +16 of that half's 32.
+        for (g, o16) in out.as_chunks_mut::<16>().0.iter_mut().enumerate() {
+            let sc = b.scales[g];
             let dl = d * f32::from(sc & 0x0f);
             let ml = dmin * f32::from(sc >> 4);
-            let q = (b.qs[32 * (e / 128) + e % 32] >> (2 * ((e % 128) / 32))) & 3;
-            *o = dl * f32::from(q) - ml;
+            let shift = 2 * ((g % 8) / 2);
+            let base = 32 * (g / 8) + 16 * (g % 2);
+            for (o, &byte) in o16.iter_mut().zip(&b.qs[base..base + 16]) {
+                *o = dl * f32::from((byte >> shift) & 3) - ml;
+            }
         }
     }
 }
@@ -65,12 +74,24 @@ pub fn dequantize_q3k(blocks: &[BlockQ3K], dst: &mut [f32]) {
     for (b, out) in blocks.iter().zip(dst.as_chunks_mut::<QK_K>().0) {
         let d = b.d.to_f32();
         let scales = q3k_scales(&b.scales);
-        for (e, o) in out.iter_mut().enumerate() {
-            let dl = d * f32::from(scales[e / 16]);
-            let low = (b.qs[32 * (e / 128) + e % 32] >> (2 * ((e % 128) / 32))) & 3;
-            let high_set = (b.hmask[e % 32] >> (e / 32)) & 1 == 1;
-            let q = i8::from_ne_bytes([low]) - if high_set { 0 } else { 4 };
-            *o = dl * f32::from(q);
+        // 16-element group g as in Q2_K; its high bits are bit g / 2 of
+        // hmask[16 * (g % 2) ..].
+        for (g, o16) in out.as_chunks_mut::<16>().0.iter_mut().enumerate() {
+            let dl = d * f32::from(scales[g]);
+            let shift = 2 * ((g % 8) / 2);
+            let base = 32 * (g / 8) + 16 * (g % 2);
+            let hbase = 16 * (g % 2);
+            let lows = &b.qs[base..base + 16];
+            let highs = &b.hmask[hbase..hbase + 16];
+            for ((o, &lo), &hi) in o16.iter_mut().zip(lows).zip(highs) {
+                let low = ((lo >> shift) & 3) as i8;
+                let q = if (hi >> (g / 2)) & 1 == 1 {
+                    low
+                } else {
+                    low - 4
+                };
+                *o = dl * f32::from(q);
+            }
         }
     }
 }
@@ -119,13 +140,20 @@ pub fn dequantize_q5k(blocks: &[BlockQ5K], dst: &mut [f32]) {
 pub fn dequantize_q6k(blocks: &[BlockQ6K], dst: &mut [f32]) {
     for (b, out) in blocks.iter().zip(dst.as_chunks_mut::<QK_K>().0) {
         let d = b.d.to_f32();
-        for (e, o) in out.iter_mut().enumerate() {
-            let (h, k, l) = (e / 128, (e % 128) / 32, e % 32);
-            let low = (b.ql[64 * h + l + 32 * (k % 2)] >> (4 * (k / 2))) & 0x0f;
-            let high = (b.qh[32 * h + l] >> (2 * k)) & 3;
-            let q = i32::from(low | (high << 4)) - 32;
-            let dl = d * f32::from(b.scales[e / 16]);
-            *o = dl * q as f32;
+        for (g, o16) in out.as_chunks_mut::<16>().0.iter_mut().enumerate() {
+            // Group g covers elements 16g..16g+16: half h, 32-run k, lanes
+            // l0..l0+16.
+            let (h, k, l0) = (g / 8, (g % 8) / 2, 16 * (g % 2));
+            let dl = d * f32::from(b.scales[g]);
+            let lbase = 64 * h + 32 * (k % 2) + l0;
+            let hbase = 32 * h + l0;
+            let lows = &b.ql[lbase..lbase + 16];
+            let highs = &b.qh[hbase..hbase + 16];
+            let (lshift, hshift) = (4 * (k / 2), 2 * k);
+            for ((o, &lo), &hi) in o16.iter_mut().zip(lows).zip(highs) {
+                let q = ((lo >> lshift) & 0x0f) | (((hi >> hshift) & 3) << 4);
+                *o = dl * (i32::from(q) - 32) as f32;
+            }
         }
     }
 }

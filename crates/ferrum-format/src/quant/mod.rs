@@ -30,15 +30,26 @@ pub use legacy::{
     dequantize_q8_1, QK as QK_LEGACY,
 };
 pub use quantize_k::{quantize_q4k, quantize_q5k, quantize_q6k, quantize_q8k};
-pub use quantize_legacy::{quantize_q4_0, quantize_q4_1, quantize_q5_0, quantize_q5_1, quantize_q8_0};
+pub use quantize_legacy::{
+    quantize_q4_0, quantize_q4_1, quantize_q5_0, quantize_q5_1, quantize_q8_0,
+};
 
 /// Errors of the codecs; every variant names the type and the sizes involved.
 #[derive(thiserror::Error, Debug, Clone, PartialEq, Eq)]
 pub enum QuantError {
     #[error("{ty}: {elements} elements is not a whole number of {block_size}-element blocks")]
-    NotBlockMultiple { ty: GgmlType, elements: usize, block_size: usize },
+    NotBlockMultiple {
+        ty: GgmlType,
+        elements: usize,
+        block_size: usize,
+    },
     #[error("{ty}: {elements} elements take {expected} bytes, but the buffer has {bytes}")]
-    LengthMismatch { ty: GgmlType, elements: usize, bytes: usize, expected: u64 },
+    LengthMismatch {
+        ty: GgmlType,
+        elements: usize,
+        bytes: usize,
+        expected: u64,
+    },
     #[error("{ty}: the byte size of {elements} elements overflows")]
     SizeOverflow { ty: GgmlType, elements: usize },
     #[error("{op} is not supported for {ty}")]
@@ -51,14 +62,23 @@ const CHUNK_BLOCKS: usize = 64;
 /// Check that `elements` values of `ty` occupy exactly `bytes` bytes.
 fn check_sizes(ty: GgmlType, elements: usize, bytes: usize) -> Result<(), QuantError> {
     let block_size = ty.block_size();
-    if elements % block_size != 0 {
-        return Err(QuantError::NotBlockMultiple { ty, elements, block_size });
+    if !elements.is_multiple_of(block_size) {
+        return Err(QuantError::NotBlockMultiple {
+            ty,
+            elements,
+            block_size,
+        });
     }
     let expected = ty
         .bytes_for(elements as u64)
         .ok_or(QuantError::SizeOverflow { ty, elements })?;
     if expected != bytes as u64 {
-        return Err(QuantError::LengthMismatch { ty, elements, bytes, expected });
+        return Err(QuantError::LengthMismatch {
+            ty,
+            elements,
+            bytes,
+            expected,
+        });
     }
     Ok(())
 }
@@ -71,7 +91,10 @@ fn decode<B: Block>(src: &[u8], dst: &mut [f32], per_block: usize, f: fn(&[B], &
     }
     let size = std::mem::size_of::<B>();
     let mut buf: Vec<B> = Vec::with_capacity(CHUNK_BLOCKS);
-    for (bytes, out) in src.chunks(CHUNK_BLOCKS * size).zip(dst.chunks_mut(CHUNK_BLOCKS * per_block)) {
+    for (bytes, out) in src
+        .chunks(CHUNK_BLOCKS * size)
+        .zip(dst.chunks_mut(CHUNK_BLOCKS * per_block))
+    {
         buf.clear();
         buf.extend(bytes.chunks_exact(size).filter_map(block_from_bytes::<B>));
         f(&buf, out);
@@ -86,7 +109,10 @@ fn encode<B: Block>(src: &[f32], dst: &mut [u8], per_block: usize, f: fn(&[f32],
     }
     let size = std::mem::size_of::<B>();
     let mut buf: Vec<B> = vec![zeroed_block(); CHUNK_BLOCKS];
-    for (x, out) in src.chunks(CHUNK_BLOCKS * per_block).zip(dst.chunks_mut(CHUNK_BLOCKS * size)) {
+    for (x, out) in src
+        .chunks(CHUNK_BLOCKS * per_block)
+        .zip(dst.chunks_mut(CHUNK_BLOCKS * size))
+    {
         f(x, &mut buf);
         for (b, o) in buf.iter().zip(out.chunks_exact_mut(size)) {
             o.copy_from_slice(block_bytes(b));
@@ -99,7 +125,10 @@ fn encode<B: Block>(src: &[f32], dst: &mut [u8], per_block: usize, f: fn(&[f32],
 pub fn dequantize(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), QuantError> {
     use GgmlType::*;
     if matches!(ty, I8 | I16 | I32 | I64 | F64) {
-        return Err(QuantError::Unsupported { ty, op: "dequantize" });
+        return Err(QuantError::Unsupported {
+            ty,
+            op: "dequantize",
+        });
     }
     check_sizes(ty, dst.len(), src.len())?;
     let n = ty.block_size();
@@ -121,7 +150,12 @@ pub fn dequantize(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), Quant
         Q8K => decode(src, dst, n, dequantize_q8k),
         IQ4NL => decode(src, dst, n, dequantize_iq4nl),
         IQ4XS => decode(src, dst, n, dequantize_iq4xs),
-        I8 | I16 | I32 | I64 | F64 => return Err(QuantError::Unsupported { ty, op: "dequantize" }),
+        I8 | I16 | I32 | I64 | F64 => {
+            return Err(QuantError::Unsupported {
+                ty,
+                op: "dequantize",
+            })
+        }
     }
     Ok(())
 }
@@ -138,7 +172,10 @@ pub fn dequantize_to_vec(ty: GgmlType, src: &[u8], n: usize) -> Result<Vec<f32>,
 /// Whether [`quantize`] can encode `ty`.
 pub fn can_quantize(ty: GgmlType) -> bool {
     use GgmlType::*;
-    matches!(ty, F32 | F16 | BF16 | Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q4K | Q5K | Q6K | Q8K)
+    matches!(
+        ty,
+        F32 | F16 | BF16 | Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q4K | Q5K | Q6K | Q8K
+    )
 }
 
 /// Encode `src` as `ty` into a new buffer of `ty.bytes_for(src.len())` bytes.
@@ -147,13 +184,20 @@ pub fn quantize(ty: GgmlType, src: &[f32]) -> Result<Vec<u8>, QuantError> {
         return Err(QuantError::Unsupported { ty, op: "quantize" });
     }
     let block_size = ty.block_size();
-    if src.len() % block_size != 0 {
-        return Err(QuantError::NotBlockMultiple { ty, elements: src.len(), block_size });
+    if !src.len().is_multiple_of(block_size) {
+        return Err(QuantError::NotBlockMultiple {
+            ty,
+            elements: src.len(),
+            block_size,
+        });
     }
     let bytes = ty
         .bytes_for(src.len() as u64)
         .and_then(|b| usize::try_from(b).ok())
-        .ok_or(QuantError::SizeOverflow { ty, elements: src.len() })?;
+        .ok_or(QuantError::SizeOverflow {
+            ty,
+            elements: src.len(),
+        })?;
     let mut out = vec![0u8; bytes];
     quantize_into(ty, src, &mut out)?;
     Ok(out)

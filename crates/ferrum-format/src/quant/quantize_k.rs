@@ -15,9 +15,17 @@ use super::kquants::{get_scale_min_k4, QK_K};
 use super::search::{fit_affine, fit_symmetric, nearest_int, Grid};
 
 /// Sub-block search settings for Q4_K (4-bit levels).
-const GRID_Q4K: Grid = Grid { rmin: -1.0, rdelta: 0.1, steps: 20 };
+const GRID_Q4K: Grid = Grid {
+    rmin: -1.0,
+    rdelta: 0.1,
+    steps: 20,
+};
 /// Sub-block search settings for Q5_K (5-bit levels).
-const GRID_Q5K: Grid = Grid { rmin: -0.5, rdelta: 0.1, steps: 15 };
+const GRID_Q5K: Grid = Grid {
+    rmin: -0.5,
+    rdelta: 0.1,
+    steps: 15,
+};
 
 /// Pack eight 6-bit scales and mins into the 12-byte Q4_K/Q5_K layout (the
 /// inverse of [`get_scale_min_k4`]).
@@ -56,7 +64,11 @@ fn quantize_affine_superblock(
     }
     let max_scale = scales.iter().fold(0.0f32, |a, &b| a.max(b));
     let max_min = mins.iter().fold(0.0f32, |a, &b| a.max(b));
-    let inv_scale = if max_scale > 0.0 { 63.0 / max_scale } else { 0.0 };
+    let inv_scale = if max_scale > 0.0 {
+        63.0 / max_scale
+    } else {
+        0.0
+    };
     let inv_min = if max_min > 0.0 { 63.0 / max_min } else { 0.0 };
     let sc = scales.map(|s| nearest_int(inv_scale * s).clamp(0, 63) as u8);
     let mn = mins.map(|m| nearest_int(inv_min * m).clamp(0, 63) as u8);
@@ -135,7 +147,7 @@ pub fn quantize_q6k(src: &[f32], dst: &mut [BlockQ6K]) {
                 max_scale = s;
             }
         }
-        if !(amax >= 1e-15) || !amax.is_finite() {
+        if amax < 1e-15 || amax.is_infinite() {
             *b = super::blocks::zeroed_block();
             continue;
         }

@@ -4,6 +4,8 @@
 //! extreme values, no search), computed in f32 with the same operation order
 //! as ggml's `quantize_row_*_ref` and gguf-py, so the bytes are identical.
 //! Every function fills `min(src.len() / 32, dst.len())` blocks.
+//! (`f as u8` truncates toward zero and saturates, which is the reference's
+//! `trunc` then clamp at 0.)
 
 use half::f16;
 
@@ -25,7 +27,8 @@ fn signed_absmax(x: &[f32; QK]) -> f32 {
 
 #[inline]
 fn min_max(x: &[f32; QK]) -> (f32, f32) {
-    x.iter().fold((f32::MAX, -f32::MAX), |(lo, hi), &v| (lo.min(v), hi.max(v)))
+    x.iter()
+        .fold((f32::MAX, -f32::MAX), |(lo, hi), &v| (lo.min(v), hi.max(v)))
 }
 
 #[inline]
@@ -76,7 +79,7 @@ pub fn quantize_q4_0(src: &[f32], dst: &mut [BlockQ4_0]) {
     for (x, b) in src.as_chunks::<QK>().0.iter().zip(dst) {
         let d = signed_absmax(x) / -8.0;
         let id = inverse(d);
-        let q = x.map(|v| ((v * id + 8.5).trunc() as u8).min(15));
+        let q = x.map(|v| ((v * id + 8.5) as u8).min(15));
         b.d = f16::from_f32(d);
         b.qs = pack_nibbles(&q);
     }
@@ -88,7 +91,7 @@ pub fn quantize_q4_1(src: &[f32], dst: &mut [BlockQ4_1]) {
         let (lo, hi) = min_max(x);
         let d = (hi - lo) / 15.0;
         let id = inverse(d);
-        let q = x.map(|v| (((v - lo) * id + 0.5).trunc() as u8).min(15));
+        let q = x.map(|v| (((v - lo) * id + 0.5) as u8).min(15));
         b.d = f16::from_f32(d);
         b.m = f16::from_f32(lo);
         b.qs = pack_nibbles(&q);
@@ -100,7 +103,7 @@ pub fn quantize_q5_0(src: &[f32], dst: &mut [BlockQ5_0]) {
     for (x, b) in src.as_chunks::<QK>().0.iter().zip(dst) {
         let d = signed_absmax(x) / -16.0;
         let id = inverse(d);
-        let q = x.map(|v| ((v * id + 16.5).trunc() as u8).min(31));
+        let q = x.map(|v| ((v * id + 16.5) as u8).min(31));
         b.d = f16::from_f32(d);
         b.qh = pack_fifth_bits(&q);
         b.qs = pack_nibbles(&q);
@@ -113,7 +116,7 @@ pub fn quantize_q5_1(src: &[f32], dst: &mut [BlockQ5_1]) {
         let (lo, hi) = min_max(x);
         let d = (hi - lo) / 31.0;
         let id = inverse(d);
-        let q = x.map(|v| (((v - lo) * id + 0.5).trunc() as u8).min(31));
+        let q = x.map(|v| (((v - lo) * id + 0.5) as u8).min(31));
         b.d = f16::from_f32(d);
         b.m = f16::from_f32(lo);
         b.qh = pack_fifth_bits(&q);

@@ -30,12 +30,17 @@ impl Rng {
 /// nested arrays.
 pub fn realistic_metadata(n_tokens: usize) -> Vec<(String, GgufValue)> {
     use GgufValue::*;
-    let tokens: Vec<GgufValue> = (0..n_tokens).map(|i| String(format!("tok_{i}_\u{e9}\u{4e2d}"))).collect();
+    let tokens: Vec<GgufValue> = (0..n_tokens)
+        .map(|i| String(format!("tok_{i}_\u{e9}\u{4e2d}")))
+        .collect();
     let scores: Vec<GgufValue> = (0..n_tokens).map(|i| F32(-(i as f32) * 0.25)).collect();
     let types: Vec<GgufValue> = (0..n_tokens).map(|i| I32((i % 6) as i32)).collect();
     vec![
         ("general.architecture".into(), String("qwen2".into())),
-        ("general.name".into(), String("Ferrum test \u{1f980} model".into())),
+        (
+            "general.name".into(),
+            String("Ferrum test \u{1f980} model".into()),
+        ),
         ("test.u8".into(), U8(200)),
         ("test.i8".into(), I8(-100)),
         ("test.u16".into(), U16(60000)),
@@ -48,17 +53,27 @@ pub fn realistic_metadata(n_tokens: usize) -> Vec<(String, GgufValue)> {
         ("test.f64".into(), F64(std::f64::consts::PI)),
         ("test.bool_t".into(), Bool(true)),
         ("test.bool_f".into(), Bool(false)),
-        ("test.empty_string".into(), String(std::string::String::new())),
+        (
+            "test.empty_string".into(),
+            String(std::string::String::new()),
+        ),
         ("qwen2.context_length".into(), U32(32768)),
         ("qwen2.rope.freq_base".into(), F32(1_000_000.0)),
         ("tokenizer.ggml.tokens".into(), Array(tokens)),
         ("tokenizer.ggml.scores".into(), Array(scores)),
         ("tokenizer.ggml.token_type".into(), Array(types)),
-        ("test.bools".into(), Array(vec![Bool(true), Bool(false), Bool(true)])),
+        (
+            "test.bools".into(),
+            Array(vec![Bool(true), Bool(false), Bool(true)]),
+        ),
         ("test.u64s".into(), Array(vec![U64(1), U64(u64::MAX)])),
         (
             "test.nested".into(),
-            Array(vec![Array(vec![U32(1), U32(2)]), Array(vec![]), Array(vec![U32(3)])]),
+            Array(vec![
+                Array(vec![U32(1), U32(2)]),
+                Array(vec![]),
+                Array(vec![U32(3)]),
+            ]),
         ),
         (
             "test.nested_mixed_inner".into(),
@@ -158,7 +173,7 @@ impl Raw {
     }
     /// Zero padding to a multiple of `align`.
     pub fn pad(&mut self, align: usize) -> &mut Self {
-        while self.0.len() % align != 0 {
+        while !self.0.len().is_multiple_of(align) {
             self.0.push(0);
         }
         self
@@ -176,7 +191,8 @@ impl Raw {
 pub fn default_model() -> Option<std::path::PathBuf> {
     let from_env = std::env::var_os("FERRUM_DEFAULT_MODEL").map(std::path::PathBuf::from);
     let from_home = std::env::var_os("HOME").map(|h| {
-        std::path::PathBuf::from(h).join(".cache/ferrum/models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf")
+        std::path::PathBuf::from(h)
+            .join(".cache/ferrum/models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf")
     });
     from_env.into_iter().chain(from_home).find(|p| p.is_file())
 }

@@ -244,7 +244,7 @@ fn quant<const G: usize, const S: usize>(ctx: &Ctx<'_, '_>, kind: &QuantKind, x:
         par_for_limit(m.div_ceil(per), ctx.threads, &|t| {
             for i in t * per..((t + 1) * per).min(m) {
                 // SAFETY: row i's blocks are written by this task only.
-                let blocks = unsafe { std::slice::from_raw_parts_mut(ap.0.add(i * nb), nb) };
+                let blocks = unsafe { std::slice::from_raw_parts_mut(ap.get().add(i * nb), nb) };
                 quantize_row(&x[i * cols..(i + 1) * cols], blocks, ctx.kernel);
             }
         });
@@ -297,6 +297,13 @@ struct ActPtr<T>(*mut T);
 // SAFETY: tasks write disjoint rows.
 unsafe impl<T> Send for ActPtr<T> {}
 unsafe impl<T> Sync for ActPtr<T> {}
+
+impl<T> ActPtr<T> {
+    /// A method (not a field access) so closures capture the whole wrapper.
+    fn get(self) -> *mut T {
+        self.0
+    }
+}
 
 /// All outputs of the panel's rows (weight rows `r0 ..`), for every
 /// activation row.

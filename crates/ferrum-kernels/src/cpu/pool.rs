@@ -31,6 +31,9 @@ const SPIN_FOR: Duration = Duration::from_micros(200);
 
 type Task = dyn Fn(usize) + Sync;
 
+fn noop_task(_: usize) {}
+static NOOP: fn(usize) = noop_task;
+
 /// The job being run: a lifetime-erased pointer to the caller's closure.
 #[derive(Clone, Copy)]
 struct Job {
@@ -75,7 +78,7 @@ fn pool() -> &'static Pool {
         let wanted = total.saturating_sub(1);
         let shared: &'static Shared = Box::leak(Box::new(Shared {
             state: AtomicU64::new(0),
-            job: UnsafeCell::new(Job { f: &|_| {} as &Task as *const Task, n: 0 }),
+            job: UnsafeCell::new(Job { f: &NOOP as &Task as *const Task, n: 0 }),
             max_workers: AtomicUsize::new(0),
             next: AtomicUsize::new(0),
             sleeping: (0..wanted).map(|_| AtomicBool::new(false)).collect(),

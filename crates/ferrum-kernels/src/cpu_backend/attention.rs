@@ -13,6 +13,13 @@ struct OutPtr(*mut f32);
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
+impl OutPtr {
+    /// A method (not a field access) so closures capture the whole `Sync` wrapper.
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
 pub fn run(q: &Mat, h: &HeadSpec, meta: &AttnMeta, kv: &CpuKv, out: &mut Mat) {
     let hd = h.head_dim;
     let group = h.n_heads / h.n_kv_heads;
@@ -56,7 +63,7 @@ pub fn run(q: &Mat, h: &HeadSpec, meta: &AttnMeta, kv: &CpuKv, out: &mut Mat) {
         }
         let inv = 1.0 / sum;
         // SAFETY: task (r, head) owns out[r, head*hd .. (head+1)*hd].
-        let dst = unsafe { std::slice::from_raw_parts_mut(out_ptr.0.add(r * h.n_heads * hd + head * hd), hd) };
+        let dst = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(r * h.n_heads * hd + head * hd), hd) };
         for (d, a) in dst.iter_mut().zip(&acc) {
             *d = a * inv;
         }

@@ -131,7 +131,8 @@ impl KvStore {
         match self {
             KvStore::F32(d) => dst.copy_from_slice(&d[at..at + dst.len()]),
             KvStore::F16(d) => {
-                for (o, x) in dst.iter_mut().zip(&d[at..at + dst.len()]) {
+                let n = dst.len();
+                for (o, x) in dst.iter_mut().zip(&d[at..at + n]) {
                     *o = x.to_f32();
                 }
             }

@@ -9,7 +9,7 @@ use super::{f16_at, BlockOut};
 /// The 8 six-bit scales and 8 six-bit mins of Q4_K/Q5_K, from their 12 packed
 /// bytes, as two little-endian u64 (byte `s` = sub-block `s`).
 #[inline(always)]
-pub(crate) fn k4_scales_mins(b: &[u8]) -> (u64, u64) {
+pub(crate) fn k4_scales_mins(b: &[u8; 12]) -> (u64, u64) {
     let u0 = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
     let u1 = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
     let u2 = u32::from_le_bytes([b[8], b[9], b[10], b[11]]);
@@ -23,17 +23,29 @@ pub(crate) fn k4_scales_mins(b: &[u8]) -> (u64, u64) {
     (sc_lo as u64 | (sc_hi as u64) << 32, mn_lo as u64 | (mn_hi as u64) << 32)
 }
 
+/// The unpack functions below see exactly one block; a short slice (never
+/// produced by `Panel::fill`) unpacks as zeros.
+macro_rules! chunks {
+    ($vals:ident, $b:expr, $out:expr, $( $name:ident : $off:expr, $len:expr );* ) => {
+        let Some($vals) = $out.vals.first_chunk_mut::<256>() else { return (0.0, 0.0) };
+        $( let Some($name) = $b.get($off..).and_then(|s| s.first_chunk::<$len>()) else { return (0.0, 0.0) }; )*
+    };
+}
+
 /// Q2_K [84 B]: scales[16] (low nibble scale, high nibble min), qs[64], d,
 /// dmin. Element e = 128 n + 32 j + l is bits 2j of qs[32 n + l].
 pub(crate) fn unpack_q2_k(b: &[u8], out: BlockOut<'_>) -> (f32, f32) {
-    let qs = &b[16..80];
-    for e in 0..256 {
-        let (n, j, l) = (e / 128, (e % 128) / 32, e % 32);
-        out.vals[e] = (qs[32 * n + l] >> (2 * j)) & 3;
+    chunks!(vals, b, out, sb: 0, 16; qs: 16, 64);
+    for n in 0..2 {
+        for j in 0..4 {
+            for l in 0..32 {
+                vals[128 * n + 32 * j + l] = (qs[32 * n + l] >> (2 * j)) & 3;
+            }
+        }
     }
     for t in 0..16 {
-        out.sc[t] = (b[t] & 0x0f) as i16;
-        out.mn[t] = (b[t] >> 4) as i16;
+        out.sc[t] = (sb[t] & 0x0f) as i16;
+        out.mn[t] = (sb[t] >> 4) as i16;
         out.bc[t] = 0;
     }
     (f16_at(b, 80), -f16_at(b, 82))
@@ -44,14 +56,15 @@ pub(crate) fn unpack_q2_k(b: &[u8], out: BlockOut<'_>) -> (f32, f32) {
 /// 4 n + j of hmask[l]; value = that - 4, kept here as the unsigned 0..8 with
 /// the -4 folded into `bc`.
 pub(crate) fn unpack_q3_k(b: &[u8], out: BlockOut<'_>) -> (f32, f32) {
-    let hm = &b[0..32];
-    let qs = &b[32..96];
-    let sb = &b[96..108];
-    for e in 0..256 {
-        let (n, j, l) = (e / 128, (e % 128) / 32, e % 32);
-        let lo = (qs[32 * n + l] >> (2 * j)) & 3;
-        let hi = (hm[l] >> (4 * n + j)) & 1;
-        out.vals[e] = lo | hi << 2;
+    chunks!(vals, b, out, hm: 0, 32; qs: 32, 64; sb: 96, 12);
+    for n in 0..2 {
+        for j in 0..4 {
+            for l in 0..32 {
+                let lo = (qs[32 * n + l] >> (2 * j)) & 3;
+                let hi = (hm[l] >> (4 * n + j)) & 1;
+                vals[128 * n + 32 * j + l] = lo | hi << 2;
+            }
+        }
     }
     for t in 0..16 {
         let low = if t < 8 { sb[t] & 0x0f } else { sb[t - 8] >> 4 };
@@ -64,8 +77,8 @@ pub(crate) fn unpack_q3_k(b: &[u8], out: BlockOut<'_>) -> (f32, f32) {
     (f16_at(b, 108), 0.0)
 }
 
-fn k4_sub_scales(b: &[u8], out: &mut BlockOut<'_>) {
-    let (sc, mn) = k4_scales_mins(b);
+fn k4_sub_scales(sb: &[u8; 12], out: &mut BlockOut<'_>) {
+    let (sc, mn) = k4_scales_mins(sb);
     for t in 0..16 {
         out.sc[t] = ((sc >> (8 * (t / 2))) & 0xff) as i16;
         out.mn[t] = ((mn >> (8 * (t / 2))) & 0xff) as i16;
@@ -76,29 +89,28 @@ fn k4_sub_scales(b: &[u8], out: &mut BlockOut<'_>) {
 /// Q4_K [144 B]: d, dmin, scales[12], qs[128]. Element 64 c + l is the low
 /// nibble of qs[32 c + l], element 64 c + 32 + l its high nibble.
 pub(crate) fn unpack_q4_k(b: &[u8], mut out: BlockOut<'_>) -> (f32, f32) {
-    let qs = &b[16..144];
+    chunks!(vals, b, out, sb: 4, 12; qs: 16, 128);
     for c in 0..4 {
         for l in 0..32 {
-            out.vals[64 * c + l] = qs[32 * c + l] & 0x0f;
-            out.vals[64 * c + 32 + l] = qs[32 * c + l] >> 4;
+            vals[64 * c + l] = qs[32 * c + l] & 0x0f;
+            vals[64 * c + 32 + l] = qs[32 * c + l] >> 4;
         }
     }
-    k4_sub_scales(&b[4..16], &mut out);
+    k4_sub_scales(sb, &mut out);
     (f16_at(b, 0), -f16_at(b, 2))
 }
 
 /// Q5_K [176 B]: d, dmin, scales[12], qh[32], qs[128]; as Q4_K plus bit 4 of
 /// element 64 c + l from bit 2c of qh[l] (bit 2c + 1 for 64 c + 32 + l).
 pub(crate) fn unpack_q5_k(b: &[u8], mut out: BlockOut<'_>) -> (f32, f32) {
-    let qh = &b[16..48];
-    let qs = &b[48..176];
+    chunks!(vals, b, out, sb: 4, 12; qh: 16, 32; qs: 48, 128);
     for c in 0..4 {
         for l in 0..32 {
-            out.vals[64 * c + l] = (qs[32 * c + l] & 0x0f) | ((qh[l] >> (2 * c)) & 1) << 4;
-            out.vals[64 * c + 32 + l] = (qs[32 * c + l] >> 4) | ((qh[l] >> (2 * c + 1)) & 1) << 4;
+            vals[64 * c + l] = (qs[32 * c + l] & 0x0f) | ((qh[l] >> (2 * c)) & 1) << 4;
+            vals[64 * c + 32 + l] = (qs[32 * c + l] >> 4) | ((qh[l] >> (2 * c + 1)) & 1) << 4;
         }
     }
-    k4_sub_scales(&b[4..16], &mut out);
+    k4_sub_scales(sb, &mut out);
     (f16_at(b, 0), -f16_at(b, 2))
 }
 
@@ -107,16 +119,18 @@ pub(crate) fn unpack_q5_k(b: &[u8], mut out: BlockOut<'_>) -> (f32, f32) {
 /// high 2 bits are bits 2k of qh[32 h + l]; value = q - 32, the -32 folded
 /// into `bc`.
 pub(crate) fn unpack_q6_k(b: &[u8], out: BlockOut<'_>) -> (f32, f32) {
-    let ql = &b[0..128];
-    let qh = &b[128..192];
-    for e in 0..256 {
-        let (h, k, l) = (e / 128, (e % 128) / 32, e % 32);
-        let lo = (ql[64 * h + 32 * (k % 2) + l] >> (4 * (k / 2))) & 0x0f;
-        let hi = (qh[32 * h + l] >> (2 * k)) & 3;
-        out.vals[e] = lo | hi << 4;
+    chunks!(vals, b, out, ql: 0, 128; qh: 128, 64; sb: 192, 16);
+    for h in 0..2 {
+        for k in 0..4 {
+            for l in 0..32 {
+                let lo = (ql[64 * h + 32 * (k % 2) + l] >> (4 * (k / 2))) & 0x0f;
+                let hi = (qh[32 * h + l] >> (2 * k)) & 3;
+                vals[128 * h + 32 * k + l] = lo | hi << 4;
+            }
+        }
     }
     for t in 0..16 {
-        let sc = b[192 + t] as i8 as i16;
+        let sc = sb[t] as i8 as i16;
         out.sc[t] = sc;
         out.bc[t] = -32 * sc;
         out.mn[t] = 0;
@@ -128,9 +142,8 @@ pub(crate) fn unpack_q6_k(b: &[u8], out: BlockOut<'_>) -> (f32, f32) {
 /// 32: scale = (4 bits of scales_l, 2 bits of scales_h) - 32, values from the
 /// IQ4 table as IQ4_NL.
 pub(crate) fn unpack_iq4_xs(b: &[u8], out: BlockOut<'_>) -> (f32, f32) {
-    let sh = u16::from_le_bytes([b[2], b[3]]);
-    let sl = &b[4..8];
-    let qs = &b[8..136];
+    chunks!(vals, b, out, shb: 2, 2; sl: 4, 4; qs: 8, 128);
+    let sh = u16::from_le_bytes(*shb);
     for ib in 0..8 {
         let low = (sl[ib / 2] >> (4 * (ib % 2))) & 0x0f;
         let high = ((sh >> (2 * ib)) & 3) as u8;
@@ -142,13 +155,12 @@ pub(crate) fn unpack_iq4_xs(b: &[u8], out: BlockOut<'_>) -> (f32, f32) {
         }
         for j in 0..16 {
             let q = qs[16 * ib + j];
-            out.vals[32 * ib + j] = IQ4_VALUES[(q & 0x0f) as usize] as u8;
-            out.vals[32 * ib + 16 + j] = IQ4_VALUES[(q >> 4) as usize] as u8;
+            vals[32 * ib + j] = IQ4_VALUES[(q & 0x0f) as usize] as u8;
+            vals[32 * ib + 16 + j] = IQ4_VALUES[(q >> 4) as usize] as u8;
         }
     }
     (f16_at(b, 0), 0.0)
 }
-
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) use avx2::*;
@@ -180,7 +192,7 @@ mod avx2 {
         for b in 0..nb {
             let blk = w.add(144 * b);
             let y = &*a.add(b);
-            let (sc, mn) = k4_scales_mins(std::slice::from_raw_parts(blk.add(4), 12));
+            let (sc, mn) = k4_scales_mins(&*(blk.add(4) as *const [u8; 12]));
             // Min term: sum_s mn_s * (bsums[2s] + bsums[2s + 1]).
             let bs = _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i);
             let pairs = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));

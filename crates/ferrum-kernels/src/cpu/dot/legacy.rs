@@ -8,9 +8,18 @@ use super::{f16_at, BlockOut};
 /// IQ4_NL / IQ4_XS value table.
 pub(crate) const IQ4_VALUES: [i8; 16] = [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113];
 
+/// The unpack functions below see exactly one block; a short slice (never
+/// produced by `Panel::fill`) unpacks as zeros.
+macro_rules! chunks {
+    ($vals:ident, $b:expr, $out:expr, $( $name:ident : $off:expr, $len:expr );* ) => {
+        let Some($vals) = $out.vals.first_chunk_mut::<32>() else { return (0.0, 0.0) };
+        $( let Some($name) = $b.get($off..).and_then(|s| s.first_chunk::<$len>()) else { return (0.0, 0.0) }; )*
+    };
+}
+
 /// Nibbles of 16 bytes in element order: low nibbles are elements 0..16,
 /// high nibbles 16..32.
-fn nibbles(qs: &[u8], vals: &mut [u8]) {
+fn nibbles(qs: &[u8; 16], vals: &mut [u8; 32]) {
     for j in 0..16 {
         vals[j] = qs[j] & 0x0f;
         vals[j + 16] = qs[j] >> 4;
@@ -18,66 +27,71 @@ fn nibbles(qs: &[u8], vals: &mut [u8]) {
 }
 
 /// Bit `j` of `qh` (little-endian u32) is bit 4 of element `j`.
-fn fifth_bits(qh: &[u8], vals: &mut [u8]) {
-    let h = u32::from_le_bytes([qh[0], qh[1], qh[2], qh[3]]);
-    for (j, v) in vals.iter_mut().enumerate().take(32) {
+fn fifth_bits(qh: &[u8; 4], vals: &mut [u8; 32]) {
+    let h = u32::from_le_bytes(*qh);
+    for (j, v) in vals.iter_mut().enumerate() {
         *v |= (((h >> j) & 1) as u8) << 4;
     }
 }
 
 fn plain(out: &mut BlockOut<'_>, bc: i16, mn: i16) {
-    out.sc.fill(1);
-    out.bc.fill(bc);
-    out.mn.fill(mn);
+    out.sc[..2].fill(1);
+    out.bc[..2].fill(bc);
+    out.mn[..2].fill(mn);
 }
 
 /// Q4_0 [18 B]: d, qs[16]; x = d (q - 8).
 pub(crate) fn unpack_q4_0(b: &[u8], mut out: BlockOut<'_>) -> (f32, f32) {
-    nibbles(&b[2..18], out.vals);
+    chunks!(vals, b, out, qs: 2, 16);
+    nibbles(qs, vals);
     plain(&mut out, -8, 0);
     (f16_at(b, 0), 0.0)
 }
 
 /// Q4_1 [20 B]: d, m, qs[16]; x = d q + m.
 pub(crate) fn unpack_q4_1(b: &[u8], mut out: BlockOut<'_>) -> (f32, f32) {
-    nibbles(&b[4..20], out.vals);
+    chunks!(vals, b, out, qs: 4, 16);
+    nibbles(qs, vals);
     plain(&mut out, 0, 1);
     (f16_at(b, 0), f16_at(b, 2))
 }
 
 /// Q5_0 [22 B]: d, qh[4], qs[16]; x = d (q - 16).
 pub(crate) fn unpack_q5_0(b: &[u8], mut out: BlockOut<'_>) -> (f32, f32) {
-    nibbles(&b[6..22], out.vals);
-    fifth_bits(&b[2..6], out.vals);
+    chunks!(vals, b, out, qh: 2, 4; qs: 6, 16);
+    nibbles(qs, vals);
+    fifth_bits(qh, vals);
     plain(&mut out, -16, 0);
     (f16_at(b, 0), 0.0)
 }
 
 /// Q5_1 [24 B]: d, m, qh[4], qs[16]; x = d q + m.
 pub(crate) fn unpack_q5_1(b: &[u8], mut out: BlockOut<'_>) -> (f32, f32) {
-    nibbles(&b[8..24], out.vals);
-    fifth_bits(&b[4..8], out.vals);
+    chunks!(vals, b, out, qh: 4, 4; qs: 8, 16);
+    nibbles(qs, vals);
+    fifth_bits(qh, vals);
     plain(&mut out, 0, 1);
     (f16_at(b, 0), f16_at(b, 2))
 }
 
 /// Q8_0 [34 B]: d, qs[32] (signed); x = d q.
 pub(crate) fn unpack_q8_0(b: &[u8], mut out: BlockOut<'_>) -> (f32, f32) {
-    out.vals[..32].copy_from_slice(&b[2..34]);
+    chunks!(vals, b, out, qs: 2, 32);
+    *vals = *qs;
     plain(&mut out, 0, 0);
     (f16_at(b, 0), 0.0)
 }
 
 /// IQ4_NL [18 B]: d, qs[16] indices into [`IQ4_VALUES`]; x = d table[q].
 pub(crate) fn unpack_iq4_nl(b: &[u8], mut out: BlockOut<'_>) -> (f32, f32) {
-    nibbles(&b[2..18], out.vals);
-    for v in out.vals.iter_mut().take(32) {
+    chunks!(vals, b, out, qs: 2, 16);
+    nibbles(qs, vals);
+    for v in vals.iter_mut() {
         *v = IQ4_VALUES[(*v & 15) as usize] as u8;
     }
     plain(&mut out, 0, 0);
     (f16_at(b, 0), 0.0)
 }
-
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) use avx2::*;

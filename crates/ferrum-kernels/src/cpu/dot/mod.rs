@@ -35,13 +35,13 @@ pub(crate) mod tile;
 use super::act_quant::ActBlock;
 use ferrum_core::GgmlType;
 
-/// How one weight block unpacks: into `vals` (one byte per element), `sc`,
-/// `bc`, `mn` (one i16 per 16 elements) and the two float scales.
+/// Where one weight block unpacks to: `vals` (one byte per element) and, per
+/// 16 elements, `sc`, `bc`, `mn` (only the first `group / 16` are used).
 pub(crate) struct BlockOut<'a> {
     pub vals: &'a mut [u8],
-    pub sc: &'a mut [i16],
-    pub bc: &'a mut [i16],
-    pub mn: &'a mut [i16],
+    pub sc: &'a mut [i16; 16],
+    pub bc: &'a mut [i16; 16],
+    pub mn: &'a mut [i16; 16],
 }
 
 /// Unpack one weight block (`bytes` is exactly one block); returns `(dw, cw)`.
@@ -58,28 +58,32 @@ pub(crate) struct QuantKind {
     pub signed: bool,
     /// The block has a min term (`summ`).
     pub has_min: bool,
+    /// Legacy types: `bc` is the same for every element, so the tiled kernel
+    /// adds `side_mul * ysum` (the offset term, or for types with a min,
+    /// `side_mul` = 1 gives `summ` = `ysum`). 0 for the K-quants.
+    pub side_mul: i32,
     pub unpack: UnpackFn,
 }
 
 /// The kind of a block-quantized type, `None` for others.
 pub(crate) fn quant_kind(ty: GgmlType) -> Option<QuantKind> {
     use GgmlType::*;
-    let (signed, has_min, unpack): (bool, bool, UnpackFn) = match ty {
-        Q4_0 => (false, false, legacy::unpack_q4_0),
-        Q4_1 => (false, true, legacy::unpack_q4_1),
-        Q5_0 => (false, false, legacy::unpack_q5_0),
-        Q5_1 => (false, true, legacy::unpack_q5_1),
-        Q8_0 => (true, false, legacy::unpack_q8_0),
-        IQ4NL => (true, false, legacy::unpack_iq4_nl),
-        Q2K => (false, true, kquants::unpack_q2_k),
-        Q3K => (false, false, kquants::unpack_q3_k),
-        Q4K => (false, true, kquants::unpack_q4_k),
-        Q5K => (false, true, kquants::unpack_q5_k),
-        Q6K => (false, false, kquants::unpack_q6_k),
-        IQ4XS => (true, false, kquants::unpack_iq4_xs),
+    let (signed, has_min, side_mul, unpack): (bool, bool, i32, UnpackFn) = match ty {
+        Q4_0 => (false, false, -8, legacy::unpack_q4_0),
+        Q4_1 => (false, true, 1, legacy::unpack_q4_1),
+        Q5_0 => (false, false, -16, legacy::unpack_q5_0),
+        Q5_1 => (false, true, 1, legacy::unpack_q5_1),
+        Q8_0 => (true, false, 0, legacy::unpack_q8_0),
+        IQ4NL => (true, false, 0, legacy::unpack_iq4_nl),
+        Q2K => (false, true, 0, kquants::unpack_q2_k),
+        Q3K => (false, false, 0, kquants::unpack_q3_k),
+        Q4K => (false, true, 0, kquants::unpack_q4_k),
+        Q5K => (false, true, 0, kquants::unpack_q5_k),
+        Q6K => (false, false, 0, kquants::unpack_q6_k),
+        IQ4XS => (true, false, 0, kquants::unpack_iq4_xs),
         _ => return None,
     };
-    Some(QuantKind { group: ty.block_size(), block_bytes: ty.type_size(), signed, has_min, unpack })
+    Some(QuantKind { group: ty.block_size(), block_bytes: ty.type_size(), signed, has_min, side_mul, unpack })
 }
 
 /// Read a little-endian f16 at `off` as f32.
@@ -92,8 +96,10 @@ pub(crate) fn f16_at(b: &[u8], off: usize) -> f32 {
 ///
 /// Per row: `vals` [cols] bytes; `scl` [cols / 2] i16 laid out for AVX2 (for
 /// each 32 elements: 8 copies of the first sub-block's scale, then 8 of the
-/// second's, matching `maddubs` output lanes); `dw`, `cw` [groups];
-/// `bc`, `mn` [groups * group / 16].
+/// second's, matching `maddubs` output lanes); `bc`, `mn` [groups * group / 16].
+/// The block scales are stored per row pair, as the tiled kernel reads them:
+/// `dw2[(j / 2) * groups + g] = [dw of row j & !1, dw of row (j | 1)]`, the
+/// second repeating the first when the panel has an odd last row.
 #[derive(Default)]
 pub(crate) struct Panel {
     pub rows: usize,
@@ -101,8 +107,8 @@ pub(crate) struct Panel {
     pub groups: usize,
     pub vals: Vec<u8>,
     pub scl: Vec<i16>,
-    pub dw: Vec<f32>,
-    pub cw: Vec<f32>,
+    pub dw2: Vec<[f32; 2]>,
+    pub cw2: Vec<[f32; 2]>,
     pub bc: Vec<i16>,
     pub mn: Vec<i16>,
 }
@@ -113,33 +119,66 @@ impl Panel {
     pub fn fill(&mut self, kind: &QuantKind, data: &[u8], rows: usize, cols: usize) {
         let g = kind.group;
         let groups = cols / g;
+        let s = g / 16;
         self.rows = rows;
         self.cols = cols;
         self.groups = groups;
         self.vals.resize(rows * cols, 0);
         self.scl.resize(rows * cols / 2, 0);
-        self.dw.resize(rows * groups, 0.0);
-        self.cw.resize(rows * groups, 0.0);
+        self.dw2.resize(rows.div_ceil(2) * groups, [0.0; 2]);
+        self.cw2.resize(rows.div_ceil(2) * groups, [0.0; 2]);
         self.bc.resize(rows * cols / 16, 0);
         self.mn.resize(rows * cols / 16, 0);
-        let mut sc = [0i16; 16];
-        let s = g / 16;
+        let (mut sc, mut bc, mut mn) = ([0i16; 16], [0i16; 16], [0i16; 16]);
         for (bi, blk) in data.chunks_exact(kind.block_bytes).take(rows * groups).enumerate() {
-            let (dw, cw) = (kind.unpack)(
-                blk,
-                BlockOut {
-                    vals: &mut self.vals[bi * g..(bi + 1) * g],
-                    sc: &mut sc[..s],
-                    bc: &mut self.bc[bi * s..(bi + 1) * s],
-                    mn: &mut self.mn[bi * s..(bi + 1) * s],
-                },
-            );
-            self.dw[bi] = dw;
-            self.cw[bi] = cw;
+            let out = BlockOut { vals: &mut self.vals[bi * g..(bi + 1) * g], sc: &mut sc, bc: &mut bc, mn: &mut mn };
+            let (dw, cw) = (kind.unpack)(blk, out);
+            let (j, gi) = (bi / groups, bi % groups);
+            let pair = (j / 2) * groups + gi;
+            self.dw2[pair][j % 2] = dw;
+            self.cw2[pair][j % 2] = cw;
+            if j % 2 == 0 {
+                self.dw2[pair][1] = dw;
+                self.cw2[pair][1] = cw;
+            }
+            self.bc[bi * s..(bi + 1) * s].copy_from_slice(&bc[..s]);
+            self.mn[bi * s..(bi + 1) * s].copy_from_slice(&mn[..s]);
             let scl = &mut self.scl[bi * g / 2..(bi + 1) * g / 2];
             for (t, &v) in sc[..s].iter().enumerate() {
                 scl[8 * t..8 * t + 8].fill(v);
             }
+        }
+    }
+
+    /// `(dw, cw)` of row `j`, group `g`.
+    #[inline]
+    pub fn scales(&self, j: usize, g: usize) -> (f32, f32) {
+        let pair = (j / 2) * self.groups + g;
+        (self.dw2[pair][j % 2], self.cw2[pair][j % 2])
+    }
+}
+
+/// Per activation-row group (4 rows, or 1) and block: the activation scales
+/// and `side_mul * ysum` laid out per output lane (lane `2 r + w`), so the
+/// tiled kernel loads them instead of gathering.
+#[derive(Clone, Copy, Default)]
+#[repr(C, align(32))]
+pub(crate) struct Side {
+    pub dy: [f32; 8],
+    pub ys: [i32; 8],
+}
+
+/// Fill `side` ([nb]) for activation rows `rows` (each `[nb]` blocks).
+pub(crate) fn fill_side<const G: usize, const S: usize>(rows: &[&[ActBlock<G, S>]], side_mul: i32, side: &mut [Side]) {
+    for (g, sd) in side.iter_mut().enumerate() {
+        *sd = Side::default();
+        for (r, a) in rows.iter().enumerate() {
+            let b = &a[g];
+            let ysum = b.bsums.iter().map(|&v| v as i32).sum::<i32>();
+            sd.dy[2 * r] = b.d;
+            sd.dy[2 * r + 1] = b.d;
+            sd.ys[2 * r] = side_mul * ysum;
+            sd.ys[2 * r + 1] = side_mul * ysum;
         }
     }
 }
@@ -172,9 +211,10 @@ pub(crate) fn dot_panel_scalar<const G: usize, const S: usize>(
             sumi += p.bc[bi * S + t] as i32 * a.bsums[t] as i32;
             summ += p.mn[bi * S + t] as i32 * a.bsums[t] as i32;
         }
-        acc = (p.dw[bi] * a.d).mul_add(sumi as f32, acc);
+        let (dw, cw) = p.scales(r, g);
+        acc = (dw * a.d).mul_add(sumi as f32, acc);
         if has_min {
-            acc = (p.cw[bi] * a.d).mul_add(summ as f32, acc);
+            acc = (cw * a.d).mul_add(summ as f32, acc);
         }
     }
     acc

@@ -10,7 +10,7 @@ pub(crate) use avx2::*;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::super::Panel;
+    use super::super::{Panel, Side};
     use crate::cpu::act_quant::ActBlock;
     use std::arch::x86_64::*;
 
@@ -48,21 +48,26 @@ mod avx2 {
         }
     }
 
-    /// Outputs `out[r][w]` = canonical dot of panel rows `w0`, `w1` with
-    /// activation rows `acts[r]` (r < MR <= 4). `w0 == w1` is allowed.
+    /// Outputs `out[r][w]` = canonical dot of panel rows `j + w` (`w < n`;
+    /// `j` even, `n` 1 or 2) with activation rows `acts[r]` (r < MR <= 4);
+    /// `side` holds the row group's [`Side`] per block.
     #[target_feature(enable = "avx2,fma")]
     pub(crate) unsafe fn tile<const G: usize, const S: usize, const MR: usize, const SIGNED: bool, const HAS_MIN: bool>(
         p: &Panel,
-        wr: [usize; 2],
+        j: usize,
+        n: usize,
         acts: [&[ActBlock<G, S>]; MR],
+        side: &[Side],
         out: &mut [[f32; 2]; MR],
     ) {
         let groups = p.groups;
+        let wr = [j, j + n - 1];
         let vals = [p.vals.as_ptr().add(wr[0] * p.cols), p.vals.as_ptr().add(wr[1] * p.cols)];
         let scl = [p.scl.as_ptr().add(wr[0] * p.cols / 2), p.scl.as_ptr().add(wr[1] * p.cols / 2)];
-        let meta = [wr[0] * groups, wr[1] * groups];
+        let pair = (j / 2) * groups;
         let bc = [p.bc.as_ptr().add(wr[0] * groups * S), p.bc.as_ptr().add(wr[1] * groups * S)];
         let mn = [p.mn.as_ptr().add(wr[0] * groups * S), p.mn.as_ptr().add(wr[1] * groups * S)];
+        let ones = _mm256_set1_epi16(1);
         let mut accf = _mm256_setzero_ps();
         for g in 0..groups {
             let mut acc = [_mm256_setzero_si256(); 8];
@@ -72,10 +77,15 @@ mod avx2 {
                     _mm256_loadu_si256(vals[0].add(off) as *const __m256i),
                     _mm256_loadu_si256(vals[1].add(off) as *const __m256i),
                 ];
-                let sv = [
-                    _mm256_loadu_si256(scl[0].add(off / 2) as *const __m256i),
-                    _mm256_loadu_si256(scl[1].add(off / 2) as *const __m256i),
-                ];
+                // Legacy blocks have unit sub-block scales.
+                let sv = if G == 32 {
+                    [ones, ones]
+                } else {
+                    [
+                        _mm256_loadu_si256(scl[0].add(off / 2) as *const __m256i),
+                        _mm256_loadu_si256(scl[1].add(off / 2) as *const __m256i),
+                    ]
+                };
                 let wa = if SIGNED { [_mm256_abs_epi8(wv[0]), _mm256_abs_epi8(wv[1])] } else { wv };
                 for r in 0..MR {
                     let av = _mm256_loadu_si256(acts[r].get_unchecked(g).qs.as_ptr().add(32 * c) as *const __m256i);
@@ -89,33 +99,41 @@ mod avx2 {
                     }
                 }
             }
-            // Per-16 offset and min terms from the activation bsums.
+            let sd = side.get_unchecked(g);
+            let dy = _mm256_load_ps(sd.dy.as_ptr());
+            let dwv = _mm256_castpd_ps(_mm256_broadcast_sd(&*(p.dw2.as_ptr().add(pair + g) as *const f64)));
+            let cwv = _mm256_castpd_ps(_mm256_broadcast_sd(&*(p.cw2.as_ptr().add(pair + g) as *const f64)));
+            if G == 32 {
+                // Legacy: offset (or min) term = side_mul * ysum, from `side`.
+                let ys = _mm256_load_si256(sd.ys.as_ptr() as *const __m256i);
+                let mut sumi = hsum8(&acc);
+                if !HAS_MIN {
+                    sumi = _mm256_add_epi32(sumi, ys);
+                }
+                accf = _mm256_fmadd_ps(_mm256_mul_ps(dwv, dy), _mm256_cvtepi32_ps(sumi), accf);
+                if HAS_MIN {
+                    accf = _mm256_fmadd_ps(_mm256_mul_ps(cwv, dy), _mm256_cvtepi32_ps(ys), accf);
+                }
+                continue;
+            }
+            // K-quants: per-16 offset and min terms from the activation bsums.
             let mut accm = [_mm256_setzero_si256(); 8];
             let bcv = [load_s::<S>(bc[0].add(g * S)), load_s::<S>(bc[1].add(g * S))];
             let mnv = [load_s::<S>(mn[0].add(g * S)), load_s::<S>(mn[1].add(g * S))];
-            let mut dy = [0.0f32; 8];
             for r in 0..MR {
-                let a = acts[r].get_unchecked(g);
-                let bs = load_s::<S>(a.bsums.as_ptr());
+                let bs = load_s::<S>(acts[r].get_unchecked(g).bsums.as_ptr());
                 for w in 0..2 {
                     acc[2 * r + w] = _mm256_add_epi32(acc[2 * r + w], _mm256_madd_epi16(bcv[w], bs));
                     if HAS_MIN {
                         accm[2 * r + w] = _mm256_madd_epi16(mnv[w], bs);
                     }
                 }
-                dy[2 * r] = a.d;
-                dy[2 * r + 1] = a.d;
             }
-            let dyv = _mm256_loadu_ps(dy.as_ptr());
-            let dw = [*p.dw.get_unchecked(meta[0] + g), *p.dw.get_unchecked(meta[1] + g)];
-            let dwv = _mm256_setr_ps(dw[0], dw[1], dw[0], dw[1], dw[0], dw[1], dw[0], dw[1]);
             let sumi = _mm256_cvtepi32_ps(hsum8(&acc));
-            accf = _mm256_fmadd_ps(_mm256_mul_ps(dwv, dyv), sumi, accf);
+            accf = _mm256_fmadd_ps(_mm256_mul_ps(dwv, dy), sumi, accf);
             if HAS_MIN {
-                let cw = [*p.cw.get_unchecked(meta[0] + g), *p.cw.get_unchecked(meta[1] + g)];
-                let cwv = _mm256_setr_ps(cw[0], cw[1], cw[0], cw[1], cw[0], cw[1], cw[0], cw[1]);
                 let summ = _mm256_cvtepi32_ps(hsum8(&accm));
-                accf = _mm256_fmadd_ps(_mm256_mul_ps(cwv, dyv), summ, accf);
+                accf = _mm256_fmadd_ps(_mm256_mul_ps(cwv, dy), summ, accf);
             }
         }
         let mut res = [0.0f32; 8];
