@@ -43,7 +43,6 @@ from safetensors.numpy import load_file  # noqa: E402
 
 def read_gguf(path: Path):
     """Return (metadata dict, {name: float64 array in numpy order})."""
-    import gguf
     reader = gguf.GGUFReader(str(path))
     meta = {}
     for name, field in reader.fields.items():

@@ -56,6 +56,15 @@ def ensure_deps() -> None:
         subprocess.check_call(cmd)
 
 
+ensure_deps()
+import gguf  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import transformers  # noqa: E402
+from safetensors.numpy import load_file  # noqa: E402
+from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers  # noqa: E402
+
+
 # Per-family hyper-parameters.  head_dim is explicit everywhere; qwen3 and
 # qwen3moe use head_dim != hidden / heads; qwen2 uses 6 query heads (not a
 # power of two) with 2 kv heads.
@@ -129,8 +138,6 @@ def build_vocab() -> tuple[list[str], list[int], list[str]]:
 
 
 def write_hf_tokenizer(hf_dir: Path) -> None:
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
-
     tokens, _, merges = build_vocab()
     vocab = {t: i for i, t in enumerate(tokens)}
     bpe = models.BPE(vocab=vocab, merges=[tuple(m.split(" ")) for m in merges])
@@ -149,8 +156,6 @@ def write_hf_tokenizer(hf_dir: Path) -> None:
 
 # ------------------------------------------------------------------- model
 def make_config(spec: dict):
-    import transformers
-
     cls = getattr(transformers, spec["config_class"])
     kw = dict(COMMON)
     for key in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
@@ -171,8 +176,6 @@ def make_config(spec: dict):
 def init_weights(model, seed: int) -> None:
     """Gaussian matrices (std MATRIX_STD), RMSNorm weights 1 + 0.1 N(0,1),
     biases 0.1 N(0,1): every tensor is visibly non-trivial."""
-    import torch
-
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -186,9 +189,6 @@ def init_weights(model, seed: int) -> None:
 
 
 def build_model(spec: dict):
-    import torch
-    import transformers
-
     torch.manual_seed(spec["seed"])
     config = make_config(spec)
     model = getattr(transformers, spec["hf_class"])(config)
@@ -221,8 +221,6 @@ def save_hf(model, spec: dict, hf_dir: Path) -> None:
 def run_reference(model, prompt: list[int]) -> dict:
     """Prefill one prompt (batch of one), then N_GREEDY greedy steps through
     the KV cache.  decode_logits[0] is the last prefill row."""
-    import torch
-
     with torch.no_grad():
         ids = torch.tensor([prompt], dtype=torch.long)
         out = model(input_ids=ids, use_cache=True)
@@ -239,8 +237,6 @@ def run_reference(model, prompt: list[int]) -> dict:
         # Sanity: the cached decode equals a full recompute of the sequence.
         full = model(input_ids=torch.tensor([prompt + greedy[:-1]]), use_cache=False)
         full_rows = full.logits[0, len(prompt) - 1:].float().numpy()
-    import numpy as np
-
     decode = np.stack(rows)
     err = float(np.abs(full_rows - decode).max())
     assert err < 1e-4, f"cached decode differs from recompute by {err}"
@@ -253,9 +249,6 @@ def run_reference(model, prompt: list[int]) -> dict:
 def check_padded_batch(model, prompts: list[list[int]], results: list[dict]) -> float:
     """Left-pad all prompts to one batch; logits at real positions must equal
     the batch-of-one numbers."""
-    import numpy as np
-    import torch
-
     width = max(len(p) for p in prompts)
     ids = torch.full((len(prompts), width), PAD_ID, dtype=torch.long)
     mask = torch.zeros((len(prompts), width), dtype=torch.long)
@@ -307,8 +300,6 @@ def permute_for_llama_rope(w, n_head: int):
 def gguf_tensor_list(spec: dict, st: dict) -> list[tuple[str, object, str]]:
     """(gguf name, float32 numpy array, role) from the HF safetensors dict.
     role: 'matrix' (quantised in F16/Q8_0 files) or 'f32' (always F32)."""
-    import numpy as np
-
     n_head, n_kv = spec["num_attention_heads"], spec["num_key_value_heads"]
     is_llama = spec["gguf_arch"] == "llama"
     out = [("token_embd.weight", st["model.embed_tokens.weight"], "matrix")]
@@ -354,9 +345,6 @@ def gguf_tensor_list(spec: dict, st: dict) -> list[tuple[str, object, str]]:
 
 
 def write_gguf(spec: dict, family: str, st: dict, path: Path, ftype: str) -> None:
-    import gguf
-    import numpy as np
-
     arch = spec["gguf_arch"]
     file_type = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
                  "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[ftype]
@@ -409,9 +397,6 @@ def write_gguf(spec: dict, family: str, st: dict, path: Path, ftype: str) -> Non
 
 def verify_gguf(spec: dict, st: dict, path: Path, ftype: str) -> None:
     """Re-read with GGUFReader: names, GGUF dims (ne0 first), types, values."""
-    import gguf
-    import numpy as np
-
     reader = gguf.GGUFReader(str(path))
     got = {t.name: t for t in reader.tensors}
     want = gguf_tensor_list(spec, st)
@@ -433,8 +418,6 @@ def verify_gguf(spec: dict, st: dict, path: Path, ftype: str) -> None:
 
 # ------------------------------------------------------------------ output
 def fmt_value(v) -> str:
-    import numpy as np
-
     if isinstance(v, np.ndarray):
         if v.ndim == 1:
             assert np.isfinite(v).all()
@@ -483,11 +466,6 @@ def reference_config(spec: dict, model) -> dict:
 
 
 def generate_family(family: str, out_root: Path) -> None:
-    import numpy as np
-    import torch
-    import transformers
-    from safetensors.numpy import load_file
-
     spec = FAMILIES[family]
     fam_dir = out_root / family
     hf_dir = fam_dir / "hf"
@@ -546,8 +524,6 @@ def generate_family(family: str, out_root: Path) -> None:
 def router_margin_hook(spec: dict, sink: list[float]):
     """Forward hook on the MoE router: records min over tokens of
     p[k-1] - p[k] (sorted softmax probabilities, k = experts used)."""
-    import torch
-
     k = spec["num_experts_per_tok"]
 
     def hook(_module, _inputs, output):
@@ -597,9 +573,6 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=repo / "tests" / "fixtures" / "models")
     ap.add_argument("--families", nargs="*", default=list(FAMILIES))
     args = ap.parse_args()
-    ensure_deps()
-    import torch
-
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     torch.use_deterministic_algorithms(True)
     for fam in args.families:

@@ -9,7 +9,7 @@
 use std::cell::RefCell;
 
 use super::act_quant::{quantize_row, ActBlock};
-use super::dot::{self, float, Panel, QuantKind};
+use super::dot::{self, fill_side, float, Panel, QuantKind, Side};
 use super::pool::par_for_limit;
 use super::{Kernel, KernelError, MatmulOptions, QMatRef, Strategy};
 use ferrum_core::GgmlType;
@@ -218,16 +218,21 @@ fn with_panel<R>(f: impl FnOnce(&mut Panel) -> R) -> R {
     })
 }
 
+/// A direct AVX2 kernel: up to 4 weight rows (pointers; repeat one to fill)
+/// times one activation row of `nb` blocks.
+#[cfg(target_arch = "x86_64")]
+type Direct = unsafe fn(w: [*const u8; 4], a: *const u8, nb: usize) -> [f32; 4];
+
 /// Direct AVX2 kernel for `ty`, if it has one.
 #[cfg(target_arch = "x86_64")]
-fn direct_kernel(ty: GgmlType) -> Option<unsafe fn(*const u8, *const u8, usize) -> f32> {
+fn direct_kernel(ty: GgmlType) -> Option<Direct> {
     use super::dot::{kquants, legacy};
     match ty {
-        GgmlType::Q4K => Some(kquants::dot_q4_k),
-        GgmlType::Q6K => Some(kquants::dot_q6_k),
-        GgmlType::Q8_0 => Some(legacy::dot_q8_0),
-        GgmlType::Q5_0 => Some(legacy::dot_q5_0),
-        GgmlType::Q4_0 => Some(legacy::dot_q4_0),
+        GgmlType::Q4K => Some(kquants::dot4_q4_k),
+        GgmlType::Q6K => Some(kquants::dot4_q6_k),
+        GgmlType::Q8_0 => Some(legacy::dot4::<{ legacy::Q8_0 }>),
+        GgmlType::Q5_0 => Some(legacy::dot4::<{ legacy::Q5_0 }>),
+        GgmlType::Q4_0 => Some(legacy::dot4::<{ legacy::Q4_0 }>),
         _ => None,
     }
 }
@@ -265,29 +270,50 @@ fn quant<const G: usize, const S: usize>(ctx: &Ctx<'_, '_>, kind: &QuantKind, x:
         };
         if let (true, Some(f)) = (use_direct, direct_kernel(w.ty)) {
             let rb = nb * kind.block_bytes;
-            let per = ctx.rows_per_task(1, 1 << 20);
+            let per = ctx.rows_per_task(4, 1 << 20);
             ctx.for_row_ranges(per, |r0, r1| {
-                for j in r0..r1 {
+                let mut j = r0;
+                while j < r1 {
+                    let n = (r1 - j).min(4);
+                    // SAFETY: rows j .. j + n are in bounds (the last
+                    // repeats to fill 4); AVX2 detected.
+                    let ws = unsafe {
+                        let wp = |k: usize| w.data.as_ptr().add((j + k.min(n - 1)) * rb);
+                        [wp(0), wp(1), wp(2), wp(3)]
+                    };
                     for i in 0..m {
-                        // SAFETY: AVX2 detected; row j has nb blocks at
-                        // j * rb and act row i has nb blocks; (i, j) is
-                        // this task's.
+                        // SAFETY: act row i has nb blocks; outputs (i, j..j+n)
+                        // are this task's.
                         unsafe {
-                            let v = f(w.data.as_ptr().add(j * rb), act.as_ptr().add(i * nb) as *const u8, nb);
-                            out.set(i * w.rows + j, v);
+                            let v = f(ws, act.as_ptr().add(i * nb) as *const u8, nb);
+                            for (k, &vk) in v.iter().enumerate().take(n) {
+                                out.set(i * w.rows + j + k, vk);
+                            }
                         }
                     }
+                    j += n;
                 }
             });
             return;
         }
     }
+    // Tiled / scalar path. Activation rows go in groups of 4, then singly;
+    // `side` holds each group's per-lane scales.
+    let m4 = m / 4 * 4;
+    let ngroups = m4 / 4 + (m - m4);
+    let mut side = vec![Side::default(); if ctx.kernel == Kernel::Avx2 { ngroups * nb } else { 0 }];
+    for (gi, sd) in side.chunks_exact_mut(nb.max(1)).enumerate().take(if nb == 0 { 0 } else { ngroups }) {
+        let (i0, len) = if gi < m4 / 4 { (4 * gi, 4) } else { (m4 + gi - m4 / 4, 1) };
+        let rows: Vec<&[ActBlock<G, S>]> = (i0..i0 + len).map(|i| &act[i * nb..(i + 1) * nb]).collect();
+        fill_side(&rows, kind.side_mul, sd);
+    }
+    let side = &side[..];
     let per = ctx.rows_per_task(2, 32);
     ctx.for_row_ranges(per, |r0, r1| {
         with_panel(|p| {
             let rb = nb * kind.block_bytes;
             p.fill(kind, &w.data[r0 * rb..r1 * rb], r1 - r0, cols);
-            panel_rows::<G, S>(ctx, kind, p, act, r0, out);
+            panel_rows::<G, S>(ctx, kind, p, act, side, r0, out);
         })
     });
 }
@@ -312,6 +338,7 @@ fn panel_rows<const G: usize, const S: usize>(
     kind: &QuantKind,
     p: &Panel,
     act: &[ActBlock<G, S>],
+    side: &[Side],
     r0: usize,
     out: Out,
 ) {
@@ -321,10 +348,10 @@ fn panel_rows<const G: usize, const S: usize>(
         // SAFETY: AVX2 detected; the panel and act rows are sized by nb.
         unsafe {
             match (kind.signed, kind.has_min) {
-                (false, false) => tiled_avx2::<G, S, false, false>(p, act, m, nb, rows, r0, out),
-                (false, true) => tiled_avx2::<G, S, false, true>(p, act, m, nb, rows, r0, out),
-                (true, false) => tiled_avx2::<G, S, true, false>(p, act, m, nb, rows, r0, out),
-                (true, true) => tiled_avx2::<G, S, true, true>(p, act, m, nb, rows, r0, out),
+                (false, false) => tiled_avx2::<G, S, false, false>(p, act, side, m, rows, r0, out),
+                (false, true) => tiled_avx2::<G, S, false, true>(p, act, side, m, rows, r0, out),
+                (true, false) => tiled_avx2::<G, S, true, false>(p, act, side, m, rows, r0, out),
+                (true, true) => tiled_avx2::<G, S, true, true>(p, act, side, m, rows, r0, out),
             }
         }
         return;
@@ -343,43 +370,40 @@ fn panel_rows<const G: usize, const S: usize>(
 unsafe fn tiled_avx2<const G: usize, const S: usize, const SIGNED: bool, const HAS_MIN: bool>(
     p: &Panel,
     act: &[ActBlock<G, S>],
+    side: &[Side],
     m: usize,
-    nb: usize,
     rows: usize,
     r0: usize,
     out: Out,
 ) {
     use super::dot::tile::tile;
-    let np = p.rows;
+    let (np, nb) = (p.rows, p.groups);
     let arow = |i: usize| &act[i * nb..(i + 1) * nb];
-    let mut i = 0;
-    while i + 4 <= m {
+    let sgroup = |gi: usize| &side[gi * nb..(gi + 1) * nb];
+    let m4 = m / 4 * 4;
+    for i in (0..m4).step_by(4) {
         let acts = [arow(i), arow(i + 1), arow(i + 2), arow(i + 3)];
-        let mut j = 0;
-        while j < np {
+        let sd = sgroup(i / 4);
+        for j in (0..np).step_by(2) {
             let n = (np - j).min(2);
             let mut o = [[0.0f32; 2]; 4];
-            tile::<G, S, 4, SIGNED, HAS_MIN>(p, [j, j + n - 1], acts, &mut o);
+            tile::<G, S, 4, SIGNED, HAS_MIN>(p, j, n, acts, sd, &mut o);
             for (r, orow) in o.iter().enumerate() {
                 for (c, &v) in orow.iter().enumerate().take(n) {
                     out.set((i + r) * rows + r0 + j + c, v);
                 }
             }
-            j += n;
         }
-        i += 4;
     }
-    while i < m {
-        let mut j = 0;
-        while j < np {
+    for i in m4..m {
+        let sd = sgroup(m4 / 4 + (i - m4));
+        for j in (0..np).step_by(2) {
             let n = (np - j).min(2);
             let mut o = [[0.0f32; 2]; 1];
-            tile::<G, S, 1, SIGNED, HAS_MIN>(p, [j, j + n - 1], [arow(i)], &mut o);
+            tile::<G, S, 1, SIGNED, HAS_MIN>(p, j, n, [arow(i)], sd, &mut o);
             for (c, &v) in o[0].iter().enumerate().take(n) {
                 out.set(i * rows + r0 + j + c, v);
             }
-            j += n;
         }
-        i += 1;
     }
 }

@@ -7,7 +7,7 @@ use ferrum_kernels::{CpuBackend, KvDType};
 use ferrum_model::{ForwardBatch, KvCache, LogitRows, Model, SeqInput, BLOCK_SIZE};
 
 /// KV element type of the test caches (llama.cpp defaults to f16).
-pub const KV_DTYPE: KvDType = KvDType::F16;
+pub const KV_DTYPE: KvDType = KvDType::F32;
 
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")

@@ -268,4 +268,16 @@ mod avx2 {
         }
         acc
     }
+
+    /// [`dot_q4_k`] for up to 4 rows (the direct-kernel signature).
+    #[target_feature(enable = "avx2,fma")]
+    pub(crate) unsafe fn dot4_q4_k(w: [*const u8; 4], a: *const u8, nb: usize) -> [f32; 4] {
+        [dot_q4_k(w[0], a, nb), dot_q4_k(w[1], a, nb), dot_q4_k(w[2], a, nb), dot_q4_k(w[3], a, nb)]
+    }
+
+    /// [`dot_q6_k`] for up to 4 rows (the direct-kernel signature).
+    #[target_feature(enable = "avx2,fma")]
+    pub(crate) unsafe fn dot4_q6_k(w: [*const u8; 4], a: *const u8, nb: usize) -> [f32; 4] {
+        [dot_q6_k(w[0], a, nb), dot_q6_k(w[1], a, nb), dot_q6_k(w[2], a, nb), dot_q6_k(w[3], a, nb)]
+    }
 }

@@ -98,14 +98,8 @@ pub(crate) use avx2::*;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::super::tile::hsum_epi32;
     use crate::cpu::act_quant::ActQ8_32;
     use std::arch::x86_64::*;
-
-    #[inline(always)]
-    unsafe fn f16_ptr(p: *const u8) -> f32 {
-        half::f16::from_bits(u16::from_le_bytes([*p, *p.add(1)])).to_f32()
-    }
 
     /// 16 bytes of nibbles -> 32 bytes in element order.
     #[inline(always)]
@@ -130,59 +124,57 @@ mod avx2 {
         _mm256_and_si256(set, _mm256_set1_epi8(0x10))
     }
 
-    /// Q8_0 weights x Q8 activations.
-    #[target_feature(enable = "avx2,fma")]
-    pub(crate) unsafe fn dot_q8_0(w: *const u8, a: *const u8, nb: usize) -> f32 {
-        let a = a as *const ActQ8_32;
-        let ones = _mm256_set1_epi16(1);
-        let mut acc = 0.0f32;
-        for b in 0..nb {
-            let blk = w.add(34 * b);
-            let y = &*a.add(b);
-            let wv = _mm256_loadu_si256(blk.add(2) as *const __m256i);
-            let av = _mm256_loadu_si256(y.qs.as_ptr() as *const __m256i);
-            let p = _mm256_maddubs_epi16(_mm256_abs_epi8(wv), _mm256_sign_epi8(av, wv));
-            let sumi = hsum_epi32(_mm256_madd_epi16(p, ones));
-            acc = (f16_ptr(blk) * y.d).mul_add(sumi as f32, acc);
-        }
-        acc
+    pub(crate) const Q8_0: u8 = 0;
+    pub(crate) const Q5_0: u8 = 1;
+    pub(crate) const Q4_0: u8 = 2;
+
+    /// Lane r of the result = sum of the lanes of `v[r]` (r < 4).
+    #[inline(always)]
+    unsafe fn hsum4(v: &[__m256i; 4]) -> __m128i {
+        let q = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
+        _mm_add_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1))
     }
 
-    /// Q5_0 weights x Q8 activations: sum (q) a - 16 sum a.
-    #[target_feature(enable = "avx2,fma")]
-    pub(crate) unsafe fn dot_q5_0(w: *const u8, a: *const u8, nb: usize) -> f32 {
+    /// Four weight rows (`w[r]`, any alignment; repeat a row to fill) of
+    /// Q8_0 / Q5_0 / Q4_0 blocks times one activation row: the canonical
+    /// per-block sums, with the f32 steps done for the 4 rows as 4 lanes.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(crate) unsafe fn dot4<const T: u8>(w: [*const u8; 4], a: *const u8, nb: usize) -> [f32; 4] {
         let a = a as *const ActQ8_32;
+        let (bytes, bc) = match T {
+            Q8_0 => (34, 0),
+            Q5_0 => (22, -16),
+            _ => (18, -8),
+        };
         let ones = _mm256_set1_epi16(1);
-        let mut acc = 0.0f32;
+        let mut acc = _mm_setzero_ps();
         for b in 0..nb {
-            let blk = w.add(22 * b);
             let y = &*a.add(b);
-            let q = _mm256_or_si256(nibbles32(blk.add(6)), fifth_bits32(blk.add(2)));
             let av = _mm256_loadu_si256(y.qs.as_ptr() as *const __m256i);
-            let p = _mm256_maddubs_epi16(q, av);
-            let bs = y.bsums[0] as i32 + y.bsums[1] as i32;
-            let sumi = hsum_epi32(_mm256_madd_epi16(p, ones)) + (-16) * bs;
-            acc = (f16_ptr(blk) * y.d).mul_add(sumi as f32, acc);
+            let mut v = [_mm256_setzero_si256(); 4];
+            let mut d = [0i16; 8];
+            for r in 0..4 {
+                let blk = w[r].add(bytes * b);
+                d[r] = (blk as *const i16).read_unaligned();
+                let p = match T {
+                    Q8_0 => {
+                        let wv = _mm256_loadu_si256(blk.add(2) as *const __m256i);
+                        _mm256_maddubs_epi16(_mm256_abs_epi8(wv), _mm256_sign_epi8(av, wv))
+                    }
+                    Q5_0 => _mm256_maddubs_epi16(_mm256_or_si256(nibbles32(blk.add(6)), fifth_bits32(blk.add(2))), av),
+                    _ => _mm256_maddubs_epi16(nibbles32(blk.add(2)), av),
+                };
+                v[r] = _mm256_madd_epi16(p, ones);
+            }
+            let mut sumi = hsum4(&v);
+            if bc != 0 {
+                sumi = _mm_add_epi32(sumi, _mm_set1_epi32(bc * (y.bsums[0] as i32 + y.bsums[1] as i32)));
+            }
+            let dw = _mm_cvtph_ps(_mm_loadu_si128(d.as_ptr() as *const __m128i));
+            acc = _mm_fmadd_ps(_mm_mul_ps(dw, _mm_set1_ps(y.d)), _mm_cvtepi32_ps(sumi), acc);
         }
-        acc
-    }
-
-    /// Q4_0 weights x Q8 activations: sum (q) a - 8 sum a.
-    #[target_feature(enable = "avx2,fma")]
-    pub(crate) unsafe fn dot_q4_0(w: *const u8, a: *const u8, nb: usize) -> f32 {
-        let a = a as *const ActQ8_32;
-        let ones = _mm256_set1_epi16(1);
-        let mut acc = 0.0f32;
-        for b in 0..nb {
-            let blk = w.add(18 * b);
-            let y = &*a.add(b);
-            let q = nibbles32(blk.add(2));
-            let av = _mm256_loadu_si256(y.qs.as_ptr() as *const __m256i);
-            let p = _mm256_maddubs_epi16(q, av);
-            let bs = y.bsums[0] as i32 + y.bsums[1] as i32;
-            let sumi = hsum_epi32(_mm256_madd_epi16(p, ones)) + (-8) * bs;
-            acc = (f16_ptr(blk) * y.d).mul_add(sumi as f32, acc);
-        }
-        acc
+        let mut out = [0.0f32; 4];
+        _mm_storeu_ps(out.as_mut_ptr(), acc);
+        out
     }
 }
