@@ -23,7 +23,16 @@ Writes, under tests/fixtures/text/:
                        ids HF `tokenizers` gives with Llama 3's split regex and
                        ignore_merges.
 
-Run from the repository root:  python3 tools/gen_tokenizer_goldens.py [MODEL.gguf]
+Run from the repository root:
+  python3 tools/gen_tokenizer_goldens.py [MODEL.gguf] [--llama-tokenize BIN]
+With --llama-tokenize (a built llama.cpp `llama-tokenize`), the corpus ids are
+also checked against llama.cpp itself on a vocabulary-only copy of the model
+(the run fails if llama.cpp disagrees with the reference anywhere), and
+llama.cpp's own ids for the two tiny vocabularies are stored in their entries
+(`llamacpp`: `ids` with special tokens parsed, `ids_plain` without), which the
+Rust tests require. The committed fixtures were made this way with the
+llama.cpp source vendored in llama-cpp-python 0.3.36 (see
+shared/bench/prepare-llamacpp.sh; a CPU build of the `llama-tokenize` target).
 MODEL defaults to $FERRUM_DEFAULT_MODEL or
 ~/.cache/ferrum/models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf
 (scripts/fetch-default-model.sh fetches it). Needs no torch; installs
@@ -224,20 +233,126 @@ def bpe_tiny(corpus):
     }
 
 
+def vocab_only_gguf(src, dst):
+    """A copy of `src`'s metadata with no tensors (llama-tokenize loads vocab only)."""
+    from gguf import GGUFReader, GGUFValueType, GGUFWriter
+
+    reader = GGUFReader(str(src))
+    writer = GGUFWriter(str(dst), reader.fields["general.architecture"].contents())
+    for key, field in reader.fields.items():
+        if key.startswith("GGUF.") or key == "general.architecture":
+            continue
+        vtype = field.types[0]
+        sub = field.types[1] if vtype == GGUFValueType.ARRAY else None
+        writer.add_key_value(key, field.contents(), vtype, sub)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def tiny_gguf(vocab, dst):
+    """A vocabulary-only GGUF (with the llama hparams llama.cpp insists on) for a tiny vocab."""
+    from gguf import GGUFWriter
+
+    w = GGUFWriter(str(dst), "llama")
+    w.add_context_length(256)
+    w.add_embedding_length(64)
+    w.add_block_count(1)
+    w.add_feed_forward_length(128)
+    w.add_head_count(4)
+    w.add_head_count_kv(4)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_rope_dimension_count(16)
+    w.add_tokenizer_model(vocab["model"])
+    if "pre" in vocab:
+        w.add_tokenizer_pre(vocab["pre"])
+    w.add_token_list(vocab["tokens"])
+    if "scores" in vocab:
+        w.add_token_scores(vocab["scores"])
+    w.add_token_types(vocab["token_types"])
+    if "merges" in vocab:
+        w.add_token_merges(vocab["merges"])
+    w.add_bos_token_id(vocab["bos"])
+    w.add_eos_token_id(vocab["eos"])
+    if "unknown" in vocab:
+        w.add_unk_token_id(vocab["unknown"])
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def llamacpp_ids(binary, gguf_path, corpus):
+    """llama.cpp's ids (special tokens parsed, and not) for every corpus text, no BOS."""
+    out = []
+    with tempfile.TemporaryDirectory() as d:
+        text_path = Path(d) / "text.txt"
+        for c in corpus:
+            text_path.write_bytes(c["text"].encode("utf-8"))
+            entry = {}
+            for key, extra in (("ids", []), ("ids_plain", ["--no-parse-special"])):
+                res = subprocess.run(
+                    [binary, "-m", str(gguf_path), "-f", str(text_path), "--ids", "--no-bos", "--no-escape",
+                     "--log-disable"] + extra,
+                    capture_output=True,
+                    check=True,
+                ).stdout.decode()
+                entry[key] = json.loads([line for line in res.splitlines() if line.startswith("[")][-1])
+            out.append(entry)
+    return out
+
+
+def llamacpp_check(binary, model_path, corpus, goldens):
+    """Runs llama.cpp's tokenizer on every corpus text; exits on any difference."""
+    with tempfile.TemporaryDirectory() as d:
+        vocab = Path(d) / "vocab.gguf"
+        vocab_only_gguf(model_path, vocab)
+        got = llamacpp_ids(binary, vocab, corpus)
+    for c, g, e in zip(corpus, got, goldens["entries"]):
+        for key in ("ids", "ids_plain"):
+            if g[key] != e[key]:
+                sys.exit(f"llama.cpp disagrees on {c['name']} ({key}): {g[key]} vs {e[key]}")
+    goldens["llamacpp_check"] = f"{Path(binary).name}: identical ids for all {len(corpus)} texts, both modes"
+
+
+def add_llamacpp_ids(binary, fixture, corpus):
+    """Stores llama.cpp's own ids for a tiny vocabulary beside the reference ids."""
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "tiny.gguf"
+        tiny_gguf(fixture["vocab"], path)
+        got = llamacpp_ids(binary, path, corpus)
+    for e, g in zip(fixture["entries"], got):
+        e["llamacpp"] = g
+    fixture["llamacpp"] = f"entries' 'llamacpp' ids come from {Path(binary).name} on this vocabulary"
+
+
 def main():
     for module, package in (("transformers", "transformers"), ("gguf", "gguf"),
                             ("sentencepiece", "sentencepiece"), ("tokenizers", "tokenizers")):
         ensure(module, package)
-    if len(sys.argv) > 1:
-        model = Path(sys.argv[1])
+    args = sys.argv[1:]
+    llama_tokenize = None
+    if "--llama-tokenize" in args:
+        i = args.index("--llama-tokenize")
+        llama_tokenize = args[i + 1]
+        del args[i : i + 2]
+    if args:
+        model = Path(args[0])
     else:
         model = Path(os.environ.get("FERRUM_DEFAULT_MODEL", Path.home() / ".cache/ferrum/models" / MODEL_NAME))
     if not model.is_file():
         sys.exit(f"{model} not found: run scripts/fetch-default-model.sh")
     corpus = load_corpus()
-    write_json("corpus_goldens.json", default_model_goldens(model.resolve(), corpus))
-    write_json("spm_tiny.json", spm_tiny(corpus))
-    write_json("bpe_tiny.json", bpe_tiny(corpus))
+    goldens = default_model_goldens(model.resolve(), corpus)
+    if llama_tokenize:
+        llamacpp_check(llama_tokenize, model.resolve(), corpus, goldens)
+    write_json("corpus_goldens.json", goldens)
+    for name, build in (("spm_tiny.json", spm_tiny), ("bpe_tiny.json", bpe_tiny)):
+        fixture = build(corpus)
+        if llama_tokenize:
+            add_llamacpp_ids(llama_tokenize, fixture, corpus)
+        write_json(name, fixture)
 
 
 if __name__ == "__main__":

@@ -26,16 +26,19 @@ pub fn run(path: &Path, json: bool) -> anyhow::Result<()> {
     let file = GgufFile::open(path).map_err(|e| match e {
         // The I/O error already names the path.
         GgufError::Io { .. } => anyhow::Error::new(e),
-        e => anyhow::Error::new(e).context(format!("{} is not a valid GGUF file", path.display())),
+        e => anyhow::Error::new(e).context(path.display().to_string()),
     })?;
-    let mut out = std::io::stdout().lock();
-    if json {
-        serde_json::to_writer_pretty(&mut out, &to_json(&file))?;
-        writeln!(out)?;
+    let text = if json {
+        serde_json::to_string_pretty(&to_json(&file))? + "\n"
     } else {
-        out.write_all(render_text(&file).as_bytes())?;
+        render_text(&file)
+    };
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        // `ferrum inspect FILE | head` closes the pipe early; that is not an error.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => r.context("writing to stdout"),
     }
-    out.flush().context("writing to stdout")
 }
 
 /// `u32`, `string`, `array<string>`, `array<array<u32>>`, ...

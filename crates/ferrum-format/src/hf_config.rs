@@ -137,10 +137,11 @@ impl HfConfig {
 
     /// Parses and validates config text; `what` names the source in errors.
     pub fn parse(text: &str, what: &str) -> Result<Self, HfConfigError> {
-        let mut cfg: HfConfig = serde_json::from_str(text).map_err(|source| HfConfigError::Json {
-            what: what.to_string(),
-            source,
-        })?;
+        let mut cfg: HfConfig =
+            serde_json::from_str(text).map_err(|source| HfConfigError::Json {
+                what: what.to_string(),
+                source,
+            })?;
         cfg.fold_rope_parameters();
         cfg.validate()?;
         Ok(cfg)
@@ -175,13 +176,16 @@ impl HfConfig {
             }
         }
         let kv = self.num_kv_heads();
-        if kv == 0 || self.num_attention_heads % kv != 0 {
+        if kv == 0 || !self.num_attention_heads.is_multiple_of(kv) {
             return Err(invalid(
                 "num_key_value_heads",
-                format!("{kv} does not divide num_attention_heads {}", self.num_attention_heads),
+                format!(
+                    "{kv} does not divide num_attention_heads {}",
+                    self.num_attention_heads
+                ),
             ));
         }
-        if self.head_dim.is_none() && self.hidden_size % self.num_attention_heads != 0 {
+        if self.head_dim.is_none() && !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return Err(invalid(
                 "head_dim",
                 format!(
@@ -227,7 +231,7 @@ impl HfConfig {
     pub fn is_moe_layer(&self, layer: usize) -> bool {
         self.is_moe()
             && !self.mlp_only_layers.contains(&layer)
-            && (layer + 1) % self.decoder_sparse_step.max(1) == 0
+            && (layer + 1).is_multiple_of(self.decoder_sparse_step.max(1))
     }
 }
 

@@ -64,7 +64,9 @@ pub enum SafetensorsError {
     },
     #[error("safetensors: no tensor named '{0}'")]
     NotFound(String),
-    #[error("safetensors: tensor '{tensor}' has dtype {dtype}; only F32, F16 and BF16 are supported")]
+    #[error(
+        "safetensors: tensor '{tensor}' has dtype {dtype}; only F32, F16 and BF16 are supported"
+    )]
     UnsupportedDtype { tensor: String, dtype: String },
 }
 
@@ -186,10 +188,12 @@ impl SafeTensors {
         let mut entries: BTreeMap<String, Entry> = BTreeMap::new();
         for (file_idx, path) in paths.iter().enumerate() {
             let map = map_file(path)?;
-            let (header_len, meta) = ::safetensors::SafeTensors::read_metadata(&map)
-                .map_err(|e| SafetensorsError::Invalid {
-                    path: path.clone(),
-                    reason: e.to_string(),
+            let (header_len, meta) =
+                ::safetensors::SafeTensors::read_metadata(&map).map_err(|e| {
+                    SafetensorsError::Invalid {
+                        path: path.clone(),
+                        reason: e.to_string(),
+                    }
                 })?;
             // Data starts after the 8-byte length prefix and the JSON header.
             let base = 8 + header_len;
@@ -276,7 +280,10 @@ impl SafeTensors {
             .and_then(|m| m.get(e.start..e.end))
             .ok_or_else(|| SafetensorsError::Invalid {
                 path: self.files.get(e.file).cloned().unwrap_or_default(),
-                reason: format!("tensor '{name}' byte range {}..{} out of file", e.start, e.end),
+                reason: format!(
+                    "tensor '{name}' byte range {}..{} out of file",
+                    e.start, e.end
+                ),
             })?;
         Ok(TensorView {
             dtype,

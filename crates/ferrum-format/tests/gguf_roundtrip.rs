@@ -265,6 +265,16 @@ fn writer_rejects_bad_input() {
         w.add_tensor("o", &[u64::MAX, 2], GgmlType::F32),
         Err(GgufError::ElementCountOverflow { .. })
     ));
+    let long = "n".repeat(64);
+    assert!(matches!(
+        w.add_tensor(long, &[4], GgmlType::F32),
+        Err(GgufError::TensorNameTooLong { len: 64, .. })
+    ));
+    w.add_tensor("n".repeat(63), &[4], GgmlType::F32).unwrap();
+    assert!(matches!(
+        w.add_tensor("e", &[4, 0], GgmlType::F32),
+        Err(GgufError::ZeroDim { .. })
+    ));
     w.add_tensor("b", &[4], GgmlType::F32).unwrap();
 
     let mut sink = w.begin(Vec::new()).unwrap();
@@ -288,7 +298,7 @@ fn writer_rejects_bad_input() {
             &e,
             GgufError::MissingTensorData {
                 written: 1,
-                declared: 2,
+                declared: 3,
                 ..
             }
         ),

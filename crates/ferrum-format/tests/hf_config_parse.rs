@@ -143,7 +143,10 @@ fn llama31_8b() {
     assert_eq!(c.architectures, ["LlamaForCausalLM"]);
     assert_eq!(c.model_type, "llama");
     assert_eq!((c.hidden_size, c.intermediate_size), (4096, 14336));
-    assert_eq!((c.num_hidden_layers, c.num_attention_heads, c.num_kv_heads()), (32, 32, 8));
+    assert_eq!(
+        (c.num_hidden_layers, c.num_attention_heads, c.num_kv_heads()),
+        (32, 32, 8)
+    );
     assert_eq!(c.head_dim(), 128);
     assert_eq!(c.rms_norm_eps, 1e-5);
     assert_eq!(c.rope_theta, 500000.0);
@@ -169,8 +172,14 @@ fn llama31_8b() {
 fn qwen25_05b() {
     let c = parse(QWEN25_05B);
     assert_eq!(c.model_type, "qwen2");
-    assert_eq!((c.hidden_size, c.intermediate_size, c.num_hidden_layers), (896, 4864, 24));
-    assert_eq!((c.num_attention_heads, c.num_kv_heads(), c.head_dim()), (14, 2, 64));
+    assert_eq!(
+        (c.hidden_size, c.intermediate_size, c.num_hidden_layers),
+        (896, 4864, 24)
+    );
+    assert_eq!(
+        (c.num_attention_heads, c.num_kv_heads(), c.head_dim()),
+        (14, 2, 64)
+    );
     assert_eq!(c.head_dim, None);
     assert_eq!(c.rms_norm_eps, 1e-6);
     assert_eq!(c.rope_theta, 1e6);
@@ -178,7 +187,10 @@ fn qwen25_05b() {
     assert!(c.tie_word_embeddings);
     // No key in Qwen2 configs: biases are implied by the architecture.
     assert!(!c.attention_bias);
-    assert_eq!((c.sliding_window, c.use_sliding_window, c.max_window_layers), (Some(131072), false, Some(21)));
+    assert_eq!(
+        (c.sliding_window, c.use_sliding_window, c.max_window_layers),
+        (Some(131072), false, Some(21))
+    );
     assert_eq!(c.eos_token_id, [151645]);
     assert_eq!(c.hidden_act, "silu");
 }
@@ -203,7 +215,10 @@ fn qwen3_30b_a3b() {
     assert_eq!(c.architectures, ["Qwen3MoeForCausalLM"]);
     assert_eq!(c.model_type, "qwen3_moe");
     assert_eq!((c.hidden_size, c.num_hidden_layers), (2048, 48));
-    assert_eq!((c.num_attention_heads, c.num_kv_heads(), c.head_dim()), (32, 4, 128));
+    assert_eq!(
+        (c.num_attention_heads, c.num_kv_heads(), c.head_dim()),
+        (32, 4, 128)
+    );
     assert_eq!((c.num_experts, c.num_experts_per_tok), (Some(128), Some(8)));
     assert_eq!(c.moe_intermediate_size, Some(768));
     assert!(c.norm_topk_prob);
@@ -240,7 +255,13 @@ fn defaults_when_keys_absent() {
 
 #[test]
 fn missing_required_key_is_named() {
-    for key in ["hidden_size", "num_hidden_layers", "vocab_size", "model_type", "intermediate_size"] {
+    for key in [
+        "hidden_size",
+        "num_hidden_layers",
+        "vocab_size",
+        "model_type",
+        "intermediate_size",
+    ] {
         let s = QWEN25_05B.replace(&format!("\"{key}\""), "\"renamed\"");
         let msg = parse_err(&s);
         assert!(msg.contains(key), "{key}: {msg}");
@@ -249,14 +270,24 @@ fn missing_required_key_is_named() {
 
 #[test]
 fn invalid_values_are_named() {
-    let msg = parse_err(&QWEN25_05B.replace("\"num_key_value_heads\": 2", "\"num_key_value_heads\": 3"));
-    assert!(msg.contains("num_key_value_heads") && msg.contains('3'), "{msg}");
-    let msg = parse_err(&QWEN25_05B.replace("\"num_attention_heads\": 14", "\"num_attention_heads\": 0"));
+    let msg =
+        parse_err(&QWEN25_05B.replace("\"num_key_value_heads\": 2", "\"num_key_value_heads\": 3"));
+    assert!(
+        msg.contains("num_key_value_heads") && msg.contains('3'),
+        "{msg}"
+    );
+    let msg =
+        parse_err(&QWEN25_05B.replace("\"num_attention_heads\": 14", "\"num_attention_heads\": 0"));
     assert!(msg.contains("num_attention_heads"), "{msg}");
     let msg = parse_err(&QWEN25_05B.replace("\"hidden_size\": 896", "\"hidden_size\": \"896\""));
     assert!(msg.contains("invalid type"), "{msg}");
-    let msg = parse_err(&QWEN3_30B_A3B.replace("\"num_experts_per_tok\": 8", "\"num_experts_per_tok\": 200"));
-    assert!(msg.contains("num_experts_per_tok") && msg.contains("200"), "{msg}");
+    let msg = parse_err(
+        &QWEN3_30B_A3B.replace("\"num_experts_per_tok\": 8", "\"num_experts_per_tok\": 200"),
+    );
+    assert!(
+        msg.contains("num_experts_per_tok") && msg.contains("200"),
+        "{msg}"
+    );
     let msg = parse_err("{");
     assert!(msg.contains("config.json"), "{msg}");
 }
@@ -267,17 +298,33 @@ fn eos_forms() {
     assert!(c.eos_token_id.is_empty());
     let c = parse(&QWEN25_05B.replace("\"eos_token_id\": 151645", "\"eos_token_id\": [1, 2]"));
     assert_eq!(c.eos_token_id, [1, 2]);
-    assert!(QWEN25_05B.replace("\"eos_token_id\": 151645", "\"eos_token_id\": \"x\"").parse::<HfConfig>().is_err());
+    assert!(QWEN25_05B
+        .replace("\"eos_token_id\": 151645", "\"eos_token_id\": \"x\"")
+        .parse::<HfConfig>()
+        .is_err());
 }
 
 #[test]
 fn rope_scaling_variants() {
-    let with = |rs: &str| parse(&QWEN25_05B.replace("\"rope_theta\"", &format!("\"rope_scaling\": {rs}, \"rope_theta\"")));
+    let with = |rs: &str| {
+        parse(&QWEN25_05B.replace(
+            "\"rope_theta\"",
+            &format!("\"rope_scaling\": {rs}, \"rope_theta\""),
+        ))
+    };
     let c = with(r#"{"type": "linear", "factor": 2.0}"#);
-    assert_eq!(c.rope_scaling.unwrap().kind().unwrap(), RopeScalingKind::Linear { factor: 2.0 });
+    assert_eq!(
+        c.rope_scaling.unwrap().kind().unwrap(),
+        RopeScalingKind::Linear { factor: 2.0 }
+    );
     let c = with(r#"{"type": "dynamic", "rope_type": "dynamic", "factor": 4.0}"#);
-    assert_eq!(c.rope_scaling.unwrap().kind().unwrap(), RopeScalingKind::Dynamic { factor: 4.0 });
-    let c = with(r#"{"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768, "mscale": 1.0}"#);
+    assert_eq!(
+        c.rope_scaling.unwrap().kind().unwrap(),
+        RopeScalingKind::Dynamic { factor: 4.0 }
+    );
+    let c = with(
+        r#"{"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768, "mscale": 1.0}"#,
+    );
     let rs = c.rope_scaling.unwrap();
     assert_eq!(rs.extra.get("mscale"), Some(&serde_json::json!(1.0)));
     assert_eq!(
@@ -290,7 +337,9 @@ fn rope_scaling_variants() {
             attention_factor: None
         }
     );
-    let c = with(r#"{"rope_type": "llama3", "factor": 8.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}"#);
+    let c = with(
+        r#"{"rope_type": "llama3", "factor": 8.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}"#,
+    );
     let msg = c.rope_scaling.unwrap().kind().unwrap_err().to_string();
     assert!(msg.contains("low_freq_factor"), "{msg}");
     let c = with(r#"{"rope_type": "longrope", "factor": 8.0}"#);
@@ -302,20 +351,27 @@ fn rope_scaling_variants() {
 fn transformers5_rope_parameters_and_dtype() {
     let s = QWEN3_06B
         .replace("\"rope_scaling\": null,", "")
-        .replace("\"rope_theta\": 1000000,", r#""rope_parameters": {"rope_type": "default", "rope_theta": 5000.0},"#)
+        .replace(
+            "\"rope_theta\": 1000000,",
+            r#""rope_parameters": {"rope_type": "default", "rope_theta": 5000.0},"#,
+        )
         .replace("\"torch_dtype\"", "\"dtype\"");
     let c = parse(&s);
     assert_eq!(c.rope_theta, 5000.0);
     assert!(c.rope_scaling.is_none() && c.rope_parameters.is_none());
     assert_eq!(c.torch_dtype.as_deref(), Some("bfloat16"));
 
-    let s = LLAMA31_8B.replace("\"rope_scaling\"", "\"rope_parameters\"").replace(
-        "\"rope_type\": \"llama3\"",
-        "\"rope_type\": \"llama3\", \"rope_theta\": 500000.0",
-    );
+    let s = LLAMA31_8B
+        .replace("\"rope_scaling\"", "\"rope_parameters\"")
+        .replace(
+            "\"rope_type\": \"llama3\"",
+            "\"rope_type\": \"llama3\", \"rope_theta\": 500000.0",
+        );
     let c = parse(&s.replace("\"rope_theta\": 500000.0,\n", ""));
     assert_eq!(c.rope_theta, 500000.0);
-    assert!(matches!(c.rope_scaling.unwrap().kind().unwrap(), RopeScalingKind::Llama3 { factor, .. } if factor == 8.0));
+    assert!(
+        matches!(c.rope_scaling.unwrap().kind().unwrap(), RopeScalingKind::Llama3 { factor, .. } if factor == 8.0)
+    );
 }
 
 #[test]
@@ -325,24 +381,36 @@ fn from_file_roundtrip_and_io_error() {
     let p = dir.join("config.json");
     std::fs::write(&p, QWEN3_06B).unwrap();
     assert_eq!(HfConfig::from_file(&p).unwrap(), parse(QWEN3_06B));
-    let msg = HfConfig::from_file(&dir.join("absent.json")).unwrap_err().to_string();
+    let msg = HfConfig::from_file(&dir.join("absent.json"))
+        .unwrap_err()
+        .to_string();
     assert!(msg.contains("absent.json"), "{msg}");
 }
 
 #[test]
 fn generation_configs() {
-    let g: GenerationConfig = r#"{"bos_token_id": 151643, "pad_token_id": 151643, "do_sample": true,
+    let g: GenerationConfig =
+        r#"{"bos_token_id": 151643, "pad_token_id": 151643, "do_sample": true,
         "eos_token_id": [151645, 151643], "repetition_penalty": 1.1, "temperature": 0.7,
         "top_p": 0.8, "top_k": 20, "transformers_version": "4.37.0"}"#
-        .parse()
-        .unwrap();
+            .parse()
+            .unwrap();
     assert_eq!(g.eos_token_id, [151645, 151643]);
-    assert_eq!((g.temperature, g.top_p, g.top_k), (Some(0.7), Some(0.8), Some(20)));
-    assert_eq!((g.repetition_penalty, g.do_sample, g.min_p), (Some(1.1), Some(true), None));
+    assert_eq!(
+        (g.temperature, g.top_p, g.top_k),
+        (Some(0.7), Some(0.8), Some(20))
+    );
+    assert_eq!(
+        (g.repetition_penalty, g.do_sample, g.min_p),
+        (Some(1.1), Some(true), None)
+    );
     assert_eq!(g.bos_token_id, Some(151643));
 
     let g: GenerationConfig = r#"{"eos_token_id": 128009, "min_p": 0.05}"#.parse().unwrap();
-    assert_eq!((g.eos_token_id, g.min_p, g.temperature), (vec![128009], Some(0.05), None));
+    assert_eq!(
+        (g.eos_token_id, g.min_p, g.temperature),
+        (vec![128009], Some(0.05), None)
+    );
     let g: GenerationConfig = "{}".parse().unwrap();
     assert_eq!(g, GenerationConfig::default());
     let msg = r#"{"top_k": -1}"#.parse::<GenerationConfig>().unwrap_err().to_string();

@@ -30,10 +30,14 @@ fn f32_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 fn f16_bytes(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| half::f16::from_f32(*x).to_le_bytes()).collect()
+    v.iter()
+        .flat_map(|x| half::f16::from_f32(*x).to_le_bytes())
+        .collect()
 }
 fn bf16_bytes(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| half::bf16::from_f32(*x).to_le_bytes()).collect()
+    v.iter()
+        .flat_map(|x| half::bf16::from_f32(*x).to_le_bytes())
+        .collect()
 }
 
 const VALS: [f32; 6] = [0.0, 1.0, -2.5, 0.125, 65504.0, -0.000_061_035_156];
@@ -42,7 +46,12 @@ fn all_dtypes_file() -> Vec<u8> {
     serialize(&[
         ("w.f32", Dtype::F32, vec![2, 3], f32_bytes(&VALS)),
         ("w.f16", Dtype::F16, vec![3, 2], f16_bytes(&VALS)),
-        ("w.bf16", Dtype::BF16, vec![6], bf16_bytes(&[0.0, 1.0, -2.5, 0.125, 65536.0, -3.0])),
+        (
+            "w.bf16",
+            Dtype::BF16,
+            vec![6],
+            bf16_bytes(&[0.0, 1.0, -2.5, 0.125, 65536.0, -3.0]),
+        ),
         ("a.empty", Dtype::F32, vec![0, 4], vec![]),
     ])
 }
@@ -58,16 +67,25 @@ fn single_file_every_float_dtype() {
     assert_eq!(names, ["a.empty", "w.bf16", "w.f16", "w.f32"]);
 
     let t = st.get("w.f32").unwrap();
-    assert_eq!((t.dtype, t.shape.clone(), t.data.len()), (DType::F32, vec![2, 3], 24));
+    assert_eq!(
+        (t.dtype, t.shape.clone(), t.data.len()),
+        (DType::F32, vec![2, 3], 24)
+    );
     assert_eq!(st.to_f32("w.f32").unwrap(), VALS);
 
     let t = st.get("w.f16").unwrap();
-    assert_eq!((t.dtype, t.shape.clone(), t.numel()), (DType::F16, vec![3, 2], 6));
+    assert_eq!(
+        (t.dtype, t.shape.clone(), t.numel()),
+        (DType::F16, vec![3, 2], 6)
+    );
     assert_eq!(st.to_f32("w.f16").unwrap(), VALS);
 
     let t = st.get("w.bf16").unwrap();
     assert_eq!(t.dtype, DType::BF16);
-    assert_eq!(st.to_f32("w.bf16").unwrap(), [0.0, 1.0, -2.5, 0.125, 65536.0, -3.0]);
+    assert_eq!(
+        st.to_f32("w.bf16").unwrap(),
+        [0.0, 1.0, -2.5, 0.125, 65536.0, -3.0]
+    );
 
     let t = st.get("a.empty").unwrap();
     assert_eq!((t.shape.clone(), t.data.len()), (vec![0, 4], 0));
@@ -75,7 +93,10 @@ fn single_file_every_float_dtype() {
 
     assert!(st.get("nope").is_none());
     let err = st.to_f32("nope").unwrap_err();
-    assert!(matches!(err, SafetensorsError::NotFound(ref n) if n == "nope"), "{err}");
+    assert!(
+        matches!(err, SafetensorsError::NotFound(ref n) if n == "nope"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -91,7 +112,10 @@ fn unsupported_dtypes_are_listed_and_refused_by_name() {
     std::fs::write(&path, bytes).unwrap();
     let st = SafeTensors::open(&path).unwrap();
     assert_eq!(st.len(), 4);
-    assert_eq!(st.unsupported(), [("d", "F64"), ("pos_ids", "I64"), ("q", "I8")]);
+    assert_eq!(
+        st.unsupported(),
+        [("d", "F64"), ("pos_ids", "I64"), ("q", "I8")]
+    );
     assert!(st.get("pos_ids").is_none());
     let msg = st.tensor("pos_ids").unwrap_err().to_string();
     assert!(msg.contains("pos_ids") && msg.contains("I64"), "{msg}");
@@ -163,16 +187,25 @@ fn sharded_missing_shard_file() {
     let idx = GOOD_INDEX.replace("\"c\": \"model-00002", "\"c\": \"model-00003");
     write_sharded(&dir, &idx);
     let msg = open_err(&dir);
-    assert!(msg.contains("model-00003-of-00002.safetensors") && msg.contains("does not exist"), "{msg}");
+    assert!(
+        msg.contains("model-00003-of-00002.safetensors") && msg.contains("does not exist"),
+        "{msg}"
+    );
 }
 
 #[test]
 fn sharded_tensor_listed_but_absent() {
     let dir = scratch("sh_absent");
-    let idx = GOOD_INDEX.replace("\"a\":", "\"zz\": \"model-00002-of-00002.safetensors\", \"a\":");
+    let idx = GOOD_INDEX.replace(
+        "\"a\":",
+        "\"zz\": \"model-00002-of-00002.safetensors\", \"a\":",
+    );
     write_sharded(&dir, &idx);
     let msg = open_err(&dir);
-    assert!(msg.contains("'zz'") && msg.contains("model-00002-of-00002"), "{msg}");
+    assert!(
+        msg.contains("'zz'") && msg.contains("model-00002-of-00002"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -197,9 +230,15 @@ fn sharded_same_tensor_in_two_shards() {
     ]);
     std::fs::write(dir.join("model-00002-of-00002.safetensors"), s2).unwrap();
     let err = SafeTensors::open(&dir).unwrap_err();
-    assert!(matches!(err, SafetensorsError::DuplicateTensor { ref tensor, .. } if tensor == "a"), "{err}");
+    assert!(
+        matches!(err, SafetensorsError::DuplicateTensor { ref tensor, .. } if tensor == "a"),
+        "{err}"
+    );
     let msg = err.to_string();
-    assert!(msg.contains("model-00001-of-00002") && msg.contains("model-00002-of-00002"), "{msg}");
+    assert!(
+        msg.contains("model-00001-of-00002") && msg.contains("model-00002-of-00002"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -208,7 +247,10 @@ fn sharded_tensor_not_in_index() {
     let idx = GOOD_INDEX.replace("\"b\": \"model-00001-of-00002.safetensors\",", "");
     write_sharded(&dir, &idx);
     let msg = open_err(&dir);
-    assert!(msg.contains("'b'") && msg.contains("does not list"), "{msg}");
+    assert!(
+        msg.contains("'b'") && msg.contains("does not list"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -218,9 +260,18 @@ fn bad_index_files() {
         (r#"{"metadata": {}}"#, "weight_map"),
         (r#"{"weight_map": {}}"#, "empty"),
         (r#"{"weight_map": {"a": 3}}"#, "invalid JSON"),
-        (r#"{"weight_map": {"a": "../evil.safetensors"}}"#, "plain file name"),
-        (r#"{"weight_map": {"a": "/abs.safetensors"}}"#, "plain file name"),
-        (r#"{"weight_map": {"a": "sub/x.safetensors"}}"#, "plain file name"),
+        (
+            r#"{"weight_map": {"a": "../evil.safetensors"}}"#,
+            "plain file name",
+        ),
+        (
+            r#"{"weight_map": {"a": "/abs.safetensors"}}"#,
+            "plain file name",
+        ),
+        (
+            r#"{"weight_map": {"a": "sub/x.safetensors"}}"#,
+            "plain file name",
+        ),
     ]
     .into_iter()
     .enumerate()
@@ -242,8 +293,14 @@ fn malformed_files_error_without_panicking() {
         ("truncated_data", good[..good.len() - 3].to_vec()),
         ("truncated_header", good[..8 + header_len / 2].to_vec()),
         ("trailing_bytes", [good.clone(), vec![0u8; 4]].concat()),
-        ("huge_header_len", [u64::MAX.to_le_bytes().to_vec(), b"{}".to_vec()].concat()),
-        ("header_past_eof", [1000u64.to_le_bytes().to_vec(), b"{}".to_vec()].concat()),
+        (
+            "huge_header_len",
+            [u64::MAX.to_le_bytes().to_vec(), b"{}".to_vec()].concat(),
+        ),
+        (
+            "header_past_eof",
+            [1000u64.to_le_bytes().to_vec(), b"{}".to_vec()].concat(),
+        ),
     ];
     let mut bad_json = good.clone();
     bad_json[8] = b'[';
@@ -252,20 +309,58 @@ fn malformed_files_error_without_panicking() {
     bad_utf8[9] = 0xff;
     cases.push(("bad_utf8", bad_utf8));
     let hdr = br#"{"x":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}}"#;
-    cases.push(("shape_size_mismatch", [(hdr.len() as u64).to_le_bytes().to_vec(), hdr.to_vec(), vec![0; 4]].concat()));
+    cases.push((
+        "shape_size_mismatch",
+        [
+            (hdr.len() as u64).to_le_bytes().to_vec(),
+            hdr.to_vec(),
+            vec![0; 4],
+        ]
+        .concat(),
+    ));
     let hdr = br#"{"x":{"dtype":"F33","shape":[1],"data_offsets":[0,4]}}"#;
-    cases.push(("unknown_dtype", [(hdr.len() as u64).to_le_bytes().to_vec(), hdr.to_vec(), vec![0; 4]].concat()));
+    cases.push((
+        "unknown_dtype",
+        [
+            (hdr.len() as u64).to_le_bytes().to_vec(),
+            hdr.to_vec(),
+            vec![0; 4],
+        ]
+        .concat(),
+    ));
     let hdr = br#"{"x":{"dtype":"F32","shape":[4611686018427387904,4],"data_offsets":[0,4]}}"#;
-    cases.push(("overflowing_shape", [(hdr.len() as u64).to_le_bytes().to_vec(), hdr.to_vec(), vec![0; 4]].concat()));
+    cases.push((
+        "overflowing_shape",
+        [
+            (hdr.len() as u64).to_le_bytes().to_vec(),
+            hdr.to_vec(),
+            vec![0; 4],
+        ]
+        .concat(),
+    ));
     let hdr = br#"{"x":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#;
-    cases.push(("gap_in_offsets", [(hdr.len() as u64).to_le_bytes().to_vec(), hdr.to_vec(), vec![0; 8]].concat()));
+    cases.push((
+        "gap_in_offsets",
+        [
+            (hdr.len() as u64).to_le_bytes().to_vec(),
+            hdr.to_vec(),
+            vec![0; 8],
+        ]
+        .concat(),
+    ));
 
     let dir = scratch("malformed");
     for (name, bytes) in cases {
         let path = dir.join(format!("{name}.safetensors"));
         std::fs::write(&path, &bytes).unwrap();
         let err = SafeTensors::open(&path).unwrap_err();
-        assert!(matches!(err, SafetensorsError::Invalid { .. }), "{name}: {err}");
-        assert!(err.to_string().contains(&format!("{name}.safetensors")), "{name}: {err}");
+        assert!(
+            matches!(err, SafetensorsError::Invalid { .. }),
+            "{name}: {err}"
+        );
+        assert!(
+            err.to_string().contains(&format!("{name}.safetensors")),
+            "{name}: {err}"
+        );
     }
 }

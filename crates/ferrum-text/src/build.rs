@@ -23,7 +23,9 @@ use tokenizers::normalizers::{Prepend, Replace, Sequence as NormalizerSequence};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::sequence::Sequence as PreSequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
-use tokenizers::{AddedToken, DecoderWrapper, NormalizerWrapper, PreTokenizerWrapper, SplitDelimiterBehavior};
+use tokenizers::{
+    AddedToken, DecoderWrapper, NormalizerWrapper, PreTokenizerWrapper, SplitDelimiterBehavior,
+};
 
 use crate::pretokenize::PreTokenizerSpec;
 use crate::vocab::{token_type, GgufVocab};
@@ -39,7 +41,8 @@ fn vocab_map(tokens: &[String]) -> Result<Vocab, TextError> {
     let mut placeholders = Vec::new();
     for (i, t) in tokens.iter().enumerate() {
         // validate() guarantees the count fits u32.
-        let id = u32::try_from(i).map_err(|_| TextError::BadVocab(format!("id {i} exceeds u32")))?;
+        let id =
+            u32::try_from(i).map_err(|_| TextError::BadVocab(format!("id {i} exceeds u32")))?;
         if t.is_empty() {
             placeholders.push((format!("[EMPTY_{id}]"), id));
             continue;
@@ -74,11 +77,13 @@ fn add_special_tokens(tok: &mut tokenizers::Tokenizer, v: &GgufVocab) {
         if t.is_empty() {
             continue;
         }
-        match v.token_type(i) {
+        match v.effective_type(i) {
             token_type::CONTROL | token_type::UNKNOWN => {
                 special.push(AddedToken::from(t.as_str(), true).normalized(false))
             }
-            token_type::USER_DEFINED => user.push(AddedToken::from(t.as_str(), false).normalized(false)),
+            token_type::USER_DEFINED => {
+                user.push(AddedToken::from(t.as_str(), false).normalized(false))
+            }
             _ => {}
         }
     }
@@ -87,7 +92,10 @@ fn add_special_tokens(tok: &mut tokenizers::Tokenizer, v: &GgufVocab) {
 }
 
 /// Byte-level BPE ("gpt2").
-pub(crate) fn byte_level(v: &GgufVocab, spec: &PreTokenizerSpec) -> Result<tokenizers::Tokenizer, TextError> {
+pub(crate) fn byte_level(
+    v: &GgufVocab,
+    spec: &PreTokenizerSpec,
+) -> Result<tokenizers::Tokenizer, TextError> {
     let vocab = vocab_map(&v.tokens)?;
     let raw = v
         .merges
@@ -122,8 +130,12 @@ pub(crate) fn byte_level(v: &GgufVocab, spec: &PreTokenizerSpec) -> Result<token
     let mut tok = tokenizers::Tokenizer::new(bpe);
     let mut pre: Vec<PreTokenizerWrapper> = Vec::with_capacity(spec.regexes.len() + 1);
     for re in &spec.regexes {
-        let split = Split::new(SplitPattern::Regex((*re).to_string()), SplitDelimiterBehavior::Isolated, false)
-            .map_err(|e| TextError::hf(format!("compiling split regex {re}"), e))?;
+        let split = Split::new(
+            SplitPattern::Regex((*re).to_string()),
+            SplitDelimiterBehavior::Isolated,
+            false,
+        )
+        .map_err(|e| TextError::hf(format!("compiling split regex {re}"), e))?;
         pre.push(split.into());
     }
     pre.push(ByteLevel::new(false, false, false).into());
@@ -134,14 +146,20 @@ pub(crate) fn byte_level(v: &GgufVocab, spec: &PreTokenizerSpec) -> Result<token
 }
 
 /// SentencePiece BPE with byte fallback ("llama").
-pub(crate) fn sentencepiece(v: &GgufVocab, add_space_prefix: bool) -> Result<tokenizers::Tokenizer, TextError> {
+pub(crate) fn sentencepiece(
+    v: &GgufVocab,
+    add_space_prefix: bool,
+) -> Result<tokenizers::Tokenizer, TextError> {
     let vocab = vocab_map(&v.tokens)?;
     let scores = v
         .scores
         .as_ref()
         .ok_or_else(|| TextError::MissingKey("tokenizer.ggml.scores".to_string()))?;
     let merges = merges_from_scores(&v.tokens, scores, &vocab);
-    let mut builder = BPE::builder().vocab_and_merges(vocab, merges).byte_fallback(true).fuse_unk(true);
+    let mut builder = BPE::builder()
+        .vocab_and_merges(vocab, merges)
+        .byte_fallback(true)
+        .fuse_unk(true);
     let unk = v.unknown.or_else(|| {
         (0..v.tokens.len())
             .find(|&i| v.token_type(i) == token_type::UNKNOWN)
@@ -164,7 +182,11 @@ pub(crate) fn sentencepiece(v: &GgufVocab, add_space_prefix: bool) -> Result<tok
     tok.with_normalizer(Some(NormalizerSequence::new(norm)));
 
     let unspace = Replace::new(SPM_SPACE, " ").map_err(|e| TextError::hf("space decoder", e))?;
-    let mut dec: Vec<DecoderWrapper> = vec![unspace.into(), ByteFallback::new().into(), Fuse::new().into()];
+    let mut dec: Vec<DecoderWrapper> = vec![
+        unspace.into(),
+        ByteFallback::new().into(),
+        Fuse::new().into(),
+    ];
     if add_space_prefix {
         dec.push(Strip::new(' ', 1, 0).into());
     }
@@ -190,11 +212,7 @@ fn merges_from_scores(tokens: &[String], scores: &[f32], vocab: &Vocab) -> Vec<(
             }
         }
     }
-    cand.sort_by(|a, b| {
-        b.0.total_cmp(&a.0)
-            .then(a.1.cmp(&b.1))
-            .then(b.2.cmp(&a.2))
-    });
+    cand.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(b.2.cmp(&a.2)));
     cand.into_iter()
         .map(|(_, _, _, l, r)| (l.to_string(), r.to_string()))
         .collect()

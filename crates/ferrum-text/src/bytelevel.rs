@@ -49,7 +49,10 @@ pub fn decode_token(spelling: &str) -> Option<Vec<u8>> {
 
 /// Encodes raw bytes into the byte-level spelling.
 pub fn encode_bytes(bytes: &[u8]) -> String {
-    bytes.iter().map(|&b| BYTE_TO_CHAR[usize::from(b)]).collect()
+    bytes
+        .iter()
+        .map(|&b| BYTE_TO_CHAR[usize::from(b)])
+        .collect()
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 
 mod build;
 pub mod bytelevel;
+pub mod chat;
 mod error;
 pub mod pretokenize;
 mod tokenizer;

@@ -22,19 +22,6 @@ pub enum PieceEncoding {
     Plain,
 }
 
-/// Texts that llama.cpp treats as end-of-generation markers when they are
-/// control tokens (besides the file's eos/eot/eom ids).
-const END_MARKERS: [&str; 8] = [
-    "<|im_end|>",
-    "<|endoftext|>",
-    "<|eot_id|>",
-    "<|eom_id|>",
-    "<|end_of_text|>",
-    "<|end|>",
-    "<end_of_turn>",
-    "<|return|>",
-];
-
 /// A tokenizer plus the special-token facts generation needs.
 ///
 /// Encoding: `parse_special` splits special (control) tokens such as
@@ -44,8 +31,15 @@ const END_MARKERS: [&str; 8] = [
 /// metadata says (GGUF: `add_bos_token`/`add_eos_token` with llama.cpp's
 /// defaults; tokenizer.json: its post-processor).
 ///
+/// Special tokens (GGUF) are the CONTROL and UNKNOWN types, plus tokens that
+/// llama.cpp forces to CONTROL by name (`<|im_end|>`, `<|endoftext|>`, FIM
+/// markers, ...); [`Self::eos_ids`] is llama.cpp's end-of-generation set
+/// (see [`GgufVocab::end_of_generation_ids`]).
+///
 /// Decoding performs no clean-up of spaces before punctuation, so
-/// `decode(encode(s)) == s` for any text without special tokens.
+/// `decode(encode(s)) == s` for every text with byte-level vocabularies, and
+/// for every text without added tokens with SentencePiece ones (there the
+/// prefix space put after an added token stays in the decoded text).
 pub struct Tokenizer {
     /// Splits special tokens out of the text.
     hf: tokenizers::Tokenizer,
@@ -87,7 +81,11 @@ impl Tokenizer {
         let hf = tokenizers::Tokenizer::from_file(tokenizer_json)
             .map_err(|e| TextError::hf(format!("loading {}", tokenizer_json.display()), e))?;
         let added = hf.get_added_tokens_decoder();
-        let mut special: Vec<u32> = added.iter().filter(|(_, t)| t.special).map(|(id, _)| *id).collect();
+        let mut special: Vec<u32> = added
+            .iter()
+            .filter(|(_, t)| t.special)
+            .map(|(id, _)| *id)
+            .collect();
         special.sort_unstable();
         let vocab_size = hf
             .get_vocab(true)
@@ -130,14 +128,22 @@ impl Tokenizer {
         })?;
         let token_of = |key: &str| -> Option<u32> {
             let t = v.get(key)?;
-            let content = t.as_str().or_else(|| t.get("content").and_then(|c| c.as_str()))?;
+            let content = t
+                .as_str()
+                .or_else(|| t.get("content").and_then(|c| c.as_str()))?;
             self.hf.token_to_id(content)
         };
         self.bos = token_of("bos_token");
         self.eos = token_of("eos_token");
         self.eos_ids = self.eos.into_iter().collect();
-        self.add_bos = v.get("add_bos_token").and_then(|b| b.as_bool()).unwrap_or(false);
-        self.add_eos = v.get("add_eos_token").and_then(|b| b.as_bool()).unwrap_or(false);
+        self.add_bos = v
+            .get("add_bos_token")
+            .and_then(|b| b.as_bool())
+            .unwrap_or(false);
+        self.add_eos = v
+            .get("add_eos_token")
+            .and_then(|b| b.as_bool())
+            .unwrap_or(false);
         Ok(())
     }
 
@@ -155,15 +161,25 @@ impl Tokenizer {
         v.validate()?;
         let (hf, pieces, add_bos_default) = match v.model.as_str() {
             "gpt2" => {
-                let spec = pretokenize::spec_for(v.pre.as_deref()).ok_or_else(|| TextError::UnknownPre {
-                    pre: v.pre.clone().unwrap_or_default(),
-                    supported: pretokenize::supported_names(),
+                let spec = pretokenize::spec_for(v.pre.as_deref()).ok_or_else(|| {
+                    TextError::UnknownPre {
+                        pre: v.pre.clone().unwrap_or_default(),
+                        supported: pretokenize::supported_names(),
+                    }
                 })?;
-                (build::byte_level(v, &spec)?, PieceEncoding::ByteLevel, spec.add_bos_default)
+                (
+                    build::byte_level(v, &spec)?,
+                    PieceEncoding::ByteLevel,
+                    spec.add_bos_default,
+                )
             }
             "llama" => {
                 let prefix = v.add_space_prefix.unwrap_or(true);
-                (build::sentencepiece(v, prefix)?, PieceEncoding::SentencePiece, true)
+                (
+                    build::sentencepiece(v, prefix)?,
+                    PieceEncoding::SentencePiece,
+                    true,
+                )
             }
             other => {
                 return Err(TextError::UnknownModel {
@@ -181,17 +197,15 @@ impl Tokenizer {
             return Err(TextError::MissingSpecial("EOS (add_eos_token is true)"));
         }
         let special: Vec<u32> = (0..v.tokens.len())
-            .filter(|&i| matches!(v.token_type(i), token_type::CONTROL | token_type::UNKNOWN))
+            .filter(|&i| {
+                matches!(
+                    v.effective_type(i),
+                    token_type::CONTROL | token_type::UNKNOWN
+                )
+            })
             .filter_map(|i| u32::try_from(i).ok())
             .collect();
-        let mut eos_ids: Vec<u32> = [v.eos, v.eot, v.eom].into_iter().flatten().collect();
-        for (i, t) in v.tokens.iter().enumerate() {
-            let control = v.token_type(i) == token_type::CONTROL;
-            if control && END_MARKERS.contains(&t.as_str()) {
-                eos_ids.extend(u32::try_from(i).ok());
-            }
-        }
-        dedup_keep_order(&mut eos_ids);
+        let eos_ids = v.end_of_generation_ids();
         Ok(Tokenizer {
             hf,
             hf_plain: OnceLock::new(),
@@ -220,8 +234,17 @@ impl Tokenizer {
         self
     }
 
-    pub fn encode(&self, text: &str, parse_special: bool, add_special: bool) -> Result<Vec<u32>, TextError> {
-        let hf = if parse_special { &self.hf } else { self.plain() };
+    pub fn encode(
+        &self,
+        text: &str,
+        parse_special: bool,
+        add_special: bool,
+    ) -> Result<Vec<u32>, TextError> {
+        let hf = if parse_special {
+            &self.hf
+        } else {
+            self.plain()
+        };
         let with_pp = add_special && self.use_post_processor;
         let enc = hf
             .encode_fast(text, with_pp)
@@ -275,7 +298,9 @@ impl Tokenizer {
             return Some(spelling.into_bytes());
         }
         Some(match self.pieces {
-            PieceEncoding::ByteLevel => bytelevel::decode_token(&spelling).unwrap_or_else(|| spelling.into_bytes()),
+            PieceEncoding::ByteLevel => {
+                bytelevel::decode_token(&spelling).unwrap_or_else(|| spelling.into_bytes())
+            }
             PieceEncoding::SentencePiece => match spm_byte(&spelling) {
                 Some(b) => vec![b],
                 None => spelling.replace(SPM_SPACE, " ").into_bytes(),
@@ -352,7 +377,10 @@ fn piece_encoding_of(hf: &tokenizers::Tokenizer) -> PieceEncoding {
     let json = serde_json::to_string(dec).unwrap_or_default();
     if json.contains("\"ByteLevel\"") {
         PieceEncoding::ByteLevel
-    } else if json.contains("\"ByteFallback\"") || json.contains("\"Metaspace\"") || json.contains(SPM_SPACE) {
+    } else if json.contains("\"ByteFallback\"")
+        || json.contains("\"Metaspace\"")
+        || json.contains(SPM_SPACE)
+    {
         PieceEncoding::SentencePiece
     } else {
         PieceEncoding::Plain

@@ -40,6 +40,36 @@ pub struct GgufVocab {
     pub add_space_prefix: Option<bool>,
 }
 
+/// Token texts llama.cpp treats as end of generation, and as CONTROL even
+/// when a file labels them otherwise.
+pub const END_OF_GENERATION: [&str; 12] = [
+    "<|eot_id|>",
+    "<|eom_id|>",
+    "<|im_end|>",
+    "<|end|>",
+    "<|endoftext|>",
+    "<|end_of_text|>",
+    "<end_of_turn>",
+    "<|return|>",
+    "<|call|>",
+    "<|fim_pad|>",
+    "<|repo_name|>",
+    "<|file_sep|>",
+];
+
+/// End of generation only when the file already marks them CONTROL. llama.cpp
+/// matches these by name alone, which also catches ordinary text tokens (Qwen's
+/// vocabulary has a plain `</s>`, the HTML tag); we do not.
+const END_OF_GENERATION_IF_CONTROL: [&str; 3] = ["</s>", "<eos>", "<EOT>"];
+
+/// Fill-in-the-middle markers llama.cpp also forces to CONTROL.
+const CONTROL_BY_NAME: [&str; 4] = [
+    "<|fim_prefix|>",
+    "<|fim_suffix|>",
+    "<|fim_middle|>",
+    "<|fim_repo|>",
+];
+
 const K_MODEL: &str = "tokenizer.ggml.model";
 const K_PRE: &str = "tokenizer.ggml.pre";
 const K_TOKENS: &str = "tokenizer.ggml.tokens";
@@ -77,7 +107,12 @@ impl GgufVocab {
                 array(K_SCORES, v)?
                     .iter()
                     .map(|s| {
-                        s.as_f32().ok_or_else(|| bad(K_SCORES, format!("element is {}, not a number", s.type_name())))
+                        s.as_f32().ok_or_else(|| {
+                            bad(
+                                K_SCORES,
+                                format!("element is {}, not a number", s.type_name()),
+                            )
+                        })
                     })
                     .collect::<Result<Vec<_>, _>>()
             })
@@ -104,7 +139,10 @@ impl GgufVocab {
         let flag = |name: &str| -> Result<Option<bool>, TextError> {
             let key = format!("tokenizer.ggml.{name}");
             file.get(&key)
-                .map(|v| v.as_bool().ok_or_else(|| bad(&key, format!("is {}, not bool", v.type_name()))))
+                .map(|v| {
+                    v.as_bool()
+                        .ok_or_else(|| bad(&key, format!("is {}, not bool", v.type_name())))
+                })
                 .transpose()
         };
         let vocab = GgufVocab {
@@ -135,7 +173,9 @@ impl GgufVocab {
             return Err(TextError::BadVocab(format!("'{K_TOKENS}' is empty")));
         }
         if u32::try_from(n).is_err() {
-            return Err(TextError::BadVocab(format!("{n} tokens do not fit u32 ids")));
+            return Err(TextError::BadVocab(format!(
+                "{n} tokens do not fit u32 ids"
+            )));
         }
         if let Some(t) = &self.token_types {
             if t.len() != n {
@@ -167,12 +207,49 @@ impl GgufVocab {
         Ok(())
     }
 
-    /// Token type of `id` (NORMAL when the file has no type array).
+    /// Token type of `id` as stored (NORMAL when the file has no type array).
     pub fn token_type(&self, id: usize) -> i32 {
         self.token_types
             .as_ref()
             .and_then(|t| t.get(id).copied())
             .unwrap_or(token_type::NORMAL)
+    }
+
+    /// Token type as llama.cpp uses it: tokens named like an end-of-turn or
+    /// fill-in-the-middle marker are CONTROL whatever the file says (llama.cpp
+    /// overrides mislabelled ones, e.g. a user-defined `<|im_end|>`).
+    pub fn effective_type(&self, id: usize) -> i32 {
+        let stored = self.token_type(id);
+        let by_name = self.tokens.get(id).is_some_and(|t| {
+            CONTROL_BY_NAME.contains(&t.as_str()) || END_OF_GENERATION.contains(&t.as_str())
+        });
+        if by_name {
+            token_type::CONTROL
+        } else {
+            stored
+        }
+    }
+
+    /// Ids that end generation, llama.cpp's way: eos, eot and eom from the
+    /// metadata first, then every token named like an end-of-generation
+    /// marker (including Qwen's FIM pad / repo / file separators), in id order.
+    pub fn end_of_generation_ids(&self) -> Vec<u32> {
+        let mut ids: Vec<u32> = [self.eos, self.eot, self.eom]
+            .into_iter()
+            .flatten()
+            .collect();
+        for (i, t) in self.tokens.iter().enumerate() {
+            let t = t.as_str();
+            let control = self.token_type(i) == token_type::CONTROL;
+            if END_OF_GENERATION.contains(&t)
+                || (control && END_OF_GENERATION_IF_CONTROL.contains(&t))
+            {
+                ids.extend(u32::try_from(i).ok());
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        ids.retain(|id| seen.insert(*id));
+        ids
     }
 }
 

@@ -8,7 +8,9 @@ use serde_json::Value;
 
 #[test]
 fn prompt_tokens_match_llama_cpp() {
-    let Some(tok) = common::default_tokenizer() else { return };
+    let Some(tok) = common::default_tokenizer() else {
+        return;
+    };
     let text = std::fs::read_to_string(common::fixture("llamacpp_prompt_tokens.json")).unwrap();
     let refs: Value = serde_json::from_str(&text).unwrap();
     let prompts = refs["prompts"].as_array().unwrap();
@@ -37,12 +39,15 @@ fn prompt_tokens_match_llama_cpp() {
 
 #[test]
 fn default_model_special_tokens() {
-    let Some(tok) = common::default_tokenizer() else { return };
+    let Some(tok) = common::default_tokenizer() else {
+        return;
+    };
     assert_eq!(tok.vocab_size(), 151936);
     assert_eq!(tok.bos_id(), Some(151643));
     assert!(!tok.add_bos());
-    // eos (<|im_end|>) first, then <|endoftext|>.
-    assert_eq!(tok.eos_ids(), [151645, 151643]);
+    // eos (<|im_end|>) first, then <|endoftext|> and the FIM pad / repo /
+    // file separators, as llama.cpp's end-of-generation set has them.
+    assert_eq!(tok.eos_ids(), [151645, 151643, 151662, 151663, 151664]);
     assert!(tok.is_special(151644) && tok.is_special(151643));
     // <tool_call> is user-defined: added, but not special.
     assert_eq!(tok.token_to_id("<tool_call>"), Some(151657));

@@ -39,11 +39,18 @@ fn text() -> impl Strategy<Value = String> {
 }
 
 fn check(tok: &Tokenizer, s: &str, prefix_space: bool) -> Result<(), TestCaseError> {
-    let ids = tok.encode(s, false, false).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let ids = tok
+        .encode(s, false, false)
+        .map_err(|e| TestCaseError::fail(e.to_string()))?;
     prop_assert!(ids.iter().all(|&id| (id as usize) < tok.vocab_size()));
-    let back = tok.decode(&ids, false).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let back = tok
+        .decode(&ids, false)
+        .map_err(|e| TestCaseError::fail(e.to_string()))?;
     prop_assert_eq!(&back, s);
-    let bytes: Vec<u8> = ids.iter().flat_map(|&id| tok.token_bytes(id).unwrap_or_default()).collect();
+    let bytes: Vec<u8> = ids
+        .iter()
+        .flat_map(|&id| tok.token_bytes(id).unwrap_or_default())
+        .collect();
     let mut want = Vec::new();
     if prefix_space && !s.is_empty() {
         want.push(b' ');

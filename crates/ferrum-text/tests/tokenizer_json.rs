@@ -9,7 +9,9 @@ use std::path::PathBuf;
 use ferrum_text::{PieceEncoding, TextError, Tokenizer};
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("ferrum-text-json").join(name);
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("ferrum-text-json")
+        .join(name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -25,7 +27,11 @@ fn same_on_corpus(a: &Tokenizer, b: &Tokenizer, parse_special: bool) {
         let ia = a.encode(&text, parse_special, false).unwrap();
         let ib = b.encode(&text, parse_special, false).unwrap();
         assert_eq!(ia, ib, "{name}");
-        assert_eq!(a.decode(&ia, true).unwrap(), b.decode(&ib, true).unwrap(), "{name}");
+        assert_eq!(
+            a.decode(&ia, true).unwrap(),
+            b.decode(&ib, true).unwrap(),
+            "{name}"
+        );
         for &id in &ia {
             assert_eq!(a.token_bytes(id), b.token_bytes(id), "{name} id {id}");
         }
@@ -74,7 +80,9 @@ fn sentencepiece_tokenizer_json_round_trip() {
 #[test]
 fn tokenizer_json_errors_name_the_file() {
     let dir = scratch("bad");
-    let err = Tokenizer::from_file(&dir.join("absent.json")).unwrap_err().to_string();
+    let err = Tokenizer::from_file(&dir.join("absent.json"))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("absent.json"), "{err}");
     let bad = dir.join("tokenizer.json");
     std::fs::write(&bad, "{ not json").unwrap();

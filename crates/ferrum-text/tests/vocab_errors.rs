@@ -8,7 +8,9 @@ use ferrum_text::{token_type, GgufVocab, TextError, Tokenizer};
 /// 256 byte tokens, merges building "hello" and " world", two control tokens.
 fn byte_vocab() -> GgufVocab {
     let mut tokens: Vec<String> = (0..=255u8).map(|b| encode_bytes(&[b])).collect();
-    let merges = ["h e", "l l", "he ll", "hell o", "Ġ w", "o r", "Ġw or", "l d", "Ġwor ld"];
+    let merges = [
+        "h e", "l l", "he ll", "hell o", "Ġ w", "o r", "Ġw or", "l d", "Ġwor ld",
+    ];
     for m in merges {
         tokens.push(m.replace(' ', ""));
     }
@@ -43,14 +45,29 @@ fn byte_level_bpe_mechanics() {
     assert_eq!(ids, [id_of(&v, "hello"), id_of(&v, "Ġworld")]);
     // Bytes without merges stay single byte tokens.
     let ids = tok.encode("é", true, false).unwrap();
-    assert_eq!(ids, [id_of(&v, &encode_bytes(&[0xC3])), id_of(&v, &encode_bytes(&[0xA9]))]);
+    assert_eq!(
+        ids,
+        [
+            id_of(&v, &encode_bytes(&[0xC3])),
+            id_of(&v, &encode_bytes(&[0xA9]))
+        ]
+    );
     // Special tokens, add_special (qwen2 pre: no BOS by default).
     let end = id_of(&v, "<|end|>");
-    assert_eq!(tok.encode("hello<|end|>", true, true).unwrap(), [id_of(&v, "hello"), end]);
+    assert_eq!(
+        tok.encode("hello<|end|>", true, true).unwrap(),
+        [id_of(&v, "hello"), end]
+    );
     assert_eq!(tok.eos_ids(), [end]);
     assert!(tok.is_special(end) && !tok.is_special(0));
-    assert_eq!(tok.decode(&[id_of(&v, "hello"), end], true).unwrap(), "hello");
-    assert_eq!(tok.decode(&[id_of(&v, "hello"), end], false).unwrap(), "hello<|end|>");
+    assert_eq!(
+        tok.decode(&[id_of(&v, "hello"), end], true).unwrap(),
+        "hello"
+    );
+    assert_eq!(
+        tok.decode(&[id_of(&v, "hello"), end], false).unwrap(),
+        "hello<|end|>"
+    );
     let err = tok.decode(&[v.tokens.len() as u32], false).unwrap_err();
     assert!(matches!(err, TextError::TokenOutOfRange { .. }), "{err}");
 }
@@ -62,8 +79,18 @@ fn add_bos_and_eos_follow_metadata() {
     v.add_eos = Some(true);
     let tok = Tokenizer::from_gguf_vocab(&v).unwrap();
     let ids = tok.encode("hello", true, true).unwrap();
-    assert_eq!(ids, [id_of(&v, "<|start|>"), id_of(&v, "hello"), id_of(&v, "<|end|>")]);
-    assert_eq!(tok.encode("hello", true, false).unwrap(), [id_of(&v, "hello")]);
+    assert_eq!(
+        ids,
+        [
+            id_of(&v, "<|start|>"),
+            id_of(&v, "hello"),
+            id_of(&v, "<|end|>")
+        ]
+    );
+    assert_eq!(
+        tok.encode("hello", true, false).unwrap(),
+        [id_of(&v, "hello")]
+    );
     // llama-bpe adds BOS when the key is absent.
     let mut v = byte_vocab();
     v.pre = Some("llama-bpe".into());
@@ -72,7 +99,15 @@ fn add_bos_and_eos_follow_metadata() {
 
 #[test]
 fn every_supported_pre_builds() {
-    for pre in [None, Some("default"), Some("gpt-2"), Some("qwen2"), Some("deepseek-r1-qwen"), Some("llama-bpe"), Some("llama3")] {
+    for pre in [
+        None,
+        Some("default"),
+        Some("gpt-2"),
+        Some("qwen2"),
+        Some("deepseek-r1-qwen"),
+        Some("llama-bpe"),
+        Some("llama3"),
+    ] {
         let mut v = byte_vocab();
         v.pre = pre.map(str::to_string);
         let tok = Tokenizer::from_gguf_vocab(&v).unwrap_or_else(|e| panic!("{pre:?}: {e}"));
@@ -91,12 +126,18 @@ fn malformed_vocabularies_are_named_errors() {
     let mut v = byte_vocab();
     v.model = "bert".into();
     let msg = err_of(&v);
-    assert!(msg.contains("'bert'") && msg.contains("gpt2, llama"), "{msg}");
+    assert!(
+        msg.contains("'bert'") && msg.contains("gpt2, llama"),
+        "{msg}"
+    );
 
     let mut v = byte_vocab();
     v.pre = Some("mystery".into());
     let msg = err_of(&v);
-    assert!(msg.contains("'mystery'") && msg.contains("qwen2") && msg.contains("llama-bpe"), "{msg}");
+    assert!(
+        msg.contains("'mystery'") && msg.contains("qwen2") && msg.contains("llama-bpe"),
+        "{msg}"
+    );
 
     let mut v = byte_vocab();
     v.merges = None;
@@ -105,7 +146,10 @@ fn malformed_vocabularies_are_named_errors() {
     let mut v = byte_vocab();
     v.merges.as_mut().unwrap().push("nospace".into());
     let msg = err_of(&v);
-    assert!(msg.contains("tokenizer.ggml.merges") && msg.contains("nospace"), "{msg}");
+    assert!(
+        msg.contains("tokenizer.ggml.merges") && msg.contains("nospace"),
+        "{msg}"
+    );
 
     let mut v = byte_vocab();
     v.tokens[263] = "hello".into();
@@ -115,12 +159,18 @@ fn malformed_vocabularies_are_named_errors() {
     let mut v = byte_vocab();
     v.token_types.as_mut().unwrap().pop();
     let msg = err_of(&v);
-    assert!(msg.contains("tokenizer.ggml.token_type") && msg.contains("entries"), "{msg}");
+    assert!(
+        msg.contains("tokenizer.ggml.token_type") && msg.contains("entries"),
+        "{msg}"
+    );
 
     let mut v = byte_vocab();
     v.eos = Some(100_000);
     let msg = err_of(&v);
-    assert!(msg.contains("eos_token_id") && msg.contains("100000"), "{msg}");
+    assert!(
+        msg.contains("eos_token_id") && msg.contains("100000"),
+        "{msg}"
+    );
 
     let mut v = byte_vocab();
     v.bos = None;
@@ -148,10 +198,16 @@ fn empty_token_strings_get_placeholders() {
     let mut v = byte_vocab();
     v.tokens.push(String::new());
     v.tokens.push(String::new());
-    v.token_types.as_mut().unwrap().extend([token_type::UNUSED, token_type::UNUSED]);
+    v.token_types
+        .as_mut()
+        .unwrap()
+        .extend([token_type::UNUSED, token_type::UNUSED]);
     let tok = Tokenizer::from_gguf_vocab(&v).unwrap();
     assert_eq!(tok.vocab_size(), v.tokens.len());
-    assert_eq!(tok.encode("hello", true, false).unwrap(), [id_of(&v, "hello")]);
+    assert_eq!(
+        tok.encode("hello", true, false).unwrap(),
+        [id_of(&v, "hello")]
+    );
 }
 
 /// A GGUF file holding only tokenizer metadata.
@@ -164,21 +220,50 @@ fn gguf_with(meta: Vec<(String, GgufValue)>, name: &str) -> GgufFile {
 }
 
 fn meta_of(v: &GgufVocab) -> Vec<(String, GgufValue)> {
-    let strs = |xs: &[String]| GgufValue::Array(xs.iter().map(|s| GgufValue::String(s.clone())).collect());
+    let strs =
+        |xs: &[String]| GgufValue::Array(xs.iter().map(|s| GgufValue::String(s.clone())).collect());
     let mut m = vec![
-        ("general.architecture".to_string(), GgufValue::String("qwen2".into())),
-        ("tokenizer.ggml.model".to_string(), GgufValue::String(v.model.clone())),
-        ("tokenizer.ggml.pre".to_string(), GgufValue::String(v.pre.clone().unwrap())),
+        (
+            "general.architecture".to_string(),
+            GgufValue::String("qwen2".into()),
+        ),
+        (
+            "tokenizer.ggml.model".to_string(),
+            GgufValue::String(v.model.clone()),
+        ),
+        (
+            "tokenizer.ggml.pre".to_string(),
+            GgufValue::String(v.pre.clone().unwrap()),
+        ),
         ("tokenizer.ggml.tokens".to_string(), strs(&v.tokens)),
         (
             "tokenizer.ggml.token_type".to_string(),
-            GgufValue::Array(v.token_types.as_ref().unwrap().iter().map(|&t| GgufValue::I32(t)).collect()),
+            GgufValue::Array(
+                v.token_types
+                    .as_ref()
+                    .unwrap()
+                    .iter()
+                    .map(|&t| GgufValue::I32(t))
+                    .collect(),
+            ),
         ),
-        ("tokenizer.ggml.merges".to_string(), strs(v.merges.as_ref().unwrap())),
-        ("tokenizer.ggml.bos_token_id".to_string(), GgufValue::U32(v.bos.unwrap())),
-        ("tokenizer.ggml.eos_token_id".to_string(), GgufValue::U32(v.eos.unwrap())),
+        (
+            "tokenizer.ggml.merges".to_string(),
+            strs(v.merges.as_ref().unwrap()),
+        ),
+        (
+            "tokenizer.ggml.bos_token_id".to_string(),
+            GgufValue::U32(v.bos.unwrap()),
+        ),
+        (
+            "tokenizer.ggml.eos_token_id".to_string(),
+            GgufValue::U32(v.eos.unwrap()),
+        ),
     ];
-    m.push(("tokenizer.ggml.add_bos_token".to_string(), GgufValue::Bool(false)));
+    m.push((
+        "tokenizer.ggml.add_bos_token".to_string(),
+        GgufValue::Bool(false),
+    ));
     m
 }
 
@@ -189,28 +274,51 @@ fn from_gguf_file_metadata() {
     let read = GgufVocab::from_gguf(&file).unwrap();
     assert_eq!(read.tokens, v.tokens);
     assert_eq!(read.merges, v.merges);
-    assert_eq!((read.bos, read.eos, read.add_bos), (v.bos, v.eos, Some(false)));
+    assert_eq!(
+        (read.bos, read.eos, read.add_bos),
+        (v.bos, v.eos, Some(false))
+    );
     let tok = Tokenizer::from_gguf(&file).unwrap();
-    assert_eq!(tok.encode("hello world", true, false).unwrap(), [id_of(&v, "hello"), id_of(&v, "Ġworld")]);
+    assert_eq!(
+        tok.encode("hello world", true, false).unwrap(),
+        [id_of(&v, "hello"), id_of(&v, "Ġworld")]
+    );
 
     // Wrong types and missing keys name the key.
     let mut m = meta_of(&v);
     m.retain(|(k, _)| k != "tokenizer.ggml.model");
-    let msg = Tokenizer::from_gguf(&gguf_with(m, "no_model.gguf")).unwrap_err().to_string();
-    assert!(msg.contains("tokenizer.ggml.model") && msg.contains("missing"), "{msg}");
+    let msg = Tokenizer::from_gguf(&gguf_with(m, "no_model.gguf"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("tokenizer.ggml.model") && msg.contains("missing"),
+        "{msg}"
+    );
 
     let mut m = meta_of(&v);
     m[3].1 = GgufValue::String("not an array".into());
-    let msg = Tokenizer::from_gguf(&gguf_with(m, "tokens_str.gguf")).unwrap_err().to_string();
-    assert!(msg.contains("tokenizer.ggml.tokens") && msg.contains("not array"), "{msg}");
+    let msg = Tokenizer::from_gguf(&gguf_with(m, "tokens_str.gguf"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("tokenizer.ggml.tokens") && msg.contains("not array"),
+        "{msg}"
+    );
 
     let mut m = meta_of(&v);
     m[6].1 = GgufValue::I32(-1);
-    let msg = Tokenizer::from_gguf(&gguf_with(m, "neg_bos.gguf")).unwrap_err().to_string();
+    let msg = Tokenizer::from_gguf(&gguf_with(m, "neg_bos.gguf"))
+        .unwrap_err()
+        .to_string();
     assert!(msg.contains("bos_token_id") && msg.contains("-1"), "{msg}");
 
     let mut m = meta_of(&v);
     m.push(("tokenizer.ggml.add_eos_token".to_string(), GgufValue::U8(1)));
-    let msg = Tokenizer::from_gguf(&gguf_with(m, "bad_flag.gguf")).unwrap_err().to_string();
-    assert!(msg.contains("add_eos_token") && msg.contains("not bool"), "{msg}");
+    let msg = Tokenizer::from_gguf(&gguf_with(m, "bad_flag.gguf"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("add_eos_token") && msg.contains("not bool"),
+        "{msg}"
+    );
 }

@@ -18,7 +18,7 @@ pub enum GgufError {
     #[error("GGUF write failed: {0}")]
     Write(#[source] std::io::Error),
 
-    #[error("not a GGUF file: magic bytes are {found:02x?}, expected \"GGUF\"")]
+    #[error("not a GGUF file: magic bytes are {found:02x?} (\"{}\"), expected \"GGUF\"", found.escape_ascii())]
     BadMagic { found: [u8; 4] },
 
     #[error(
@@ -37,14 +37,14 @@ pub enum GgufError {
         available: u64,
     },
 
-    #[error("key-value count {count} at byte 24 is impossible: the {remaining} bytes left hold at most {max}")]
+    #[error("key-value count {count} at byte 16 is impossible: the {remaining} bytes left hold at most {max}")]
     KvCountTooLarge {
         count: u64,
         remaining: u64,
         max: u64,
     },
 
-    #[error("tensor count {count} at byte 16 is impossible: the {remaining} bytes left hold at most {max}")]
+    #[error("tensor count {count} at byte 8 is impossible: the {remaining} bytes left hold at most {max}")]
     TensorCountTooLarge {
         count: u64,
         remaining: u64,
@@ -172,6 +172,16 @@ pub enum GgufError {
 
     #[error("tensor '{tensor}' was already added")]
     TensorAlreadyAdded { tensor: String },
+
+    #[error("tensor name '{tensor}' is {len} bytes; llama.cpp allows at most {max}")]
+    TensorNameTooLong {
+        tensor: String,
+        len: usize,
+        max: usize,
+    },
+
+    #[error("tensor '{tensor}' has a zero dimension in {dims:?}; llama.cpp cannot load it")]
+    ZeroDim { tensor: String, dims: Vec<u64> },
 
     #[error("metadata key '{key}' cannot be written: {reason}")]
     InvalidValue { key: String, reason: String },

@@ -21,4 +21,6 @@ pub use file::GgufFile;
 pub use reader::{ALIGNMENT_KEY, DEFAULT_ALIGNMENT, MAX_ARRAY_DEPTH, MAX_METADATA_VALUES};
 pub use tensor::{GgufTensorInfo, MAX_DIMS};
 pub use value::GgufValue;
-pub use writer::{write_file, GgufTensorData, GgufTensorSink, GgufWriter, WRITE_VERSION};
+pub use writer::{
+    write_file, GgufTensorData, GgufTensorSink, GgufWriter, MAX_TENSOR_NAME, WRITE_VERSION,
+};

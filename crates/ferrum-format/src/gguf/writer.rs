@@ -6,6 +6,11 @@
 //!
 //! Memory is bounded by the metadata plus the one tensor the caller is
 //! writing: infos are computed up front, data is streamed in declaration order.
+//!
+//! Beyond what the reader accepts, the writer refuses what llama.cpp cannot
+//! load: tensor names of 64 bytes or more, and zero dimensions. It does write
+//! arrays of arrays (the format allows them and the reader reads them), but
+//! llama.cpp's reader rejects those, so keep them out of files meant for it.
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -21,6 +26,9 @@ use super::{GgufError, GgufTensorInfo, GgufValue};
 
 /// The version this writer produces.
 pub const WRITE_VERSION: u32 = 3;
+
+/// llama.cpp's `GGML_MAX_NAME`: names must be shorter, leaving room for its NUL.
+pub const MAX_TENSOR_NAME: usize = 63;
 
 /// Collects metadata and tensor declarations; [`GgufWriter::begin`] writes
 /// the header and returns the sink that takes tensor data.
@@ -107,7 +115,20 @@ impl GgufWriter {
         if self.names.contains(&name) {
             return Err(GgufError::TensorAlreadyAdded { tensor: name });
         }
+        if name.len() > MAX_TENSOR_NAME {
+            return Err(GgufError::TensorNameTooLong {
+                len: name.len(),
+                tensor: name,
+                max: MAX_TENSOR_NAME,
+            });
+        }
         checked_n_bytes(&name, dims, ty)?;
+        if dims.contains(&0) {
+            return Err(GgufError::ZeroDim {
+                tensor: name,
+                dims: dims.to_vec(),
+            });
+        }
         self.names.insert(name.clone());
         self.tensors.push(GgufTensorInfo {
             name,

@@ -98,12 +98,12 @@ impl RopeScaling {
                 factor: need_f("factor", self.factor)?,
                 low_freq_factor: need_f("low_freq_factor", self.low_freq_factor)?,
                 high_freq_factor: need_f("high_freq_factor", self.high_freq_factor)?,
-                original_max_position_embeddings: self.original_max_position_embeddings.ok_or_else(
-                    || HfConfigError::Invalid {
+                original_max_position_embeddings: self
+                    .original_max_position_embeddings
+                    .ok_or_else(|| HfConfigError::Invalid {
                         key: "rope_scaling.original_max_position_embeddings".to_string(),
                         reason: "required for rope type 'llama3' but missing".to_string(),
-                    },
-                )?,
+                    })?,
             },
             "yarn" => RopeScalingKind::Yarn {
                 factor: need_f("factor", self.factor)?,

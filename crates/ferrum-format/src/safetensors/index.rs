@@ -44,7 +44,8 @@ impl ShardIndex {
             // Shards must be plain files beside the index: no absolute paths,
             // no `..`, no sub-directories.
             let mut comps = Path::new(shard).components();
-            let plain = matches!(comps.next(), Some(Component::Normal(_))) && comps.next().is_none();
+            let plain =
+                matches!(comps.next(), Some(Component::Normal(_))) && comps.next().is_none();
             if !plain {
                 return Err(bad(format!(
                     "tensor '{tensor}' maps to shard '{shard}', which is not a plain file name"

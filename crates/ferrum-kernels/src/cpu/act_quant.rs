@@ -80,14 +80,7 @@ fn quantize_block_scalar<const G: usize, const S: usize>(xs: &[f32], blk: &mut A
         if t.is_nan() {
             t = 0.0;
         }
-        let t = if t > 127.0 {
-            127.0
-        } else if t < -127.0 {
-            -127.0
-        } else {
-            t
-        };
-        *q = t.round_ties_even() as i8;
+        *q = t.clamp(-127.0, 127.0).round_ties_even() as i8;
     }
     fill_bsums(blk);
 }
@@ -130,6 +123,11 @@ unsafe fn quantize_block_avx2<const G: usize, const S: usize>(xs: &[f32], blk: &
         let cd = _mm256_packs_epi32(v[2], v[3]);
         let bytes = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(ab, cd), perm);
         _mm256_storeu_si256(q.add(i) as *mut __m256i, bytes);
+        // Sums of each 16 values: quads via maddubs/madd, then per 128 bits.
+        let quads = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), bytes), _mm256_set1_epi16(1));
+        let x = _mm256_add_epi32(quads, _mm256_shuffle_epi32(quads, 0b01_00_11_10));
+        let x = _mm256_add_epi32(x, _mm256_shuffle_epi32(x, 0b10_11_00_01));
+        blk.bsums[i / 16] = _mm256_extract_epi32(x, 0) as i16;
+        blk.bsums[i / 16 + 1] = _mm256_extract_epi32(x, 4) as i16;
     }
-    fill_bsums(blk);
 }

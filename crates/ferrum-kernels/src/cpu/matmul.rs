@@ -15,8 +15,12 @@ use super::{Kernel, KernelError, MatmulOptions, QMatRef, Strategy};
 use ferrum_core::GgmlType;
 
 /// With at least this many activation rows, `Strategy::Auto` unpacks weight
-/// panels and runs the tiled kernel instead of the direct per-row kernels.
-const TILED_MIN_M: usize = 4;
+/// panels and runs the tiled kernel instead of the direct per-row kernels
+/// (where the type has them): unpacking a 256-element K block costs about
+/// 8 direct block dot products, a 32-element legacy block about 16
+/// (measured with `matbench --micro`).
+const TILED_MIN_M_K: usize = 8;
+const TILED_MIN_M_LEGACY: usize = 16;
 
 /// `y = x · Wᵀ`: `x` is `[m, w.cols]` row-major, `y` is `[m, w.rows]`.
 pub fn matmul(w: &QMatRef<'_>, x: &[f32], m: usize, y: &mut [f32]) -> Result<(), KernelError> {
@@ -68,7 +72,7 @@ fn validate(w: &QMatRef<'_>, x_len: usize, m: usize, y_len: usize) -> Result<(),
         return Err(KernelError::UnsupportedType(ty));
     }
     let block = ty.block_size();
-    if w.cols % block != 0 {
+    if !w.cols.is_multiple_of(block) {
         return Err(KernelError::ColsNotBlockMultiple { ty, cols: w.cols, block });
     }
     let row_bytes = mul("weight row bytes", w.cols / block, ty.type_size())?;
@@ -223,16 +227,19 @@ fn with_panel<R>(f: impl FnOnce(&mut Panel) -> R) -> R {
 #[cfg(target_arch = "x86_64")]
 type Direct = unsafe fn(w: [*const u8; 4], a: *const u8, nb: usize) -> [f32; 4];
 
-/// Direct AVX2 kernel for `ty`, if it has one.
+/// Direct AVX2 kernel for `ty`, if it has one, and whether its 4 rows should
+/// be spread over the task (every kernel walks its 4 rows block by block, so
+/// 4 long sequential streams keep more memory requests in flight).
 #[cfg(target_arch = "x86_64")]
-fn direct_kernel(ty: GgmlType) -> Option<Direct> {
+fn direct_kernel(ty: GgmlType) -> Option<(Direct, bool)> {
     use super::dot::{kquants, legacy};
     match ty {
-        GgmlType::Q4K => Some(kquants::dot4_q4_k),
-        GgmlType::Q6K => Some(kquants::dot4_q6_k),
-        GgmlType::Q8_0 => Some(legacy::dot4::<{ legacy::Q8_0 }>),
-        GgmlType::Q5_0 => Some(legacy::dot4::<{ legacy::Q5_0 }>),
-        GgmlType::Q4_0 => Some(legacy::dot4::<{ legacy::Q4_0 }>),
+        GgmlType::Q4K => Some((kquants::dot4_q4_k, true)),
+        GgmlType::Q5K => Some((kquants::dot4_q5_k, true)),
+        GgmlType::Q6K => Some((kquants::dot4_q6_k, true)),
+        GgmlType::Q8_0 => Some((legacy::dot4::<{ legacy::Q8_0 }>, true)),
+        GgmlType::Q5_0 => Some((legacy::dot4::<{ legacy::Q5_0 }>, true)),
+        GgmlType::Q4_0 => Some((legacy::dot4::<{ legacy::Q4_0 }>, true)),
         _ => None,
     }
 }
@@ -264,34 +271,38 @@ fn quant<const G: usize, const S: usize>(ctx: &Ctx<'_, '_>, kind: &QuantKind, x:
     #[cfg(target_arch = "x86_64")]
     if ctx.kernel == Kernel::Avx2 {
         let use_direct = match ctx.opts.strategy {
-            Strategy::Auto => m < TILED_MIN_M,
+            Strategy::Auto => m < if G == 256 { TILED_MIN_M_K } else { TILED_MIN_M_LEGACY },
             Strategy::Direct => true,
             Strategy::Tiled => false,
         };
-        if let (true, Some(f)) = (use_direct, direct_kernel(w.ty)) {
+        if let (true, Some((f, spread))) = (use_direct, direct_kernel(w.ty)) {
             let rb = nb * kind.block_bytes;
             let per = ctx.rows_per_task(4, 1 << 20);
             ctx.for_row_ranges(per, |r0, r1| {
-                let mut j = r0;
-                while j < r1 {
-                    let n = (r1 - j).min(4);
-                    // SAFETY: rows j .. j + n are in bounds (the last
-                    // repeats to fill 4); AVX2 detected.
-                    let ws = unsafe {
-                        let wp = |k: usize| w.data.as_ptr().add((j + k.min(n - 1)) * rb);
-                        [wp(0), wp(1), wp(2), wp(3)]
-                    };
+                // Row k of group i: with `spread`, the 4 rows come from the 4
+                // quarters of the task so each is one long sequential stream
+                // for the prefetchers (short rows would otherwise restart 4
+                // streams every few blocks); else 4 consecutive rows.
+                let len = r1 - r0;
+                let (groups, stride, step) = if spread { (len.div_ceil(4), len.div_ceil(4), 1) } else { (len.div_ceil(4), 1, 4) };
+                for gi in 0..groups {
+                    let first = r0 + gi * step;
+                    let rows = [first, first + stride, first + 2 * stride, first + 3 * stride];
+                    // SAFETY: rows past the task repeat `first` (< r1), so
+                    // every pointer is in bounds; AVX2 detected.
+                    let ws = rows.map(|j| unsafe { w.data.as_ptr().add(if j < r1 { j } else { first } * rb) });
                     for i in 0..m {
-                        // SAFETY: act row i has nb blocks; outputs (i, j..j+n)
+                        // SAFETY: act row i has nb blocks; outputs (i, rows)
                         // are this task's.
                         unsafe {
                             let v = f(ws, act.as_ptr().add(i * nb) as *const u8, nb);
-                            for (k, &vk) in v.iter().enumerate().take(n) {
-                                out.set(i * w.rows + j + k, vk);
+                            for (&j, &vk) in rows.iter().zip(&v) {
+                                if j < r1 {
+                                    out.set(i * w.rows + j, vk);
+                                }
                             }
                         }
                     }
-                    j += n;
                 }
             });
             return;

@@ -195,7 +195,7 @@ fn worker_loop(sh: &'static Shared, me: usize) {
                 break s;
             }
             spins = spins.wrapping_add(1);
-            if spins % 64 != 0 || started.elapsed() < SPIN_FOR {
+            if !spins.is_multiple_of(64) || started.elapsed() < SPIN_FOR {
                 std::hint::spin_loop();
                 continue;
             }

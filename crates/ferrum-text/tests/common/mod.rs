@@ -25,7 +25,9 @@ pub fn default_model() -> Option<PathBuf> {
     let path = match std::env::var_os("FERRUM_DEFAULT_MODEL") {
         Some(p) => PathBuf::from(p),
         None => {
-            let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+            let home = std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_default();
             home.join(".cache/ferrum/models").join(MODEL_FILE)
         }
     };
@@ -33,7 +35,10 @@ pub fn default_model() -> Option<PathBuf> {
         return Some(path);
     }
     if std::env::var("FERRUM_SKIP_MODEL_TESTS").as_deref() == Ok("1") {
-        eprintln!("skipping: default model not found at {} (FERRUM_SKIP_MODEL_TESTS=1)", path.display());
+        eprintln!(
+            "skipping: default model not found at {} (FERRUM_SKIP_MODEL_TESTS=1)",
+            path.display()
+        );
         return None;
     }
     panic!(
@@ -67,7 +72,12 @@ pub fn corpus() -> Vec<(String, String)> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|e| (e["name"].as_str().unwrap().to_string(), e["text"].as_str().unwrap().to_string()))
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap().to_string(),
+                e["text"].as_str().unwrap().to_string(),
+            )
+        })
         .collect()
 }
 
@@ -92,19 +102,36 @@ pub fn golden_entries(file: &str) -> std::collections::HashMap<String, serde_jso
 /// A GgufVocab from the `vocab` object of spm_tiny.json / bpe_tiny.json.
 pub fn vocab_from_json(v: &serde_json::Value) -> ferrum_text::GgufVocab {
     let strings = |k: &str| {
-        v.get(k).map(|a| a.as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect::<Vec<_>>())
+        v.get(k).map(|a| {
+            a.as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s.as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        })
     };
-    let id = |k: &str| v.get(k).map(|x| u32::try_from(x.as_u64().unwrap()).unwrap());
+    let id = |k: &str| {
+        v.get(k)
+            .map(|x| u32::try_from(x.as_u64().unwrap()).unwrap())
+    };
     ferrum_text::GgufVocab {
         model: v["model"].as_str().unwrap().to_string(),
         pre: v.get("pre").map(|p| p.as_str().unwrap().to_string()),
         tokens: strings("tokens").unwrap(),
-        token_types: v
-            .get("token_types")
-            .map(|a| a.as_array().unwrap().iter().map(|t| t.as_i64().unwrap() as i32).collect()),
-        scores: v
-            .get("scores")
-            .map(|a| a.as_array().unwrap().iter().map(|s| s.as_f64().unwrap() as f32).collect()),
+        token_types: v.get("token_types").map(|a| {
+            a.as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t.as_i64().unwrap() as i32)
+                .collect()
+        }),
+        scores: v.get("scores").map(|a| {
+            a.as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s.as_f64().unwrap() as f32)
+                .collect()
+        }),
         merges: strings("merges"),
         bos: id("bos"),
         eos: id("eos"),

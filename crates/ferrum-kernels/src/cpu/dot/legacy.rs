@@ -26,11 +26,30 @@ fn nibbles(qs: &[u8; 16], vals: &mut [u8; 32]) {
     }
 }
 
+/// `SPREAD[b]`: byte k is 0x10 when bit k of `b` is set.
+const SPREAD: [u64; 256] = {
+    let mut t = [0u64; 256];
+    let mut b = 0;
+    while b < 256 {
+        let mut k = 0;
+        while k < 8 {
+            if b >> k & 1 == 1 {
+                t[b] |= 0x10 << (8 * k);
+            }
+            k += 1;
+        }
+        b += 1;
+    }
+    t
+};
+
 /// Bit `j` of `qh` (little-endian u32) is bit 4 of element `j`.
 fn fifth_bits(qh: &[u8; 4], vals: &mut [u8; 32]) {
-    let h = u32::from_le_bytes(*qh);
-    for (j, v) in vals.iter_mut().enumerate() {
-        *v |= (((h >> j) & 1) as u8) << 4;
+    for (i, &byte) in qh.iter().enumerate() {
+        let add = SPREAD[byte as usize].to_le_bytes();
+        for k in 0..8 {
+            vals[8 * i + k] |= add[k];
+        }
     }
 }
 
@@ -128,10 +147,13 @@ mod avx2 {
     pub(crate) const Q5_0: u8 = 1;
     pub(crate) const Q4_0: u8 = 2;
 
-    /// Lane r of the result = sum of the lanes of `v[r]` (r < 4).
+    /// Lane r of the result = sum of the lanes of `v[r]` (r < 4), from
+    /// unpacks and adds (`hadd` is slow on Zen).
     #[inline(always)]
     unsafe fn hsum4(v: &[__m256i; 4]) -> __m128i {
-        let q = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
+        let p01 = _mm256_add_epi32(_mm256_unpacklo_epi32(v[0], v[1]), _mm256_unpackhi_epi32(v[0], v[1]));
+        let p23 = _mm256_add_epi32(_mm256_unpacklo_epi32(v[2], v[3]), _mm256_unpackhi_epi32(v[2], v[3]));
+        let q = _mm256_add_epi32(_mm256_unpacklo_epi64(p01, p23), _mm256_unpackhi_epi64(p01, p23));
         _mm_add_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1))
     }
 

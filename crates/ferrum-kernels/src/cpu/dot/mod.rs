@@ -130,22 +130,27 @@ impl Panel {
         self.bc.resize(rows * cols / 16, 0);
         self.mn.resize(rows * cols / 16, 0);
         let (mut sc, mut bc, mut mn) = ([0i16; 16], [0i16; 16], [0i16; 16]);
-        for (bi, blk) in data.chunks_exact(kind.block_bytes).take(rows * groups).enumerate() {
-            let out = BlockOut { vals: &mut self.vals[bi * g..(bi + 1) * g], sc: &mut sc, bc: &mut bc, mn: &mut mn };
-            let (dw, cw) = (kind.unpack)(blk, out);
-            let (j, gi) = (bi / groups, bi % groups);
-            let pair = (j / 2) * groups + gi;
-            self.dw2[pair][j % 2] = dw;
-            self.cw2[pair][j % 2] = cw;
-            if j % 2 == 0 {
-                self.dw2[pair][1] = dw;
-                self.cw2[pair][1] = cw;
-            }
-            self.bc[bi * s..(bi + 1) * s].copy_from_slice(&bc[..s]);
-            self.mn[bi * s..(bi + 1) * s].copy_from_slice(&mn[..s]);
-            let scl = &mut self.scl[bi * g / 2..(bi + 1) * g / 2];
-            for (t, &v) in sc[..s].iter().enumerate() {
-                scl[8 * t..8 * t + 8].fill(v);
+        let mut blocks = data.chunks_exact(kind.block_bytes);
+        for j in 0..rows {
+            for gi in 0..groups {
+                let Some(blk) = blocks.next() else { return };
+                let bi = j * groups + gi;
+                let out = BlockOut { vals: &mut self.vals[bi * g..(bi + 1) * g], sc: &mut sc, bc: &mut bc, mn: &mut mn };
+                let (dw, cw) = (kind.unpack)(blk, out);
+                let pair = &mut self.dw2[(j / 2) * groups + gi];
+                pair[j % 2] = dw;
+                let cpair = &mut self.cw2[(j / 2) * groups + gi];
+                cpair[j % 2] = cw;
+                if j % 2 == 0 {
+                    pair[1] = dw;
+                    cpair[1] = cw;
+                }
+                self.bc[bi * s..(bi + 1) * s].copy_from_slice(&bc[..s]);
+                self.mn[bi * s..(bi + 1) * s].copy_from_slice(&mn[..s]);
+                let scl = &mut self.scl[bi * g / 2..(bi + 1) * g / 2];
+                for (t, &v) in sc[..s].iter().enumerate() {
+                    scl[8 * t..8 * t + 8].fill(v);
+                }
             }
         }
     }
@@ -200,9 +205,9 @@ pub(crate) fn dot_panel_scalar<const G: usize, const S: usize>(
         let mut sumi = 0i32;
         for t in 0..S {
             let mut s = 0i32;
-            for e in 16 * t..16 * t + 16 {
-                let v = if signed { vals[e] as i8 as i32 } else { vals[e] as i32 };
-                s += v * a.qs[e] as i32;
+            for (&w, &q) in vals[16 * t..16 * t + 16].iter().zip(&a.qs[16 * t..16 * t + 16]) {
+                let v = if signed { w as i8 as i32 } else { w as i32 };
+                s += v * q as i32;
             }
             sumi += scl[8 * t] as i32 * s;
         }

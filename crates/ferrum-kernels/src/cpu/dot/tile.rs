@@ -23,15 +23,21 @@ mod avx2 {
         _mm_cvtsi128_si32(x)
     }
 
-    /// Lane k of the result = sum of the lanes of `v[k]` (k < 8).
+    /// Lane k of the result = sum of the lanes of `v[k]` (k < 8). Built from
+    /// unpacks and adds (single-uop instructions; `hadd` is slow on Zen).
     #[inline(always)]
     unsafe fn hsum8(v: &[__m256i; 8]) -> __m256i {
-        let h01 = _mm256_hadd_epi32(v[0], v[1]);
-        let h23 = _mm256_hadd_epi32(v[2], v[3]);
-        let h45 = _mm256_hadd_epi32(v[4], v[5]);
-        let h67 = _mm256_hadd_epi32(v[6], v[7]);
-        let q03 = _mm256_hadd_epi32(h01, h23);
-        let q47 = _mm256_hadd_epi32(h45, h67);
+        #[inline(always)]
+        unsafe fn pair32(a: __m256i, b: __m256i) -> __m256i {
+            _mm256_add_epi32(_mm256_unpacklo_epi32(a, b), _mm256_unpackhi_epi32(a, b))
+        }
+        #[inline(always)]
+        unsafe fn pair64(a: __m256i, b: __m256i) -> __m256i {
+            _mm256_add_epi32(_mm256_unpacklo_epi64(a, b), _mm256_unpackhi_epi64(a, b))
+        }
+        // Per 128-bit half: [a, b, a, b] partial sums, then [a, b, c, d].
+        let q03 = pair64(pair32(v[0], v[1]), pair32(v[2], v[3]));
+        let q47 = pair64(pair32(v[4], v[5]), pair32(v[6], v[7]));
         let lo = _mm256_permute2x128_si256(q03, q47, 0x20);
         let hi = _mm256_permute2x128_si256(q03, q47, 0x31);
         _mm256_add_epi32(lo, hi)
