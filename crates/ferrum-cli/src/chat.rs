@@ -1,21 +1,63 @@
-//! Rendering a one-turn conversation with the model's chat template.
+//! The model's chat template and the prompt tokens of a conversation.
 
 use anyhow::{Context, Result};
 use ferrum_model::load::ModelFile;
+use ferrum_text::{ChatOptions, ChatTemplate, Tokenizer};
 
-pub fn render(file: &ModelFile, system: Option<&str>, user: &str) -> Result<String> {
-    let template = match file {
-        ModelFile::Gguf(g) => g.get("tokenizer.chat_template").and_then(|v| v.as_str()).map(str::to_string),
-        ModelFile::Hf { dir, .. } => std::fs::read_to_string(dir.join("tokenizer_config.json"))
-            .ok()
-            .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
-            .and_then(|v| v.get("chat_template").and_then(|t| t.as_str()).map(str::to_string)),
+/// The chat template of a model file: GGUF `tokenizer.chat_template`, or a
+/// Hugging Face directory's `tokenizer_config.json` / `chat_template.jinja`.
+/// BOS/EOS strings come from the tokenizer when the source does not name them.
+pub fn load_template(file: &ModelFile, tok: &Tokenizer) -> Result<Option<ChatTemplate>> {
+    let t = match file {
+        ModelFile::Gguf(g) => ChatTemplate::from_gguf(g)?,
+        ModelFile::Hf { dir, .. } => {
+            let cfg = dir.join("tokenizer_config.json");
+            if cfg.is_file() {
+                ChatTemplate::from_tokenizer_config(&cfg, false)?
+            } else {
+                match std::fs::read_to_string(dir.join("chat_template.jinja")) {
+                    Ok(s) => Some(ChatTemplate::new(s)?),
+                    Err(_) => None,
+                }
+            }
+        }
+    };
+    let Some(mut t) = t else { return Ok(None) };
+    let spelling = |id: Option<u32>| id.and_then(|i| tok.id_to_token(i)).unwrap_or_default();
+    if t.bos_token.is_empty() {
+        t.bos_token = spelling(tok.bos_id());
     }
-    .context("the model has no chat template; use --raw")?;
-    let mut messages = Vec::new();
-    if let Some(s) = system {
-        messages.push(serde_json::json!({"role": "system", "content": s}));
+    if t.eos_token.is_empty() {
+        t.eos_token = spelling(tok.eos_ids().first().copied());
     }
-    messages.push(serde_json::json!({"role": "user", "content": user}));
-    ferrum_text::chat::render(&template, &messages, true).context("rendering the chat template")
+    Ok(Some(t))
+}
+
+/// Token ids of `messages` rendered with a generation prompt. Special
+/// tokens in the rendered text are parsed; BOS is added when the model's
+/// metadata asks for it and the template did not write it.
+pub fn encode_conversation(tmpl: &ChatTemplate, tok: &Tokenizer, messages: &[serde_json::Value]) -> Result<Vec<u32>> {
+    let opts = ChatOptions { add_generation_prompt: true, ..Default::default() };
+    let text = tmpl.render(messages, &opts).context("rendering the chat template")?;
+    let mut ids = tok.encode(&text, true, false)?;
+    if let Some(bos) = tok.bos_id().filter(|_| tok.add_bos()) {
+        if ids.first() != Some(&bos) {
+            ids.insert(0, bos);
+        }
+    }
+    Ok(ids)
+}
+
+/// Token ids of raw text: special tokens parsed, BOS only when the model's
+/// metadata says so (never EOS).
+pub fn encode_raw(tok: &Tokenizer, text: &str) -> Result<Vec<u32>> {
+    let mut ids = tok.encode(text, true, false)?;
+    if let Some(bos) = tok.bos_id().filter(|_| tok.add_bos()) {
+        ids.insert(0, bos);
+    }
+    Ok(ids)
+}
+
+pub fn message(role: &str, content: &str) -> serde_json::Value {
+    serde_json::json!({"role": role, "content": content})
 }

@@ -1,11 +1,18 @@
 //! The `ferrum` binary: run, perplexity, inspect.
 
+mod bench;
 mod chat;
 mod generate;
+mod hub;
 mod loading;
 mod inspect;
 mod model_path;
 mod perplexity;
+mod repl;
+mod run_output;
+mod session;
+mod quantize;
+mod synth;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -23,8 +30,14 @@ struct Cli {
 enum Cmd {
     /// Generate a completion for PROMPT with a model.
     Run(generate::RunArgs),
+    /// Prompt-processing and token-generation throughput (like llama-bench).
+    Bench(bench::BenchArgs),
     /// Perplexity of a model on a text file, computed as llama.cpp's llama-perplexity does.
     Perplexity(perplexity::PerplexityArgs),
+    /// Write a model file of a real architecture's shapes with random weights.
+    Synth(synth::SynthArgs),
+    /// Convert an HF directory or a float GGUF to a quantized GGUF.
+    Quantize(quantize::QuantizeArgs),
     /// Print a GGUF file's metadata and tensor table.
     Inspect {
         file: PathBuf,
@@ -39,6 +52,9 @@ fn main() -> ExitCode {
     let result = match cli.cmd {
         Cmd::Run(a) => generate::run(a),
         Cmd::Perplexity(a) => perplexity::run(a),
+        Cmd::Bench(a) => bench::run(a),
+        Cmd::Synth(a) => synth::run(a),
+        Cmd::Quantize(a) => quantize::run(a),
         Cmd::Inspect { file, json } => inspect::run(&file, json),
     };
     match result {

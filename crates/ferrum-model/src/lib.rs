@@ -3,6 +3,7 @@
 
 pub mod batch;
 pub mod config;
+pub mod convert;
 pub mod decoder;
 pub mod error;
 pub mod kv;

@@ -97,7 +97,7 @@ impl HfSource {
 }
 
 /// The HF name of a GGUF-named tensor (`None` for stacked experts).
-fn hf_name(gguf: &str) -> Option<String> {
+pub fn hf_name(gguf: &str) -> Option<String> {
     let map_global = |n: &str| match n {
         "token_embd.weight" => Some("model.embed_tokens.weight".to_string()),
         "output_norm.weight" => Some("model.norm.weight".to_string()),
@@ -129,7 +129,7 @@ fn hf_name(gguf: &str) -> Option<String> {
 }
 
 /// `blk.N.ffn_{gate,up,down}_exps.weight` → (layer, HF projection name).
-fn expert_parts(gguf: &str) -> Option<(&str, &str)> {
+pub fn expert_parts(gguf: &str) -> Option<(&str, &str)> {
     let rest = gguf.strip_prefix("blk.")?;
     let (layer, name) = rest.split_once('.')?;
     let proj = match name {

@@ -5,11 +5,17 @@
 mod build;
 pub mod bytelevel;
 pub mod chat;
+pub mod detok;
 mod error;
 pub mod pretokenize;
+pub mod stops;
+mod tojson;
 mod tokenizer;
 pub mod vocab;
 
+pub use chat::{ChatError, ChatOptions, ChatTemplate};
+pub use detok::Detokenizer;
 pub use error::TextError;
+pub use stops::{StopMatcher, StopOutcome};
 pub use tokenizer::{PieceEncoding, Tokenizer};
 pub use vocab::{token_type, GgufVocab};

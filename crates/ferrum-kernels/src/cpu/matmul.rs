@@ -14,14 +14,6 @@ use super::pool::par_for_limit;
 use super::{Kernel, KernelError, MatmulOptions, QMatRef, Strategy};
 use ferrum_core::GgmlType;
 
-/// With at least this many activation rows, `Strategy::Auto` unpacks weight
-/// panels and runs the tiled kernel instead of the direct per-row kernels
-/// (where the type has them): unpacking a 256-element K block costs about
-/// 8 direct block dot products, a 32-element legacy block about 16
-/// (measured with `matbench --micro`).
-const TILED_MIN_M_K: usize = 8;
-const TILED_MIN_M_LEGACY: usize = 16;
-
 /// `y = x · Wᵀ`: `x` is `[m, w.cols]` row-major, `y` is `[m, w.rows]`.
 pub fn matmul(w: &QMatRef<'_>, x: &[f32], m: usize, y: &mut [f32]) -> Result<(), KernelError> {
     matmul_with(w, x, m, y, &MatmulOptions::default())
@@ -222,26 +214,45 @@ fn with_panel<R>(f: impl FnOnce(&mut Panel) -> R) -> R {
     })
 }
 
-/// A direct AVX2 kernel: up to 4 weight rows (pointers; repeat one to fill)
-/// times one activation row of `nb` blocks.
+/// Direct AVX2 kernels for one weight type: 4 weight rows (pointers; repeat
+/// one to fill) times 1, 2 or 4 activation rows of `nb` blocks, returning
+/// `out[i][r]`; each unpacks a weight block once for all its activation rows.
 #[cfg(target_arch = "x86_64")]
-type Direct = unsafe fn(w: [*const u8; 4], a: *const u8, nb: usize) -> [f32; 4];
+struct Direct {
+    f1: unsafe fn([*const u8; 4], [*const u8; 1], usize) -> [[f32; 4]; 1],
+    f2: unsafe fn([*const u8; 4], [*const u8; 2], usize) -> [[f32; 4]; 2],
+    f4: unsafe fn([*const u8; 4], [*const u8; 4], usize) -> [[f32; 4]; 4],
+    /// From this many activation rows on, `Strategy::Auto` prefers unpacking
+    /// weight panels for the tiled kernel (crossovers measured with
+    /// `matbench --micro`).
+    tiled_from: usize,
+}
 
-/// Direct AVX2 kernel for `ty`, if it has one, and whether its 4 rows should
-/// be spread over the task (every kernel walks its 4 rows block by block, so
-/// 4 long sequential streams keep more memory requests in flight).
+/// The direct kernels for `ty`, if it has them. Each kernel walks its 4
+/// weight rows block by block; the rows are spread over the task so that
+/// they form 4 long sequential streams (more memory requests in flight).
 #[cfg(target_arch = "x86_64")]
-fn direct_kernel(ty: GgmlType) -> Option<(Direct, bool)> {
-    use super::dot::{kquants, legacy};
-    match ty {
-        GgmlType::Q4K => Some((kquants::dot4_q4_k, true)),
-        GgmlType::Q5K => Some((kquants::dot4_q5_k, true)),
-        GgmlType::Q6K => Some((kquants::dot4_q6_k, true)),
-        GgmlType::Q8_0 => Some((legacy::dot4::<{ legacy::Q8_0 }>, true)),
-        GgmlType::Q5_0 => Some((legacy::dot4::<{ legacy::Q5_0 }>, true)),
-        GgmlType::Q4_0 => Some((legacy::dot4::<{ legacy::Q4_0 }>, true)),
-        _ => None,
+fn direct_kernel(ty: GgmlType) -> Option<Direct> {
+    use super::dot::{kquants as k, legacy as l};
+    macro_rules! direct {
+        ($f:ident, $($c:expr),* ; $from:expr) => {
+            Direct { f1: $f::<1, $($c),*>, f2: $f::<2, $($c),*>, f4: $f::<4, $($c),*>, tiled_from: $from }
+        };
+        ($f:ident ; $from:expr) => {
+            Direct { f1: $f::<1>, f2: $f::<2>, f4: $f::<4>, tiled_from: $from }
+        };
     }
+    use k::{dot_k45, dot_q6_k};
+    use l::{dot_nib, dot_q8_0};
+    Some(match ty {
+        GgmlType::Q4K => direct!(dot_k45, false; 64),
+        GgmlType::Q5K => direct!(dot_k45, true; 64),
+        GgmlType::Q6K => direct!(dot_q6_k; 64),
+        GgmlType::Q8_0 => direct!(dot_q8_0; 64),
+        GgmlType::Q5_0 => direct!(dot_nib, true; 64),
+        GgmlType::Q4_0 => direct!(dot_nib, false; 64),
+        _ => return None,
+    })
 }
 
 fn quant<const G: usize, const S: usize>(ctx: &Ctx<'_, '_>, kind: &QuantKind, x: &[f32], y: &mut [f32]) {
@@ -270,37 +281,50 @@ fn quant<const G: usize, const S: usize>(ctx: &Ctx<'_, '_>, kind: &QuantKind, x:
 
     #[cfg(target_arch = "x86_64")]
     if ctx.kernel == Kernel::Avx2 {
-        let use_direct = match ctx.opts.strategy {
-            Strategy::Auto => m < if G == 256 { TILED_MIN_M_K } else { TILED_MIN_M_LEGACY },
+        let direct = direct_kernel(w.ty).filter(|d| match ctx.opts.strategy {
+            Strategy::Auto => m < d.tiled_from,
             Strategy::Direct => true,
             Strategy::Tiled => false,
-        };
-        if let (true, Some((f, spread))) = (use_direct, direct_kernel(w.ty)) {
+        });
+        if let Some(d) = direct {
             let rb = nb * kind.block_bytes;
             let per = ctx.rows_per_task(4, 1 << 20);
+            let ap = |i: usize| act[i * nb..].as_ptr() as *const u8;
             ctx.for_row_ranges(per, |r0, r1| {
-                // Row k of group i: with `spread`, the 4 rows come from the 4
-                // quarters of the task so each is one long sequential stream
-                // for the prefetchers (short rows would otherwise restart 4
-                // streams every few blocks); else 4 consecutive rows.
-                let len = r1 - r0;
-                let (groups, stride, step) = if spread { (len.div_ceil(4), len.div_ceil(4), 1) } else { (len.div_ceil(4), 1, 4) };
-                for gi in 0..groups {
-                    let first = r0 + gi * step;
+                // Group g takes row g of each quarter of the task, so each of
+                // the 4 rows is one long sequential stream for the
+                // prefetchers (4 consecutive short rows would restart 4
+                // streams every few blocks).
+                let stride = (r1 - r0).div_ceil(4);
+                for gi in 0..stride {
+                    let first = r0 + gi;
                     let rows = [first, first + stride, first + 2 * stride, first + 3 * stride];
                     // SAFETY: rows past the task repeat `first` (< r1), so
-                    // every pointer is in bounds; AVX2 detected.
+                    // every pointer is in bounds.
                     let ws = rows.map(|j| unsafe { w.data.as_ptr().add(if j < r1 { j } else { first } * rb) });
-                    for i in 0..m {
-                        // SAFETY: act row i has nb blocks; outputs (i, rows)
-                        // are this task's.
-                        unsafe {
-                            let v = f(ws, act.as_ptr().add(i * nb) as *const u8, nb);
-                            for (&j, &vk) in rows.iter().zip(&v) {
-                                if j < r1 {
-                                    out.set(i * w.rows + j, vk);
-                                }
+                    let emit = |i: usize, v: &[f32; 4]| {
+                        for (&j, &vk) in rows.iter().zip(v) {
+                            if j < r1 {
+                                // SAFETY: output (i, j) belongs to this task.
+                                unsafe { out.set(i * w.rows + j, vk) };
                             }
+                        }
+                    };
+                    let mut i = 0;
+                    // SAFETY (calls): AVX2 detected; every activation row
+                    // pointer has nb blocks.
+                    while i < m {
+                        if m - i >= 4 {
+                            let v = unsafe { (d.f4)(ws, [ap(i), ap(i + 1), ap(i + 2), ap(i + 3)], nb) };
+                            v.iter().enumerate().for_each(|(k, v)| emit(i + k, v));
+                            i += 4;
+                        } else if m - i >= 2 {
+                            let v = unsafe { (d.f2)(ws, [ap(i), ap(i + 1)], nb) };
+                            v.iter().enumerate().for_each(|(k, v)| emit(i + k, v));
+                            i += 2;
+                        } else {
+                            emit(i, &unsafe { (d.f1)(ws, [ap(i)], nb) }[0]);
+                            i += 1;
                         }
                     }
                 }

@@ -170,32 +170,9 @@ pub(crate) use avx2::*;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::super::tile::hsum_epi32;
     use super::k4_scales_mins;
     use crate::cpu::act_quant::ActQ8K;
     use std::arch::x86_64::*;
-
-    /// The f16 at `p` as f32 (F16C; exact).
-    #[inline(always)]
-    unsafe fn f16_ptr(p: *const u8) -> f32 {
-        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128((p as *const u16).read_unaligned() as i32)))
-    }
-
-    /// The two f16 at `p` (d, dmin) as f32.
-    #[inline(always)]
-    unsafe fn f16x2_ptr(p: *const u8) -> (f32, f32) {
-        let v = _mm_cvtph_ps(_mm_cvtsi32_si128((p as *const i32).read_unaligned()));
-        (_mm_cvtss_f32(v), _mm_cvtss_f32(_mm_movehdup_ps(v)))
-    }
-
-    /// Sums of the lanes of `a` and of `b` (exact).
-    #[inline(always)]
-    unsafe fn hsum2_epi32(a: __m256i, b: __m256i) -> (i32, i32) {
-        let x = _mm256_add_epi32(_mm256_unpacklo_epi32(a, b), _mm256_unpackhi_epi32(a, b));
-        let x = _mm_add_epi32(_mm256_castsi256_si128(x), _mm256_extracti128_si256(x, 1));
-        let x = _mm_add_epi32(x, _mm_unpackhi_epi64(x, x));
-        (_mm_cvtsi128_si32(x), _mm_extract_epi32(x, 1))
-    }
 
     /// Broadcast i16 lane `s` (of each 128-bit half) to all 16 lanes.
     #[inline(always)]
@@ -203,86 +180,70 @@ mod avx2 {
         _mm256_shuffle_epi8(v, _mm256_set1_epi16(0x0100 + 0x0202 * s))
     }
 
-    /// Q4_K/Q5_K min term, per lane: mn_s * bsums[t] for t in {2s, 2s + 1}
-    /// (8 lanes; their sum is the block's `summ`).
+    /// One Q4_K (`FIVE` = false, 144 B) or Q5_K (176 B) block at `blk`
+    /// against `MR` activation blocks: per activation row, lanes summing to
+    /// the block's `sumi` and `summ`. The weights are unpacked once for all
+    /// rows.
     #[inline(always)]
-    unsafe fn k4_min_lanes(mn: u64, y: &ActQ8K) -> __m256i {
-        let bs = _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i);
+    unsafe fn block_k45<const MR: usize, const FIVE: bool>(
+        blk: *const u8,
+        ys: &[&ActQ8K; MR],
+    ) -> ([__m256i; MR], [__m256i; MR]) {
+        let m4 = _mm256_set1_epi8(0x0f);
+        let (sc, mn) = k4_scales_mins(&*(blk.add(4) as *const [u8; 12]));
+        // Min lanes: mn_s * bsums[t] for t in {2s, 2s + 1}.
         let m = _mm_cvtsi64_si128(mn as i64);
         let mins16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m, m));
-        _mm256_madd_epi16(mins16, bs)
-    }
-
-    /// One Q4_K block [144 B] at `blk` against `y`: the canonical f32 step.
-    #[inline(always)]
-    unsafe fn step_q4_k(blk: *const u8, y: &ActQ8K, acc: f32) -> f32 {
-        let m4 = _mm256_set1_epi8(0x0f);
-        let (sc, mn) = k4_scales_mins(&*(blk.add(4) as *const [u8; 12]));
-        let mins = k4_min_lanes(mn, y);
+        let mins = ys.map(|y| _mm256_madd_epi16(mins16, _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i)));
         let scv = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(sc as i64)));
-        let q = blk.add(16);
-        let yq = y.qs.as_ptr();
-        let mut sum = _mm256_setzero_si256();
+        let (q, mut h) = if FIVE {
+            (blk.add(48), _mm256_loadu_si256(blk.add(16) as *const __m256i))
+        } else {
+            (blk.add(16), _mm256_setzero_si256())
+        };
+        let mut sum = [_mm256_setzero_si256(); MR];
         for c in 0..4 {
             let v = _mm256_loadu_si256(q.add(32 * c) as *const __m256i);
-            let lo = _mm256_and_si256(v, m4);
-            let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
-            let a0 = _mm256_loadu_si256(yq.add(64 * c) as *const __m256i);
-            let a1 = _mm256_loadu_si256(yq.add(64 * c + 32) as *const __m256i);
-            let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, a0), bcast_i16(scv, 2 * c as i16));
-            let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, a1), bcast_i16(scv, 2 * c as i16 + 1));
-            sum = _mm256_add_epi32(sum, _mm256_add_epi32(p0, p1));
+            let mut lo = _mm256_and_si256(v, m4);
+            let mut hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+            if FIVE {
+                // Bit 2c of qh[l] is bit 4 of element 64c + l, bit 2c + 1
+                // that of element 64c + 32 + l.
+                let one = _mm256_set1_epi8(1);
+                let two = _mm256_set1_epi8(2);
+                lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(h, one), 4));
+                hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(h, two), 3));
+                h = _mm256_srli_epi16(h, 2);
+            }
+            let s0 = bcast_i16(scv, 2 * c as i16);
+            let s1 = bcast_i16(scv, 2 * c as i16 + 1);
+            for i in 0..MR {
+                let yq = ys[i].qs.as_ptr();
+                let a0 = _mm256_loadu_si256(yq.add(64 * c) as *const __m256i);
+                let a1 = _mm256_loadu_si256(yq.add(64 * c + 32) as *const __m256i);
+                let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, a0), s0);
+                let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, a1), s1);
+                sum[i] = _mm256_add_epi32(sum[i], _mm256_add_epi32(p0, p1));
+            }
         }
-        let (sumi, summ) = hsum2_epi32(sum, mins);
-        let (d, dmin) = f16x2_ptr(blk);
-        let acc = (d * y.d).mul_add(sumi as f32, acc);
-        (-dmin * y.d).mul_add(summ as f32, acc)
+        (sum, mins)
     }
 
-    /// One Q5_K block [176 B]: Q4_K plus a fifth bit from qh.
+    /// One Q6_K block [210 B] against `MR` activation blocks: per activation
+    /// row, lanes summing to the block's `sumi`.
     #[inline(always)]
-    unsafe fn step_q5_k(blk: *const u8, y: &ActQ8K, acc: f32) -> f32 {
-        let m4 = _mm256_set1_epi8(0x0f);
-        let one = _mm256_set1_epi8(1);
-        let two = _mm256_set1_epi8(2);
-        let (sc, mn) = k4_scales_mins(&*(blk.add(4) as *const [u8; 12]));
-        let mins = k4_min_lanes(mn, y);
-        let scv = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(sc as i64)));
-        let mut h = _mm256_loadu_si256(blk.add(16) as *const __m256i);
-        let q = blk.add(48);
-        let yq = y.qs.as_ptr();
-        let mut sum = _mm256_setzero_si256();
-        for c in 0..4 {
-            let v = _mm256_loadu_si256(q.add(32 * c) as *const __m256i);
-            let lo = _mm256_or_si256(_mm256_and_si256(v, m4), _mm256_slli_epi16(_mm256_and_si256(h, one), 4));
-            let hi = _mm256_or_si256(
-                _mm256_and_si256(_mm256_srli_epi16(v, 4), m4),
-                _mm256_slli_epi16(_mm256_and_si256(h, two), 3),
-            );
-            h = _mm256_srli_epi16(h, 2);
-            let a0 = _mm256_loadu_si256(yq.add(64 * c) as *const __m256i);
-            let a1 = _mm256_loadu_si256(yq.add(64 * c + 32) as *const __m256i);
-            let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, a0), bcast_i16(scv, 2 * c as i16));
-            let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, a1), bcast_i16(scv, 2 * c as i16 + 1));
-            sum = _mm256_add_epi32(sum, _mm256_add_epi32(p0, p1));
-        }
-        let (sumi, summ) = hsum2_epi32(sum, mins);
-        let (d, dmin) = f16x2_ptr(blk);
-        let acc = (d * y.d).mul_add(sumi as f32, acc);
-        (-dmin * y.d).mul_add(summ as f32, acc)
-    }
-
-    /// One Q6_K block [210 B].
-    #[inline(always)]
-    unsafe fn step_q6_k(blk: *const u8, y: &ActQ8K, acc: f32) -> f32 {
+    unsafe fn block_q6_k<const MR: usize>(blk: *const u8, ys: &[&ActQ8K; MR]) -> [__m256i; MR] {
         let m4 = _mm256_set1_epi8(0x0f);
         let m30 = _mm256_set1_epi8(0x30);
-        let sc8 = _mm_loadu_si128(blk.add(192) as *const __m128i);
+        // The 16 scales as i16: [sc0..sc8 | sc8..sc16].
+        let sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(blk.add(192) as *const __m128i));
         // Offset term: -32 * sum_t sc_t * bsums_t.
-        let bs = _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i);
-        let off = _mm256_madd_epi16(_mm256_cvtepi8_epi16(sc8), bs);
-        let mut sum = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(off, 5));
-        let yq = y.qs.as_ptr();
+        let mut sum = ys.map(|y| {
+            let off = _mm256_madd_epi16(sc16, _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i));
+            _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(off, 5))
+        });
+        // Scales of half h in both 128-bit lanes.
+        let halves = [_mm256_permute2x128_si256(sc16, sc16, 0x00), _mm256_permute2x128_si256(sc16, sc16, 0x11)];
         for h in 0..2 {
             let ql0 = _mm256_loadu_si256(blk.add(64 * h) as *const __m256i);
             let ql1 = _mm256_loadu_si256(blk.add(64 * h + 32) as *const __m256i);
@@ -297,37 +258,98 @@ mod avx2 {
                 ),
             ];
             for (k, qk) in q.iter().enumerate() {
-                let t = (8 * h + 2 * k) as i64;
-                let ctl = _mm_set_epi64x((t + 1) * 0x0101_0101_0101_0101, t * 0x0101_0101_0101_0101);
-                let scales = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc8, ctl));
-                let av = _mm256_loadu_si256(yq.add(128 * h + 32 * k) as *const __m256i);
-                sum = _mm256_add_epi32(sum, _mm256_madd_epi16(_mm256_maddubs_epi16(*qk, av), scales));
+                // [sc_t x 8 | sc_(t+1) x 8] for t = 8h + 2k: i16 lane 2k of
+                // the low half, lane 2k + 1 of the high half.
+                let lo = (0x0100 + 0x0202 * 2 * k) as i64 * 0x0001_0001_0001_0001;
+                let hi = (0x0100 + 0x0202 * (2 * k + 1)) as i64 * 0x0001_0001_0001_0001;
+                let scales = _mm256_shuffle_epi8(halves[h], _mm256_setr_epi64x(lo, lo, hi, hi));
+                for i in 0..MR {
+                    let av = _mm256_loadu_si256(ys[i].qs.as_ptr().add(128 * h + 32 * k) as *const __m256i);
+                    sum[i] = _mm256_add_epi32(sum[i], _mm256_madd_epi16(_mm256_maddubs_epi16(*qk, av), scales));
+                }
             }
         }
-        let sumi = hsum_epi32(sum);
-        (f16_ptr(blk.add(208)) * y.d).mul_add(sumi as f32, acc)
+        sum
     }
 
-    /// 4 weight rows (any alignment; repeat one to fill) x one Q8_K row,
-    /// block by block, so the 4 rows stream in parallel.
-    macro_rules! dot4 {
-        ($name:ident, $step:ident, $bytes:expr) => {
-            #[target_feature(enable = "avx2,fma,f16c")]
-            pub(crate) unsafe fn $name(w: [*const u8; 4], a: *const u8, nb: usize) -> [f32; 4] {
-                let a = a as *const ActQ8K;
-                let mut acc = [0.0f32; 4];
-                for b in 0..nb {
-                    let y = &*a.add(b);
-                    for r in 0..4 {
-                        acc[r] = $step(w[r].add($bytes * b), y, acc[r]);
-                    }
-                }
-                acc
+    /// Lane k of the result = sum of the lanes of `v[k]` (exact).
+    #[inline(always)]
+    unsafe fn hsum8(v: [__m256i; 8]) -> __m256i {
+        let p = |a: __m256i, b: __m256i| _mm256_add_epi32(_mm256_unpacklo_epi32(a, b), _mm256_unpackhi_epi32(a, b));
+        let q = |a: __m256i, b: __m256i| _mm256_add_epi32(_mm256_unpacklo_epi64(a, b), _mm256_unpackhi_epi64(a, b));
+        let q03 = q(p(v[0], v[1]), p(v[2], v[3]));
+        let q47 = q(p(v[4], v[5]), p(v[6], v[7]));
+        _mm256_add_epi32(_mm256_permute2x128_si256(q03, q47, 0x20), _mm256_permute2x128_si256(q03, q47, 0x31))
+    }
+
+    /// Lane r of the result = sum of the lanes of `v[r]` (exact).
+    #[inline(always)]
+    unsafe fn hsum4(v: [__m256i; 4]) -> __m128i {
+        let p01 = _mm256_add_epi32(_mm256_unpacklo_epi32(v[0], v[1]), _mm256_unpackhi_epi32(v[0], v[1]));
+        let p23 = _mm256_add_epi32(_mm256_unpacklo_epi32(v[2], v[3]), _mm256_unpackhi_epi32(v[2], v[3]));
+        let q = _mm256_add_epi32(_mm256_unpacklo_epi64(p01, p23), _mm256_unpackhi_epi64(p01, p23));
+        _mm_add_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1))
+    }
+
+    /// 4 weight rows (any alignment; repeat one to fill) of Q4_K / Q5_K
+    /// blocks x `MR` Q8_K activation rows, block by block so the 4 rows stream
+    /// in parallel; `out[i][r]`. The f32 steps run with one lane per weight
+    /// row: `acc = fma(d dy, sumi, acc); acc = fma(-dmin dy, summ, acc)`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(crate) unsafe fn dot_k45<const MR: usize, const FIVE: bool>(
+        w: [*const u8; 4],
+        a: [*const u8; MR],
+        nb: usize,
+    ) -> [[f32; 4]; MR] {
+        let bytes = if FIVE { 176 } else { 144 };
+        let deint = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+        let mut acc = [_mm_setzero_ps(); MR];
+        for b in 0..nb {
+            let ys = a.map(|p| &*(p as *const ActQ8K).add(b));
+            let blk = w.map(|p| p.add(bytes * b));
+            let r0 = block_k45::<MR, FIVE>(blk[0], &ys);
+            let r1 = block_k45::<MR, FIVE>(blk[1], &ys);
+            let r2 = block_k45::<MR, FIVE>(blk[2], &ys);
+            let r3 = block_k45::<MR, FIVE>(blk[3], &ys);
+            // d and dmin are each block's first 4 bytes:
+            // [d0, dmin0, d1, dmin1, ..] -> [d0..d3 | dmin0..dmin3].
+            let dm = blk.map(|p| (p as *const i32).read_unaligned());
+            let dm = _mm256_permutevar8x32_ps(_mm256_cvtph_ps(_mm_setr_epi32(dm[0], dm[1], dm[2], dm[3])), deint);
+            for i in 0..MR {
+                // [sumi of weight rows 0..4 | summ of weight rows 0..4]
+                let ints = _mm256_cvtepi32_ps(hsum8([r0.0[i], r1.0[i], r2.0[i], r3.0[i], r0.1[i], r1.1[i], r2.1[i], r3.1[i]]));
+                let dy = _mm256_setr_m128(_mm_set1_ps(ys[i].d), _mm_set1_ps(-ys[i].d));
+                let f = _mm256_mul_ps(dm, dy);
+                acc[i] = _mm_fmadd_ps(_mm256_castps256_ps128(f), _mm256_castps256_ps128(ints), acc[i]);
+                acc[i] = _mm_fmadd_ps(_mm256_extractf128_ps(f, 1), _mm256_extractf128_ps(ints, 1), acc[i]);
             }
-        };
+        }
+        let mut out = [[0.0f32; 4]; MR];
+        for i in 0..MR {
+            _mm_storeu_ps(out[i].as_mut_ptr(), acc[i]);
+        }
+        out
     }
 
-    dot4!(dot4_q4_k, step_q4_k, 144);
-    dot4!(dot4_q5_k, step_q5_k, 176);
-    dot4!(dot4_q6_k, step_q6_k, 210);
+    /// 4 rows of Q6_K blocks x `MR` Q8_K rows (as [`dot_k45`], no min term).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(crate) unsafe fn dot_q6_k<const MR: usize>(w: [*const u8; 4], a: [*const u8; MR], nb: usize) -> [[f32; 4]; MR] {
+        let mut acc = [_mm_setzero_ps(); MR];
+        for b in 0..nb {
+            let ys = a.map(|p| &*(p as *const ActQ8K).add(b));
+            let blk = w.map(|p| p.add(210 * b));
+            let r = blk.map(|p| block_q6_k::<MR>(p, &ys));
+            let d = blk.map(|p| (p.add(208) as *const i16).read_unaligned());
+            let d = _mm_cvtph_ps(_mm_setr_epi16(d[0], d[1], d[2], d[3], 0, 0, 0, 0));
+            for i in 0..MR {
+                let ints = _mm_cvtepi32_ps(hsum4([r[0][i], r[1][i], r[2][i], r[3][i]]));
+                acc[i] = _mm_fmadd_ps(_mm_mul_ps(d, _mm_set1_ps(ys[i].d)), ints, acc[i]);
+            }
+        }
+        let mut out = [[0.0f32; 4]; MR];
+        for i in 0..MR {
+            _mm_storeu_ps(out[i].as_mut_ptr(), acc[i]);
+        }
+        out
+    }
 }

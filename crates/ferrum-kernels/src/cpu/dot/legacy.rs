@@ -120,33 +120,6 @@ mod avx2 {
     use crate::cpu::act_quant::ActQ8_32;
     use std::arch::x86_64::*;
 
-    /// 16 bytes of nibbles -> 32 bytes in element order.
-    #[inline(always)]
-    unsafe fn nibbles32(p: *const u8) -> __m256i {
-        let v = _mm_loadu_si128(p as *const __m128i);
-        let m4 = _mm_set1_epi8(0x0f);
-        let lo = _mm_and_si128(v, m4);
-        let hi = _mm_and_si128(_mm_srli_epi16(v, 4), m4);
-        _mm256_set_m128i(hi, lo)
-    }
-
-    /// Bit `j` of the u32 at `p` -> 0x10 in byte `j`, else 0.
-    #[inline(always)]
-    unsafe fn fifth_bits32(p: *const u8) -> __m256i {
-        let h = u32::from_le_bytes([*p, *p.add(1), *p.add(2), *p.add(3)]) as i32;
-        let spread = _mm256_shuffle_epi8(
-            _mm256_set1_epi32(h),
-            _mm256_setr_epi64x(0, 0x0101_0101_0101_0101, 0x0202_0202_0202_0202, 0x0303_0303_0303_0303),
-        );
-        let bits = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
-        let set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bits), bits);
-        _mm256_and_si256(set, _mm256_set1_epi8(0x10))
-    }
-
-    pub(crate) const Q8_0: u8 = 0;
-    pub(crate) const Q5_0: u8 = 1;
-    pub(crate) const Q4_0: u8 = 2;
-
     /// Lane r of the result = sum of the lanes of `v[r]` (r < 4), from
     /// unpacks and adds (`hadd` is slow on Zen).
     #[inline(always)]
@@ -158,45 +131,116 @@ mod avx2 {
     }
 
     /// Four weight rows (`w[r]`, any alignment; repeat a row to fill) of
-    /// Q8_0 / Q5_0 / Q4_0 blocks times one activation row: the canonical
+    /// Q8_0 blocks times `MR` activation rows (`out[i][r]`): the canonical
     /// per-block sums, with the f32 steps done for the 4 rows as 4 lanes.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(crate) unsafe fn dot4<const T: u8>(w: [*const u8; 4], a: *const u8, nb: usize) -> [f32; 4] {
-        let a = a as *const ActQ8_32;
-        let (bytes, bc) = match T {
-            Q8_0 => (34, 0),
-            Q5_0 => (22, -16),
-            _ => (18, -8),
-        };
+    pub(crate) unsafe fn dot_q8_0<const MR: usize>(w: [*const u8; 4], a: [*const u8; MR], nb: usize) -> [[f32; 4]; MR] {
         let ones = _mm256_set1_epi16(1);
-        let mut acc = _mm_setzero_ps();
+        let mut acc = [_mm_setzero_ps(); MR];
         for b in 0..nb {
-            let y = &*a.add(b);
-            let av = _mm256_loadu_si256(y.qs.as_ptr() as *const __m256i);
-            let mut v = [_mm256_setzero_si256(); 4];
+            let ys = a.map(|p| &*(p as *const ActQ8_32).add(b));
+            let av = ys.map(|y| _mm256_loadu_si256(y.qs.as_ptr() as *const __m256i));
+            let mut v = [[_mm256_setzero_si256(); 4]; MR];
             let mut d = [0i16; 8];
             for r in 0..4 {
-                let blk = w[r].add(bytes * b);
+                let blk = w[r].add(34 * b);
                 d[r] = (blk as *const i16).read_unaligned();
-                let p = match T {
-                    Q8_0 => {
-                        let wv = _mm256_loadu_si256(blk.add(2) as *const __m256i);
-                        _mm256_maddubs_epi16(_mm256_abs_epi8(wv), _mm256_sign_epi8(av, wv))
-                    }
-                    Q5_0 => _mm256_maddubs_epi16(_mm256_or_si256(nibbles32(blk.add(6)), fifth_bits32(blk.add(2))), av),
-                    _ => _mm256_maddubs_epi16(nibbles32(blk.add(2)), av),
-                };
-                v[r] = _mm256_madd_epi16(p, ones);
-            }
-            let mut sumi = hsum4(&v);
-            if bc != 0 {
-                sumi = _mm_add_epi32(sumi, _mm_set1_epi32(bc * (y.bsums[0] as i32 + y.bsums[1] as i32)));
+                let wv = _mm256_loadu_si256(blk.add(2) as *const __m256i);
+                let wa = _mm256_abs_epi8(wv);
+                for i in 0..MR {
+                    v[i][r] = _mm256_madd_epi16(_mm256_maddubs_epi16(wa, _mm256_sign_epi8(av[i], wv)), ones);
+                }
             }
             let dw = _mm_cvtph_ps(_mm_loadu_si128(d.as_ptr() as *const __m128i));
-            acc = _mm_fmadd_ps(_mm_mul_ps(dw, _mm_set1_ps(y.d)), _mm_cvtepi32_ps(sumi), acc);
+            for i in 0..MR {
+                let sumi = hsum4(&v[i]);
+                acc[i] = _mm_fmadd_ps(_mm_mul_ps(dw, _mm_set1_ps(ys[i].d)), _mm_cvtepi32_ps(sumi), acc[i]);
+            }
         }
-        let mut out = [0.0f32; 4];
-        _mm_storeu_ps(out.as_mut_ptr(), acc);
+        let mut out = [[0.0f32; 4]; MR];
+        for i in 0..MR {
+            _mm_storeu_ps(out[i].as_mut_ptr(), acc[i]);
+        }
+        out
+    }
+
+    /// Q5_0 (`FIVE`) or Q4_0: as [`dot_q8_0`], but two weight rows share
+    /// each vector (`[row A elements 0..16 | row B elements 0..16]`, then
+    /// 16..32), which halves the nibble and fifth-bit unpacking per row.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(crate) unsafe fn dot_nib<const MR: usize, const FIVE: bool>(
+        w: [*const u8; 4],
+        a: [*const u8; MR],
+        nb: usize,
+    ) -> [[f32; 4]; MR] {
+        let (bytes, qs_off, bc) = if FIVE { (22, 6, -16) } else { (18, 2, -8) };
+        let m4 = _mm256_set1_epi8(0x0f);
+        let ones = _mm256_set1_epi16(1);
+        let bits = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+        let x10 = _mm256_set1_epi8(0x10);
+        // Byte k of the qh pair [A (bytes 0..4), B (4..8)] each output byte
+        // reads: elements 0..16 of A (low half) and of B (high half), then
+        // elements 16..32.
+        let sel_lo = _mm256_setr_epi64x(0, 0x0101_0101_0101_0101, 0x0404_0404_0404_0404, 0x0505_0505_0505_0505);
+        let sel_hi = _mm256_setr_epi64x(
+            0x0202_0202_0202_0202,
+            0x0303_0303_0303_0303,
+            0x0606_0606_0606_0606,
+            0x0707_0707_0707_0707,
+        );
+        let mut acc = [_mm_setzero_ps(); MR];
+        for b in 0..nb {
+            let ys = a.map(|p| &*(p as *const ActQ8_32).add(b));
+            let a_lo = ys.map(|y| _mm256_broadcastsi128_si256(_mm_loadu_si128(y.qs.as_ptr() as *const __m128i)));
+            let a_hi = ys.map(|y| _mm256_broadcastsi128_si256(_mm_loadu_si128(y.qs.as_ptr().add(16) as *const __m128i)));
+            let mut v = [[_mm256_setzero_si256(); 2]; MR];
+            let mut d = [0i16; 8];
+            for p in 0..2 {
+                let pa = w[2 * p].add(bytes * b);
+                let pb = w[2 * p + 1].add(bytes * b);
+                d[2 * p] = (pa as *const i16).read_unaligned();
+                d[2 * p + 1] = (pb as *const i16).read_unaligned();
+                let q = _mm256_set_m128i(
+                    _mm_loadu_si128(pb.add(qs_off) as *const __m128i),
+                    _mm_loadu_si128(pa.add(qs_off) as *const __m128i),
+                );
+                let mut lo = _mm256_and_si256(q, m4);
+                let mut hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+                if FIVE {
+                    let ha = (pa.add(2) as *const u32).read_unaligned() as u64;
+                    let hb = (pb.add(2) as *const u32).read_unaligned() as u64;
+                    let h = _mm256_set1_epi64x((ha | hb << 32) as i64);
+                    let set = |sel: __m256i| {
+                        let x = _mm256_and_si256(_mm256_shuffle_epi8(h, sel), bits);
+                        _mm256_and_si256(_mm256_cmpeq_epi8(x, bits), x10)
+                    };
+                    lo = _mm256_or_si256(lo, set(sel_lo));
+                    hi = _mm256_or_si256(hi, set(sel_hi));
+                }
+                for i in 0..MR {
+                    // Each maddubs lane is at most 2 * 31 * 127, so two add
+                    // exactly in i16.
+                    let p16 = _mm256_add_epi16(_mm256_maddubs_epi16(lo, a_lo[i]), _mm256_maddubs_epi16(hi, a_hi[i]));
+                    v[i][p] = _mm256_madd_epi16(p16, ones);
+                }
+            }
+            let dw = _mm_cvtph_ps(_mm_loadu_si128(d.as_ptr() as *const __m128i));
+            for i in 0..MR {
+                // v[i][0] lanes: row 0 (low half), row 1 (high); v[i][1]:
+                // rows 2, 3.
+                let (v0, v1) = (v[i][0], v[i][1]);
+                let t = _mm256_add_epi32(_mm256_unpacklo_epi32(v0, v1), _mm256_unpackhi_epi32(v0, v1));
+                let u = _mm256_add_epi32(t, _mm256_shuffle_epi32(t, 0b01_00_11_10));
+                let sumi = _mm_unpacklo_epi32(_mm256_castsi256_si128(u), _mm256_extracti128_si256(u, 1));
+                let ysum = ys[i].bsums[0] as i32 + ys[i].bsums[1] as i32;
+                let sumi = _mm_add_epi32(sumi, _mm_set1_epi32(bc * ysum));
+                acc[i] = _mm_fmadd_ps(_mm_mul_ps(dw, _mm_set1_ps(ys[i].d)), _mm_cvtepi32_ps(sumi), acc[i]);
+            }
+        }
+        let mut out = [[0.0f32; 4]; MR];
+        for i in 0..MR {
+            _mm_storeu_ps(out[i].as_mut_ptr(), acc[i]);
+        }
         out
     }
 }

@@ -14,15 +14,6 @@ mod avx2 {
     use crate::cpu::act_quant::ActBlock;
     use std::arch::x86_64::*;
 
-    /// Sum of the 8 i32 lanes (exact, order irrelevant).
-    #[inline(always)]
-    pub(crate) unsafe fn hsum_epi32(v: __m256i) -> i32 {
-        let x = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-        let x = _mm_add_epi32(x, _mm_shuffle_epi32(x, 0b01_00_11_10));
-        let x = _mm_add_epi32(x, _mm_shuffle_epi32(x, 0b10_11_00_01));
-        _mm_cvtsi128_si32(x)
-    }
-
     /// Lane k of the result = sum of the lanes of `v[k]` (k < 8). Built from
     /// unpacks and adds (single-uop instructions; `hadd` is slow on Zen).
     #[inline(always)]

@@ -1,0 +1,157 @@
+//! `ferrum bench`: offline prompt-processing (pp) and token-generation (tg)
+//! throughput, measured as llama-bench does: a warm-up run, then `-r`
+//! repeats; mean ± standard deviation of tokens/s.
+//!
+//! pp N: one forward over N random tokens from an empty cache.
+//! tg N: N single-token steps from an empty cache (B sequences decoding
+//! together with `--batch B`; tokens/s counts all B sequences).
+
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use clap::Args;
+use ferrum_kernels::{Backend, KvDType};
+use ferrum_model::{ForwardBatch, KvCache, LogitRows, Model, SeqInput, BLOCK_SIZE};
+use serde::Serialize;
+
+use crate::{loading, model_path};
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Model: a GGUF file, a Hugging Face directory, or an alias.
+    #[arg(short, long, default_value = model_path::DEFAULT_ALIAS)]
+    model: String,
+    /// Prompt tokens of the pp test (0 skips it).
+    #[arg(short = 'p', long = "n-prompt", default_value_t = 512)]
+    n_prompt: usize,
+    /// Generated tokens of the tg test (0 skips it).
+    #[arg(short = 'n', long = "n-gen", default_value_t = 128)]
+    n_gen: usize,
+    /// Repeats after one warm-up run.
+    #[arg(short = 'r', long, default_value_t = 5)]
+    repetitions: usize,
+    /// Decode batch sizes for tg (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    batch: Vec<usize>,
+    /// Compute backend.
+    #[arg(long, default_value = "cpu")]
+    backend: String,
+    /// Print JSON instead of a markdown table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Serialize)]
+struct Row {
+    model: String,
+    test: String,
+    batch: usize,
+    tokens_per_s_mean: f64,
+    tokens_per_s_std: f64,
+    runs: Vec<f64>,
+}
+
+pub fn run(a: BenchArgs) -> Result<()> {
+    if a.backend != "cpu" {
+        bail!("backend `{}` is not available in this build (available: cpu)", a.backend);
+    }
+    if a.repetitions == 0 || a.batch.iter().any(|&b| b == 0) {
+        bail!("--repetitions and every --batch size must be at least 1");
+    }
+    let path = model_path::resolve(&a.model)?;
+    let (_, model) = loading::load(&path)?;
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("model").to_string();
+    let mut rows = Vec::new();
+    if a.n_prompt > 0 {
+        let runs = measure(a.repetitions, || pp(&model, a.n_prompt))?;
+        rows.push(row(&name, format!("pp{}", a.n_prompt), 1, runs));
+    }
+    if a.n_gen > 0 {
+        for &b in &a.batch {
+            let runs = measure(a.repetitions, || tg(&model, a.n_gen, b))?;
+            rows.push(row(&name, format!("tg{}", a.n_gen), b, runs));
+        }
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        println!("| model | backend | threads | test | batch | t/s |");
+        println!("|---|---|---:|---|---:|---:|");
+        for r in &rows {
+            println!(
+                "| {} | cpu | {} | {} | {} | {:.2} ± {:.2} |",
+                r.model,
+                ferrum_kernels::cpu::num_threads(),
+                r.test,
+                r.batch,
+                r.tokens_per_s_mean,
+                r.tokens_per_s_std
+            );
+        }
+    }
+    Ok(())
+}
+
+fn row(model: &str, test: String, batch: usize, runs: Vec<f64>) -> Row {
+    let mean = runs.iter().sum::<f64>() / runs.len() as f64;
+    let var = runs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (runs.len().max(2) - 1) as f64;
+    Row { model: model.to_string(), test, batch, tokens_per_s_mean: mean, tokens_per_s_std: var.sqrt(), runs }
+}
+
+/// One warm-up call, then `reps` timed calls; each returns tokens processed.
+fn measure(reps: usize, mut f: impl FnMut() -> Result<usize>) -> Result<Vec<f64>> {
+    f()?;
+    let mut out = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        let t = Instant::now();
+        let n = f()?;
+        out.push(n as f64 / t.elapsed().as_secs_f64());
+    }
+    Ok(out)
+}
+
+/// Deterministic token ids spread over the vocabulary.
+fn tokens(vocab: usize, n: usize, salt: usize) -> Vec<u32> {
+    (0..n).map(|i| ((i * 7919 + salt * 104_729 + 17) % vocab) as u32).collect()
+}
+
+fn cache<B: Backend>(model: &Model<B>, seqs: usize, len: usize) -> Result<(KvCache<B>, usize)> {
+    let per = len.div_ceil(BLOCK_SIZE);
+    Ok((KvCache::new(&model.backend, &model.cfg, seqs * per, KvDType::F32)?, per))
+}
+
+fn pp<B: Backend>(model: &Model<B>, n: usize) -> Result<usize> {
+    let (mut kv, per) = cache(model, 1, n)?;
+    let table: Vec<u32> = (0..per as u32).collect();
+    let toks = tokens(model.cfg.vocab_size, n, 0);
+    let batch = ForwardBatch { seqs: vec![SeqInput { tokens: &toks, start_pos: 0, block_table: &table, logits: LogitRows::Last }] };
+    model.forward(&batch, &mut kv, None)?;
+    Ok(n)
+}
+
+fn tg<B: Backend>(model: &Model<B>, n: usize, b: usize) -> Result<usize> {
+    let (mut kv, per) = cache(model, b, n)?;
+    let tables: Vec<Vec<u32>> = (0..b).map(|s| ((s * per) as u32..((s + 1) * per) as u32).collect()).collect();
+    let mut next: Vec<u32> = (0..b).map(|s| tokens(model.cfg.vocab_size, 1, s)[0]).collect();
+    for pos in 0..n {
+        let steps: Vec<[u32; 1]> = next.iter().map(|&t| [t]).collect();
+        let seqs = (0..b)
+            .map(|s| SeqInput { tokens: &steps[s], start_pos: pos, block_table: &tables[s], logits: LogitRows::Last })
+            .collect();
+        let logits = model.forward(&ForwardBatch { seqs }, &mut kv, None)?;
+        for (s, t) in next.iter_mut().enumerate() {
+            *t = argmax(logits.row(s));
+        }
+    }
+    Ok(n * b)
+}
+
+fn argmax(row: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &v) in row.iter().enumerate() {
+        if v > row[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
