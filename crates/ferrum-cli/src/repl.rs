@@ -39,7 +39,13 @@ pub fn run(runner: &Runner, session: &mut Session<'_>) -> Result<()> {
     }
     let fresh = || match runner.raw {
         true => Transcript::Raw(String::new()),
-        false => Transcript::Chat(runner.system.iter().map(|s| chat::message("system", s)).collect()),
+        false => Transcript::Chat(
+            runner
+                .system
+                .iter()
+                .map(|s| chat::message("system", s))
+                .collect(),
+        ),
     };
     let mut transcript = fresh();
     eprintln!("ferrum chat — {HELP}");
@@ -79,7 +85,12 @@ pub fn run(runner: &Runner, session: &mut Session<'_>) -> Result<()> {
         let ids = match &mut transcript {
             Transcript::Chat(msgs) => {
                 msgs.push(chat::message("user", input));
-                chat::encode_conversation(runner.template()?, &runner.tok, msgs)
+                chat::encode_conversation(
+                    runner.template()?,
+                    &runner.tok,
+                    msgs,
+                    runner.enable_thinking,
+                )
             }
             Transcript::Raw(text) => {
                 text.push_str(input);

@@ -34,7 +34,16 @@ pub fn json(prompt: &[u32], g: &Generation, load_s: f64, with_logprobs: bool) ->
         },
     });
     if with_logprobs {
-        let top: Vec<Value> = g.steps.iter().map(|s| s.top.iter().map(|t| json!({"id": t.id, "logprob": t.logprob})).collect()).collect();
+        let top: Vec<Value> = g
+            .steps
+            .iter()
+            .map(|s| {
+                s.top
+                    .iter()
+                    .map(|t| json!({"id": t.id, "logprob": t.logprob}))
+                    .collect()
+            })
+            .collect();
         let chosen: Vec<f32> = g.steps.iter().map(|s| s.logprob).collect();
         v["logprobs"] = Value::Array(top);
         v["token_logprobs"] = json!(chosen);
@@ -44,17 +53,36 @@ pub fn json(prompt: &[u32], g: &Generation, load_s: f64, with_logprobs: bool) ->
 
 /// One line per generated token on stderr: the token, its logprob, the top K.
 pub fn print_logprobs(tok: &Tokenizer, g: &Generation) {
-    let show = |id: u32| format!("{:?}", String::from_utf8_lossy(&tok.token_bytes(id).unwrap_or_default()));
+    let show = |id: u32| {
+        format!(
+            "{:?}",
+            String::from_utf8_lossy(&tok.token_bytes(id).unwrap_or_default())
+        )
+    };
     eprintln!("logprobs:");
     for s in &g.steps {
-        let top: Vec<String> = s.top.iter().map(|t| format!("{} {:.3}", show(t.id), t.logprob)).collect();
-        eprintln!("  {:>8} {:<16} {:>8.4}  | {}", s.id, show(s.id), s.logprob, top.join(", "));
+        let top: Vec<String> = s
+            .top
+            .iter()
+            .map(|t| format!("{} {:.3}", show(t.id), t.logprob))
+            .collect();
+        eprintln!(
+            "  {:>8} {:<16} {:>8.4}  | {}",
+            s.id,
+            show(s.id),
+            s.logprob,
+            top.join(", ")
+        );
     }
 }
 
 /// The speed line on stderr.
 pub fn print_stats(g: &Generation) {
-    let reused = if g.reused > 0 { format!(" ({} reused)", g.reused) } else { String::new() };
+    let reused = if g.reused > 0 {
+        format!(" ({} reused)", g.reused)
+    } else {
+        String::new()
+    };
     eprintln!(
         "prefill: {} tokens{reused}, {:.1} tok/s; decode: {} tokens, {:.1} tok/s; finish: {}",
         g.prefilled,

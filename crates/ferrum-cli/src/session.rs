@@ -80,7 +80,13 @@ impl<'m> Session<'m> {
         let n_blocks = ctx.div_ceil(BLOCK_SIZE);
         let kv = KvCache::new(&model.backend, &model.cfg, n_blocks, KvDType::F32)?;
         let table = (0..n_blocks as u32).collect();
-        Ok(Session { model, kv, table, ctx, cached: Vec::new() })
+        Ok(Session {
+            model,
+            kv,
+            table,
+            ctx,
+            cached: Vec::new(),
+        })
     }
 
     pub fn ctx(&self) -> usize {
@@ -94,7 +100,14 @@ impl<'m> Session<'m> {
 
     /// Runs `tokens` at positions `start..`; returns the last row's logits.
     fn forward(&mut self, tokens: &[u32], start: usize) -> Result<Vec<f32>> {
-        let batch = ForwardBatch { seqs: vec![SeqInput { tokens, start_pos: start, block_table: &self.table, logits: LogitRows::Last }] };
+        let batch = ForwardBatch {
+            seqs: vec![SeqInput {
+                tokens,
+                start_pos: start,
+                block_table: &self.table,
+                logits: LogitRows::Last,
+            }],
+        };
         let logits = self.model.forward(&batch, &mut self.kv, None)?;
         self.cached.truncate(start);
         self.cached.extend_from_slice(tokens);
@@ -111,9 +124,18 @@ impl<'m> Session<'m> {
             bail!("the prompt is empty");
         }
         if prompt.len() >= self.ctx {
-            bail!("the prompt has {} tokens and the context holds {}", prompt.len(), self.ctx);
+            bail!(
+                "the prompt has {} tokens and the context holds {}",
+                prompt.len(),
+                self.ctx
+            );
         }
-        let common = self.cached.iter().zip(prompt).take_while(|(a, b)| a == b).count();
+        let common = self
+            .cached
+            .iter()
+            .zip(prompt)
+            .take_while(|(a, b)| a == b)
+            .count();
         // The last prompt token is always run: its logits pick the first token.
         let start = common.min(prompt.len() - 1);
         let logits = self.forward(&prompt[start..], start)?;
@@ -123,7 +145,13 @@ impl<'m> Session<'m> {
     /// Generates an answer to `req.prompt`, streaming the text to `emit`.
     /// Stops at an end-of-generation token, a stop string, `max_tokens`, a
     /// full context, or when `interrupt` is set.
-    pub fn generate(&mut self, tok: &Tokenizer, req: &GenRequest<'_>, interrupt: &AtomicBool, emit: &mut dyn FnMut(&str) -> Result<()>) -> Result<Generation> {
+    pub fn generate(
+        &mut self,
+        tok: &Tokenizer,
+        req: &GenRequest<'_>,
+        interrupt: &AtomicBool,
+        emit: &mut dyn FnMut(&str) -> Result<()>,
+    ) -> Result<Generation> {
         let mut sampler = Sampler::new(req.params.clone(), self.model.cfg.vocab_size)?;
         sampler.observe_context(req.prompt);
         let t0 = Instant::now();

@@ -64,13 +64,22 @@ pub fn run(a: SynthArgs) -> Result<()> {
     bar.finish_and_clear();
     let what = if a.format == "gguf" { scheme.name() } else { "BF16" };
     eprintln!(
-        "wrote {} ({}, {what}): {} tensors, {:.3} B parameters, {:.2} GiB of weights in {:.1} s",
+        "wrote {} ({}, {what}): {} tensors, {} parameters, {:.1} MiB of weights in {:.1} s",
         out.display(),
         a.preset,
         report.tensors,
-        report.n_params as f64 / 1e9,
-        report.bytes as f64 / (1u64 << 30) as f64,
+        count(report.n_params),
+        report.bytes as f64 / (1u64 << 20) as f64,
         start.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// `1.23 B`, `45.6 M`.
+fn count(n: u64) -> String {
+    if n >= 1_000_000_000 {
+        format!("{:.2} B", n as f64 / 1e9)
+    } else {
+        format!("{:.1} M", n as f64 / 1e6)
+    }
 }

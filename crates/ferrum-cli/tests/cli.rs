@@ -86,7 +86,7 @@ fn run_raw_on_fixture() {
 #[test]
 fn run_default_model_answers() {
     let Some(m) = default_model() else { return };
-    let out = ferrum().args(["run", "--max-tokens", "24", "-m"]).arg(&m).arg("Write a Python function that adds two numbers.").output().unwrap();
+    let out = ferrum().args(["run", "--max-tokens", "24", "--temperature", "0", "-m"]).arg(&m).arg("Write a Python function that adds two numbers.").output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("def "), "{text}");

@@ -4,6 +4,7 @@
 
 pub mod blocks;
 pub mod request;
+pub mod runner;
 pub mod sampler;
 pub mod sched;
 

@@ -32,7 +32,11 @@ pub enum RequestError {
     #[error("request {id}: empty prompt")]
     EmptyPrompt { id: RequestId },
     #[error("request {id}: prompt has {prompt_len} tokens but the context is {max_model_len}; at least one position must remain for output")]
-    PromptTooLong { id: RequestId, prompt_len: usize, max_model_len: usize },
+    PromptTooLong {
+        id: RequestId,
+        prompt_len: usize,
+        max_model_len: usize,
+    },
     #[error("request {id}: max_tokens must be at least 1")]
     ZeroMaxTokens { id: RequestId },
     #[error("request {id} is already queued or running")]

@@ -30,10 +30,14 @@ use ferrum_format::hf_config::GenerationConfig;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
-#[derive(Debug, thiserror::Error, PartialEq)]
+#[derive(Clone, Debug, thiserror::Error, PartialEq)]
 pub enum SamplerError {
     #[error("sampling parameter {name} = {value} is out of range ({expected})")]
-    OutOfRange { name: &'static str, value: f64, expected: &'static str },
+    OutOfRange {
+        name: &'static str,
+        value: f64,
+        expected: &'static str,
+    },
     #[error("logit bias for token {id}: the vocabulary has {vocab} tokens")]
     BiasToken { id: u32, vocab: usize },
     #[error("logit bias for token {id} is NaN")]
@@ -96,13 +100,22 @@ impl Default for SamplingParams {
 impl SamplingParams {
     /// Always the most likely token.
     pub fn greedy() -> Self {
-        SamplingParams { temperature: 0.0, ..Default::default() }
+        SamplingParams {
+            temperature: 0.0,
+            ..Default::default()
+        }
     }
 
     /// llama.cpp's defaults (`llama-cli`): temperature 0.8, top-k 40,
     /// top-p 0.95, min-p 0.05 — for models that ship no generation config.
     pub fn llama_cpp_defaults() -> Self {
-        SamplingParams { temperature: 0.8, top_k: 40, top_p: 0.95, min_p: 0.05, ..Default::default() }
+        SamplingParams {
+            temperature: 0.8,
+            top_k: 40,
+            top_p: 0.95,
+            min_p: 0.05,
+            ..Default::default()
+        }
     }
 
     /// The parameters `transformers` would use with this generation config:
@@ -110,7 +123,10 @@ impl SamplingParams {
     /// (temperature 1, top-k 50, top-p 1); the repetition penalty covers the
     /// whole context.
     pub fn from_generation_config(g: &GenerationConfig) -> Self {
-        let mut p = SamplingParams { repeat_last_n: 0, ..Default::default() };
+        let mut p = SamplingParams {
+            repeat_last_n: 0,
+            ..Default::default()
+        };
         p.repetition_penalty = g.repetition_penalty.map_or(1.0, |r| r as f32);
         if g.do_sample != Some(true) {
             p.temperature = 0.0;
@@ -129,20 +145,41 @@ impl SamplingParams {
             if ok {
                 Ok(())
             } else {
-                Err(SamplerError::OutOfRange { name, value: f64::from(v), expected })
+                Err(SamplerError::OutOfRange {
+                    name,
+                    value: f64::from(v),
+                    expected,
+                })
             }
         };
         let t = self.temperature;
         range("temperature", t, t.is_finite() && t >= 0.0, ">= 0")?;
-        range("top_p", self.top_p, self.top_p > 0.0 && self.top_p <= 1.0, "in (0, 1]")?;
-        range("min_p", self.min_p, (0.0..=1.0).contains(&self.min_p), "in [0, 1]")?;
+        range(
+            "top_p",
+            self.top_p,
+            self.top_p > 0.0 && self.top_p <= 1.0,
+            "in (0, 1]",
+        )?;
+        range(
+            "min_p",
+            self.min_p,
+            (0.0..=1.0).contains(&self.min_p),
+            "in [0, 1]",
+        )?;
         let r = self.repetition_penalty;
         range("repetition_penalty", r, r.is_finite() && r > 0.0, "> 0")?;
-        for (name, v) in [("presence_penalty", self.presence_penalty), ("frequency_penalty", self.frequency_penalty)] {
+        for (name, v) in [
+            ("presence_penalty", self.presence_penalty),
+            ("frequency_penalty", self.frequency_penalty),
+        ] {
             range(name, v, (-2.0..=2.0).contains(&v), "in [-2, 2]")?;
         }
         if self.logprobs > MAX_LOGPROBS {
-            return Err(SamplerError::OutOfRange { name: "logprobs", value: self.logprobs as f64, expected: "at most 20" });
+            return Err(SamplerError::OutOfRange {
+                name: "logprobs",
+                value: self.logprobs as f64,
+                expected: "at most 20",
+            });
         }
         for &(id, b) in &self.logit_bias {
             if id as usize >= vocab {
@@ -196,7 +233,14 @@ impl Sampler {
     pub fn new(params: SamplingParams, vocab: usize) -> Result<Self, SamplerError> {
         params.validate(vocab)?;
         let seed = params.seed.unwrap_or_else(rand::random);
-        Ok(Sampler { rng: ChaCha20Rng::seed_from_u64(seed), params, vocab, seed, counts: HashMap::new(), recent: VecDeque::new() })
+        Ok(Sampler {
+            rng: ChaCha20Rng::seed_from_u64(seed),
+            params,
+            vocab,
+            seed,
+            counts: HashMap::new(),
+            recent: VecDeque::new(),
+        })
     }
 
     /// The seed in use (drawn from the OS when none was given): passing it
@@ -228,11 +272,18 @@ impl Sampler {
     /// Picks the next token from one row of logits and records it as generated.
     pub fn sample(&mut self, logits: &[f32]) -> Result<Sampled, SamplerError> {
         if logits.len() != self.vocab {
-            return Err(SamplerError::RowLength { got: logits.len(), vocab: self.vocab });
+            return Err(SamplerError::RowLength {
+                got: logits.len(),
+                vocab: self.vocab,
+            });
         }
         let mut w = logits.to_vec();
         self.apply_bias_and_penalties(&mut w);
-        let id = if self.params.temperature == 0.0 { argmax(&w).ok_or(SamplerError::NothingToSample)? } else { self.draw(&mut w)? };
+        let id = if self.params.temperature == 0.0 {
+            argmax(&w).ok_or(SamplerError::NothingToSample)?
+        } else {
+            self.draw(&mut w)?
+        };
         let (logprob, top) = raw_logprobs(logits, id, self.params.logprobs);
         self.push_recent(id);
         *self.counts.entry(id).or_insert(0) += 1;
@@ -252,7 +303,11 @@ impl Sampler {
             seen.dedup();
             for id in seen {
                 if let Some(x) = w.get_mut(id as usize) {
-                    *x = if *x > 0.0 { *x / p.repetition_penalty } else { *x * p.repetition_penalty };
+                    *x = if *x > 0.0 {
+                        *x / p.repetition_penalty
+                    } else {
+                        *x * p.repetition_penalty
+                    };
                 }
             }
         }
@@ -271,7 +326,11 @@ impl Sampler {
         let inv_t = 1.0 / p.temperature;
         let mut best = f32::NEG_INFINITY;
         for x in w.iter_mut() {
-            *x = if x.is_nan() { f32::NEG_INFINITY } else { *x * inv_t };
+            *x = if x.is_nan() {
+                f32::NEG_INFINITY
+            } else {
+                *x * inv_t
+            };
             best = best.max(*x);
         }
         if best == f32::NEG_INFINITY {
@@ -279,7 +338,9 @@ impl Sampler {
         }
         // Candidates, best first (ties: lower id first).
         let floor = best - NEGLIGIBLE;
-        let mut cand: Vec<u32> = (0..w.len() as u32).filter(|&i| w[i as usize] >= floor && w[i as usize] > f32::NEG_INFINITY).collect();
+        let mut cand: Vec<u32> = (0..w.len() as u32)
+            .filter(|&i| w[i as usize] >= floor && w[i as usize] > f32::NEG_INFINITY)
+            .collect();
         let order = |a: &u32, b: &u32| w[*b as usize].total_cmp(&w[*a as usize]).then(a.cmp(b));
         if p.top_k > 0 && p.top_k < cand.len() {
             cand.select_nth_unstable_by(p.top_k - 1, order);
@@ -287,7 +348,10 @@ impl Sampler {
         }
         cand.sort_unstable_by(order);
         // Probabilities of the candidates (f64 for the sums).
-        let mut probs: Vec<f64> = cand.iter().map(|&i| f64::from(w[i as usize] - best).exp()).collect();
+        let mut probs: Vec<f64> = cand
+            .iter()
+            .map(|&i| f64::from(w[i as usize] - best).exp())
+            .collect();
         normalize(&mut probs);
         if p.top_p < 1.0 {
             let mut cum = 0.0;
@@ -349,16 +413,30 @@ pub fn argmax(row: &[f32]) -> Option<u32> {
 
 /// Log-softmax of the raw `logits` at `id`, and the `k` best tokens.
 pub fn raw_logprobs(logits: &[f32], id: u32, k: usize) -> (f32, Vec<TokenLogprob>) {
-    let max = logits.iter().copied().filter(|x| !x.is_nan()).fold(f32::NEG_INFINITY, f32::max);
-    let sum: f64 = logits.iter().filter(|x| !x.is_nan()).map(|&x| f64::from(x - max).exp()).sum();
+    let max = logits
+        .iter()
+        .copied()
+        .filter(|x| !x.is_nan())
+        .fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = logits
+        .iter()
+        .filter(|x| !x.is_nan())
+        .map(|&x| f64::from(x - max).exp())
+        .sum();
     let lse = f64::from(max) + sum.ln();
     let lp = |x: f32| (f64::from(x) - lse) as f32;
-    let chosen = logits.get(id as usize).map_or(f32::NEG_INFINITY, |&x| lp(x));
+    let chosen = logits
+        .get(id as usize)
+        .map_or(f32::NEG_INFINITY, |&x| lp(x));
     if k == 0 {
         return (chosen, Vec::new());
     }
     let key = |x: f32| if x.is_nan() { f32::NEG_INFINITY } else { x };
-    let order = |a: &u32, b: &u32| key(logits[*b as usize]).total_cmp(&key(logits[*a as usize])).then(a.cmp(b));
+    let order = |a: &u32, b: &u32| {
+        key(logits[*b as usize])
+            .total_cmp(&key(logits[*a as usize]))
+            .then(a.cmp(b))
+    };
     let mut idx: Vec<u32> = (0..logits.len() as u32).collect();
     let k = k.min(idx.len());
     if k < idx.len() {
@@ -366,5 +444,13 @@ pub fn raw_logprobs(logits: &[f32], id: u32, k: usize) -> (f32, Vec<TokenLogprob
         idx.truncate(k);
     }
     idx.sort_unstable_by(order);
-    (chosen, idx.into_iter().map(|i| TokenLogprob { id: i, logprob: lp(logits[i as usize]) }).collect())
+    (
+        chosen,
+        idx.into_iter()
+            .map(|i| TokenLogprob {
+                id: i,
+                logprob: lp(logits[i as usize]),
+            })
+            .collect(),
+    )
 }

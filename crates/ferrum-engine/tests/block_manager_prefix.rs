@@ -35,10 +35,23 @@ fn prefix_hit_reuses_the_exact_blocks_and_counts_tokens() {
     // Same first 8 tokens, then different ones: blocks 0 and 1 are shared.
     let b: Vec<u32> = (0..8).chain([77, 78, 79]).collect();
     let hit = run_prompt(&mut bm, 2, &b);
-    assert_eq!(hit, PrefixHit { cached_tokens: 8, num_new_tokens: 3 });
+    assert_eq!(
+        hit,
+        PrefixHit {
+            cached_tokens: 8,
+            num_new_tokens: 3
+        }
+    );
     assert_eq!(bm.block_table(2).unwrap(), &[0, 1, 3]);
     assert_eq!((bm.ref_count(0), bm.ref_count(1)), (Some(2), Some(2)));
-    assert_eq!(bm.stats(), PrefixCacheStats { queries: 21, hits: 8, evictions: 0 });
+    assert_eq!(
+        bm.stats(),
+        PrefixCacheStats {
+            queries: 21,
+            hits: 8,
+            evictions: 0
+        }
+    );
     // Only the first block matches here.
     let c: Vec<u32> = (0..4).chain([9, 9, 9, 9, 9]).collect();
     assert_eq!(run_prompt(&mut bm, 3, &c).cached_tokens, 4);
@@ -66,7 +79,13 @@ fn the_block_holding_the_last_prompt_token_is_never_a_hit() {
     // 8 tokens = 2 full cached blocks, but the hit stops at 4: token 7 must
     // be computed to get logits.
     let hit = bm.allocate_prompt(2, &p, 8).unwrap();
-    assert_eq!(hit, PrefixHit { cached_tokens: 4, num_new_tokens: 4 });
+    assert_eq!(
+        hit,
+        PrefixHit {
+            cached_tokens: 4,
+            num_new_tokens: 4
+        }
+    );
     assert_eq!(bm.block_table(2).unwrap(), &[0, 2]);
     // One more token makes both blocks usable.
     let p9: Vec<u32> = (0..9).collect();
@@ -91,7 +110,10 @@ fn forced_hash_collisions_never_give_a_false_hit() {
     assert_ne!(bm.block_table(3).unwrap()[1], bm.block_table(1).unwrap()[1]);
     // A genuine repeat still hits through the collision chain.
     assert_eq!(run_prompt(&mut bm, 4, &a).cached_tokens, 8);
-    assert_eq!(&bm.block_table(4).unwrap()[..2], &bm.block_table(1).unwrap()[..2]);
+    assert_eq!(
+        &bm.block_table(4).unwrap()[..2],
+        &bm.block_table(1).unwrap()[..2]
+    );
     for s in 1..=4 {
         bm.free(s).unwrap();
         ok(&bm);
@@ -175,10 +197,22 @@ fn evicting_a_middle_hit_candidate_is_accounted_for() {
     // 8 cached + 5 new tokens needs 2 new blocks, but only 1 is not a hit.
     let longer: Vec<u32> = (0..13).collect();
     let err = bm.allocate_prompt(2, &longer, 13).unwrap_err();
-    assert_eq!(err, ferrum_engine::BlockError::OutOfBlocks { needed: 2, available: 1 });
+    assert_eq!(
+        err,
+        ferrum_engine::BlockError::OutOfBlocks {
+            needed: 2,
+            available: 1
+        }
+    );
     assert_eq!(bm.eviction_order(), vec![1, 0]);
     let hit = bm.allocate_prompt(2, &longer, 4).unwrap();
-    assert_eq!(hit, PrefixHit { cached_tokens: 8, num_new_tokens: 4 });
+    assert_eq!(
+        hit,
+        PrefixHit {
+            cached_tokens: 8,
+            num_new_tokens: 4
+        }
+    );
     assert_eq!(bm.block_table(2).unwrap(), &[0, 1, 2]);
     ok(&bm);
 }
@@ -195,5 +229,38 @@ fn reset_prefix_cache_drops_only_unreferenced_blocks() {
     assert_eq!(bm.reset_prefix_cache(), 2);
     assert_eq!(bm.cached_prefix_len(&a), 0);
     assert_eq!(bm.num_free(), 6);
+    ok(&bm);
+}
+
+#[test]
+fn fork_sibling_commit_after_the_canonical_parent_was_evicted() {
+    let mut bm = BlockManager::new(6, 4).unwrap();
+    let x: Vec<u32> = (0..4).chain([9]).collect();
+    let y: Vec<u32> = (0..8).chain([5]).collect();
+    bm.allocate_prompt(1, &x, 5).unwrap(); // [0, 1]
+    bm.allocate_prompt(2, &y, 9).unwrap(); // [2, 3, 4]: no hit yet
+    bm.fork(2, 3).unwrap();
+    bm.commit_full_blocks(1, &x).unwrap(); // block 0 registered
+                                           // Seq 2 switches its first block to the cached duplicate 0 and registers
+                                           // block 3 under it; seq 3 still holds blocks 2, 3, 4 uncommitted.
+    bm.commit_full_blocks(2, &y).unwrap();
+    assert_eq!(bm.block_table(2).unwrap(), &[0, 3, 4]);
+    bm.free(2).unwrap();
+    bm.free(1).unwrap();
+    assert_eq!(bm.eviction_order(), vec![0]);
+    // Evict block 0.
+    bm.allocate_prompt(4, &[50; 12], 12).unwrap();
+    assert_eq!(bm.block_table(4).unwrap(), &[5, 1, 0]);
+    ok(&bm);
+    // Seq 3 commits: its block 2 is registered as the first block, and block
+    // 3 (registered under the evicted block 0) is re-chained under block 2.
+    assert_eq!(bm.commit_full_blocks(3, &y).unwrap(), 2);
+    assert_eq!(bm.block_table(3).unwrap(), &[2, 3, 4]);
+    ok(&bm);
+    let z: Vec<u32> = (0..8).chain([7]).collect();
+    assert_eq!(bm.cached_prefix_len(&z), 8);
+    let hit = bm.allocate_prompt(5, &z, 0).unwrap();
+    assert_eq!(hit.cached_tokens, 8);
+    assert_eq!(bm.block_table(5).unwrap(), &[2, 3]);
     ok(&bm);
 }

@@ -11,18 +11,32 @@ use proptest::prelude::*;
 #[derive(Clone, Debug)]
 enum Op {
     /// New sequence with a prompt drawn from a few shared stems.
-    New { stem: u8, extra: Vec<u8>, chunk: u8 },
-    Append { seq: u8, tokens: Vec<u8> },
-    Commit { seq: u8 },
-    Fork { seq: u8 },
-    Free { seq: u8 },
+    New {
+        stem: u8,
+        extra: Vec<u8>,
+        chunk: u8,
+    },
+    Append {
+        seq: u8,
+        tokens: Vec<u8>,
+    },
+    Commit {
+        seq: u8,
+    },
+    Fork {
+        seq: u8,
+    },
+    Free {
+        seq: u8,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         (0u8..3, prop::collection::vec(0u8..3, 0..10), 1u8..20)
             .prop_map(|(stem, extra, chunk)| Op::New { stem, extra, chunk }),
-        (any::<u8>(), prop::collection::vec(0u8..3, 1..6)).prop_map(|(seq, tokens)| Op::Append { seq, tokens }),
+        (any::<u8>(), prop::collection::vec(0u8..3, 1..6))
+            .prop_map(|(seq, tokens)| Op::Append { seq, tokens }),
         any::<u8>().prop_map(|seq| Op::Commit { seq }),
         any::<u8>().prop_map(|seq| Op::Fork { seq }),
         any::<u8>().prop_map(|seq| Op::Free { seq }),
@@ -56,9 +70,14 @@ impl Shadow {
     fn write(&mut self, seq: u64, from: usize, to: usize) {
         let table = self.bm.block_table(seq).unwrap().to_vec();
         let toks = &self.seqs[&seq];
-        for i in from / self.bs..to.div_ceil(self.bs) {
+        let touched = table
+            .iter()
+            .enumerate()
+            .take(to.div_ceil(self.bs))
+            .skip(from / self.bs);
+        for (i, &b) in touched {
             let end = ((i + 1) * self.bs).min(to);
-            self.kv.insert(table[i], toks[..end].to_vec());
+            self.kv.insert(b, toks[..end].to_vec());
         }
     }
 
@@ -71,7 +90,11 @@ impl Shadow {
             assert_eq!(self.bm.num_tokens(seq), Some(toks.len()));
             for (i, b) in table.iter().enumerate() {
                 let end = ((i + 1) * self.bs).min(toks.len());
-                assert_eq!(self.kv.get(b).map(|v| v.as_slice()), Some(&toks[..end]), "seq {seq} block {i} = {b}");
+                assert_eq!(
+                    self.kv.get(b).map(|v| v.as_slice()),
+                    Some(&toks[..end]),
+                    "seq {seq} block {i} = {b}"
+                );
             }
         }
     }
@@ -79,7 +102,9 @@ impl Shadow {
     fn apply(&mut self, op: Op) {
         match op {
             Op::New { stem, extra, chunk } => {
-                let mut prompt: Vec<u32> = (0..(8 + 4 * u32::from(stem))).map(|t| t + 100 * u32::from(stem)).collect();
+                let mut prompt: Vec<u32> = (0..(8 + 4 * u32::from(stem)))
+                    .map(|t| t + 100 * u32::from(stem))
+                    .collect();
                 prompt.extend(extra.iter().map(|&t| u32::from(t)));
                 let seq = self.next_id;
                 self.next_id += 1;
@@ -111,7 +136,10 @@ impl Shadow {
                             self.kv.insert(c.dst, src);
                         }
                         let from = self.seqs[&seq].len();
-                        self.seqs.get_mut(&seq).unwrap().extend(tokens.iter().map(|&t| u32::from(t)));
+                        self.seqs
+                            .get_mut(&seq)
+                            .unwrap()
+                            .extend(tokens.iter().map(|&t| u32::from(t)));
                         self.write(seq, from, from + tokens.len());
                     }
                     Err(BlockError::OutOfBlocks { .. }) => {
@@ -150,7 +178,13 @@ fn run(ops: Vec<Op>, weak: bool) {
     } else {
         BlockManager::new(n_blocks, bs).unwrap()
     };
-    let mut s = Shadow { bm, bs, seqs: HashMap::new(), kv: HashMap::new(), next_id: 0 };
+    let mut s = Shadow {
+        bm,
+        bs,
+        seqs: HashMap::new(),
+        kv: HashMap::new(),
+        next_id: 0,
+    };
     for op in ops {
         s.apply(op);
     }

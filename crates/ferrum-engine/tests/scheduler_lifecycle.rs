@@ -10,16 +10,40 @@ use ferrum_engine::{
 };
 
 fn cfg() -> SchedulerConfig {
-    SchedulerConfig { max_num_batched_tokens: 64, max_num_seqs: 4, max_model_len: 128, block_size: 16, n_blocks: 16 }
+    SchedulerConfig {
+        max_num_batched_tokens: 64,
+        max_num_seqs: 4,
+        max_model_len: 128,
+        block_size: 16,
+        n_blocks: 16,
+    }
 }
 
 #[test]
 fn config_is_validated() {
-    let bad = SchedulerConfig { max_num_seqs: 0, ..cfg() };
-    assert_eq!(Scheduler::new(bad).unwrap_err(), SchedulerError::ZeroConfig { field: "max_num_seqs" });
-    let small = SchedulerConfig { n_blocks: 7, ..cfg() };
+    let bad = SchedulerConfig {
+        max_num_seqs: 0,
+        ..cfg()
+    };
+    assert_eq!(
+        Scheduler::new(bad).unwrap_err(),
+        SchedulerError::ZeroConfig {
+            field: "max_num_seqs"
+        }
+    );
+    let small = SchedulerConfig {
+        n_blocks: 7,
+        ..cfg()
+    };
     let err = Scheduler::new(small).unwrap_err();
-    assert_eq!(err, SchedulerError::PoolTooSmall { n_blocks: 7, block_size: 16, max_model_len: 128 });
+    assert_eq!(
+        err,
+        SchedulerError::PoolTooSmall {
+            n_blocks: 7,
+            block_size: 16,
+            max_model_len: 128
+        }
+    );
     assert!(err.to_string().contains("128"), "{err}");
 }
 
@@ -27,13 +51,29 @@ fn config_is_validated() {
 fn requests_are_validated_and_max_tokens_clamped() {
     let mut s = Scheduler::new(cfg()).unwrap();
     let err = s.add(Request::new(1, prompt(1, 128), 10)).unwrap_err();
-    assert_eq!(err, RequestError::PromptTooLong { id: 1, prompt_len: 128, max_model_len: 128 });
+    assert_eq!(
+        err,
+        RequestError::PromptTooLong {
+            id: 1,
+            prompt_len: 128,
+            max_model_len: 128
+        }
+    );
     assert!(err.to_string().contains("128 tokens"), "{err}");
-    assert_eq!(s.add(Request::new(2, vec![], 10)).unwrap_err(), RequestError::EmptyPrompt { id: 2 });
-    assert_eq!(s.add(Request::new(3, vec![1], 0)).unwrap_err(), RequestError::ZeroMaxTokens { id: 3 });
+    assert_eq!(
+        s.add(Request::new(2, vec![], 10)).unwrap_err(),
+        RequestError::EmptyPrompt { id: 2 }
+    );
+    assert_eq!(
+        s.add(Request::new(3, vec![1], 0)).unwrap_err(),
+        RequestError::ZeroMaxTokens { id: 3 }
+    );
     s.add(Request::new(4, prompt(4, 100), 1000)).unwrap();
     assert_eq!(s.get(4).unwrap().max_tokens(), 28);
-    assert_eq!(s.add(Request::new(4, vec![1], 1)).unwrap_err(), RequestError::DuplicateId { id: 4 });
+    assert_eq!(
+        s.add(Request::new(4, vec![1], 1)).unwrap_err(),
+        RequestError::DuplicateId { id: 4 }
+    );
     s.add(Request::new(5, prompt(5, 127), 5)).unwrap();
     assert_eq!(s.get(5).unwrap().max_tokens(), 1);
     assert_eq!(s.num_waiting(), 2);
@@ -41,10 +81,17 @@ fn requests_are_validated_and_max_tokens_clamped() {
 
 #[test]
 fn a_request_stops_at_the_context_length() {
-    let mut d = Driver::new(SchedulerConfig { max_model_len: 40, n_blocks: 3, ..cfg() });
+    let mut d = Driver::new(SchedulerConfig {
+        max_model_len: 40,
+        n_blocks: 3,
+        ..cfg()
+    });
     d.add(0, 37, 100);
     let plans = d.drain(10);
-    assert_eq!(plans, vec!["A:37@0[0,1,2]L", "A:1@37[0,1,2]L", "A:1@38[0,1,2]L"]);
+    assert_eq!(
+        plans,
+        vec!["A:37@0[0,1,2]L", "A:1@37[0,1,2]L", "A:1@38[0,1,2]L"]
+    );
     // 37 + 3 = 40 tokens; the last sampled token never needs a KV slot.
     assert_eq!(d.known[&0].len(), 40);
     d.assert_idle();
@@ -72,12 +119,18 @@ fn abort_frees_blocks_at_once() {
     let plan = d.sched.schedule().unwrap();
     assert_eq!(render(&plan), "A:1@40[0,1,2]L C:6@4[5]L");
     d.sched.abort(0).unwrap();
-    let out = d.sched.update(&[(0, Some(7)), (2, Some(sample(2, 0)))]).unwrap();
+    let out = d
+        .sched
+        .update(&[(0, Some(7)), (2, Some(sample(2, 0)))])
+        .unwrap();
     assert_eq!(out.tokens, vec![(2, sample(2, 0))]);
     assert_eq!(d.sched.running_ids(), &[2]);
     // Abort a waiting request: nothing to free, it just leaves the queue.
     d.sched.add(Request::new(9, vec![5; 3], 3)).unwrap();
-    assert_eq!(d.sched.abort(9).unwrap().status(), RequestStatus::Finished(FinishReason::Abort));
+    assert_eq!(
+        d.sched.abort(9).unwrap().status(),
+        RequestStatus::Finished(FinishReason::Abort)
+    );
     assert_eq!(d.sched.num_waiting(), 0);
     d.sched.abort(2).unwrap();
     d.assert_idle();
@@ -93,7 +146,10 @@ fn finish_on_stop_frees_blocks_and_leaves_no_state() {
     let r = d.sched.finish(0, FinishReason::Stop).unwrap();
     assert_eq!(r.status(), RequestStatus::Finished(FinishReason::Stop));
     assert_eq!(r.output(), &[sample(0, 0)]);
-    assert_eq!(d.sched.finish(0, FinishReason::Stop).unwrap_err(), SchedulerError::UnknownRequest(0));
+    assert_eq!(
+        d.sched.finish(0, FinishReason::Stop).unwrap_err(),
+        SchedulerError::UnknownRequest(0)
+    );
     d.assert_idle();
     // Its full block stays cached for the next request with that prefix.
     assert_eq!(d.sched.block_manager().num_cached(), 1);
@@ -104,18 +160,36 @@ fn schedule_update_protocol_errors_leave_the_step_in_flight() {
     let mut d = Driver::new(cfg());
     d.add(0, 100, 5);
     d.add(1, 3, 5);
-    assert_eq!(d.sched.update(&[]).unwrap_err(), SchedulerError::NoStepInFlight);
+    assert_eq!(
+        d.sched.update(&[]).unwrap_err(),
+        SchedulerError::NoStepInFlight
+    );
     let plan = d.sched.schedule().unwrap();
     // A's first chunk (64) wants no logits; B's prompt does not fit the budget.
     assert_eq!(render(&plan), "A:64@0[0,1,2,3]");
-    assert_eq!(d.sched.schedule().unwrap_err(), SchedulerError::StepInFlight);
-    assert_eq!(d.sched.update(&[(0, Some(1))]).unwrap_err(), SchedulerError::UnexpectedToken(0));
-    assert_eq!(d.sched.update(&[(0, None), (0, None)]).unwrap_err(), SchedulerError::DuplicateOutput(0));
+    assert_eq!(
+        d.sched.schedule().unwrap_err(),
+        SchedulerError::StepInFlight
+    );
+    assert_eq!(
+        d.sched.update(&[(0, Some(1))]).unwrap_err(),
+        SchedulerError::UnexpectedToken(0)
+    );
+    assert_eq!(
+        d.sched.update(&[(0, None), (0, None)]).unwrap_err(),
+        SchedulerError::DuplicateOutput(0)
+    );
     d.sched.update(&[(0, None)]).unwrap();
     let plan = d.sched.schedule().unwrap();
     assert_eq!(render(&plan), "A:36@64[0,1,2,3,4,5,6]L B:3@0[7]L");
-    assert_eq!(d.sched.update(&[(0, Some(1))]).unwrap_err(), SchedulerError::MissingToken(1));
-    assert_eq!(d.sched.update(&[(0, None), (1, Some(2))]).unwrap_err(), SchedulerError::MissingToken(0));
+    assert_eq!(
+        d.sched.update(&[(0, Some(1))]).unwrap_err(),
+        SchedulerError::MissingToken(1)
+    );
+    assert_eq!(
+        d.sched.update(&[(0, None), (1, Some(2))]).unwrap_err(),
+        SchedulerError::MissingToken(0)
+    );
     let out = d.sched.update(&[(1, Some(2)), (0, Some(1))]).unwrap();
     assert_eq!(out.tokens, vec![(1, 2), (0, 1)]);
     d.sched.check_invariants().unwrap();
@@ -161,7 +235,10 @@ fn same_prompt_in_one_step_is_deduplicated_after_commit() {
 
 #[test]
 fn max_num_seqs_bounds_running_requests() {
-    let mut d = Driver::new(SchedulerConfig { max_num_seqs: 2, ..cfg() });
+    let mut d = Driver::new(SchedulerConfig {
+        max_num_seqs: 2,
+        ..cfg()
+    });
     for id in 0..4 {
         d.add(id, 3, 2);
     }

@@ -12,7 +12,11 @@ use common::{sample, Driver};
 use ferrum_engine::{PrefixCacheStats, RequestStatus, SchedulerConfig};
 
 fn table(blocks: &[u32]) -> String {
-    blocks.iter().map(|b| b.to_string()).collect::<Vec<_>>().join(",")
+    blocks
+        .iter()
+        .map(|b| b.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Prompts of 40 (A), 5 (B) and 100 (C) tokens; budget 64 tokens, at most 2
@@ -58,7 +62,10 @@ fn three_requests_budget_64_two_seqs_tiny_pool() {
     // step that preempted.
     assert_eq!(d.step_str(), "A:1@67[0,1,2,4,6]L pre[B]");
     let b = d.sched.get(1).unwrap();
-    assert_eq!((b.status(), b.num_computed_tokens(), b.output().len()), (RequestStatus::Preempted, 0, 28));
+    assert_eq!(
+        (b.status(), b.num_computed_tokens(), b.output().len()),
+        (RequestStatus::Preempted, 0, 28)
+    );
     assert_eq!(d.sched.block_manager().eviction_order(), vec![5, 3]);
 
     // Step 30: A's 30th token finishes it; its blocks are released at once
@@ -86,7 +93,10 @@ fn three_requests_budget_64_two_seqs_tiny_pool() {
     assert_eq!(common::render(&plan), "B:1@33[3,5,6]L pre[C]");
     assert_eq!(out.finished[0].id(), 1);
     assert_eq!(d.sched.block_manager().free_order(), vec![0, 6]);
-    assert_eq!(d.sched.block_manager().eviction_order(), vec![1, 2, 4, 5, 3]);
+    assert_eq!(
+        d.sched.block_manager().eviction_order(),
+        vec![1, 2, 4, 5, 3]
+    );
 
     // Step 33: C comes back: its first 48 tokens are cached (blocks 4, 2, 1 it
     // committed in step 31), the remaining 52 fit the budget; new blocks are
@@ -107,7 +117,11 @@ fn three_requests_budget_64_two_seqs_tiny_pool() {
     // Prefix cache: B's recompute hit 32 tokens, C's 48.
     assert_eq!(
         d.sched.block_manager().stats(),
-        PrefixCacheStats { queries: 40 + 5 + 33 + 100 + 100, hits: 32 + 48, evictions: 6 }
+        PrefixCacheStats {
+            queries: 40 + 5 + 33 + 100 + 100,
+            hits: 32 + 48,
+            evictions: 6
+        }
     );
     d.assert_idle();
     assert_eq!(d.sched.block_manager().num_cached(), 6);
@@ -150,7 +164,10 @@ fn older_decode_preempts_newer_request() {
         ]
     );
     d.assert_idle();
-    assert_eq!(d.streamed[&1], (0..8).map(|j| sample(1, j)).collect::<Vec<_>>());
+    assert_eq!(
+        d.streamed[&1],
+        (0..8).map(|j| sample(1, j)).collect::<Vec<_>>()
+    );
 }
 
 /// Decode rows go first; a long prompt is chunked by the remaining budget and
@@ -180,9 +197,15 @@ fn chunked_prefill_positions() {
     );
     // A request arriving now waits behind nobody: it gets the leftover budget.
     d.add(2, 40, 1);
-    assert_eq!(d.step_str(), "A:1@14[0]L B:1@101[1,2,3,4,5,6,7]L C:30@0[8,9]");
+    assert_eq!(
+        d.step_str(),
+        "A:1@14[0]L B:1@101[1,2,3,4,5,6,7]L C:30@0[8,9]"
+    );
     let (plan, out) = d.step();
-    assert_eq!(common::render(&plan), "A:1@15[0]L B:1@102[1,2,3,4,5,6,7]L C:10@30[8,9,10]L");
+    assert_eq!(
+        common::render(&plan),
+        "A:1@15[0]L B:1@102[1,2,3,4,5,6,7]L C:10@30[8,9,10]L"
+    );
     assert_eq!(out.finished[0].id(), 2);
     for id in [0, 1] {
         d.sched.abort(id).unwrap();

@@ -12,12 +12,23 @@ use proptest::prelude::*;
 
 #[derive(Clone, Debug)]
 enum Op {
-    Add { stem: u8, stem_len: u8, extra: u8, max_tokens: u8 },
+    Add {
+        stem: u8,
+        stem_len: u8,
+        extra: u8,
+        max_tokens: u8,
+    },
     Step,
     /// Step and stop (as on EOS) the requests whose new token hits `mask`.
-    StepStop { mask: u8 },
-    StepAbortMid { k: u8 },
-    Abort { k: u8 },
+    StepStop {
+        mask: u8,
+    },
+    StepAbortMid {
+        k: u8,
+    },
+    Abort {
+        k: u8,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -32,15 +43,22 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 fn config() -> impl Strategy<Value = SchedulerConfig> {
-    (prop::sample::select(vec![1usize, 2, 4, 16]), 1usize..48, 1usize..5, 8usize..64, 0usize..6).prop_map(
-        |(block_size, budget, seqs, max_len, extra_blocks)| SchedulerConfig {
-            max_num_batched_tokens: budget,
-            max_num_seqs: seqs,
-            max_model_len: max_len,
-            block_size,
-            n_blocks: max_len.div_ceil(block_size) + extra_blocks,
-        },
+    (
+        prop::sample::select(vec![1usize, 2, 4, 16]),
+        1usize..48,
+        1usize..5,
+        8usize..64,
+        0usize..6,
     )
+        .prop_map(
+            |(block_size, budget, seqs, max_len, extra_blocks)| SchedulerConfig {
+                max_num_batched_tokens: budget,
+                max_num_seqs: seqs,
+                max_model_len: max_len,
+                block_size,
+                n_blocks: max_len.div_ceil(block_size) + extra_blocks,
+            },
+        )
 }
 
 fn run(cfg: SchedulerConfig, ops: Vec<Op>) {
@@ -49,8 +67,15 @@ fn run(cfg: SchedulerConfig, ops: Vec<Op>) {
     let mut expected_len = std::collections::HashMap::new();
     for op in ops {
         match op {
-            Op::Add { stem, stem_len, extra, max_tokens } => {
-                let mut p: Vec<u32> = (0..u32::from(stem_len)).map(|i| 100 * u32::from(stem) + i).collect();
+            Op::Add {
+                stem,
+                stem_len,
+                extra,
+                max_tokens,
+            } => {
+                let mut p: Vec<u32> = (0..u32::from(stem_len))
+                    .map(|i| 100 * u32::from(stem) + i)
+                    .collect();
                 p.extend((0..u32::from(extra)).map(|i| 50_000 + 100 * next_id as u32 + i));
                 p.truncate(cfg.max_model_len - 1);
                 if p.is_empty() {
@@ -77,7 +102,9 @@ fn run(cfg: SchedulerConfig, ops: Vec<Op>) {
                 d.step_abort_mid(Some(usize::from(k)));
             }
             Op::Abort { k } => {
-                let mut ids: Vec<u64> = (0..next_id).filter(|id| d.sched.get(*id).is_some()).collect();
+                let mut ids: Vec<u64> = (0..next_id)
+                    .filter(|id| d.sched.get(*id).is_some())
+                    .collect();
                 ids.sort_unstable();
                 if !ids.is_empty() {
                     let id = ids[usize::from(k) % ids.len()];
@@ -94,7 +121,11 @@ fn run(cfg: SchedulerConfig, ops: Vec<Op>) {
     for id in 0..next_id {
         let got = d.streamed.get(&id).cloned().unwrap_or_default();
         // Stopped or aborted requests end early; the others run to max_tokens.
-        let n = if d.cut_short.contains(&id) { got.len() } else { expected_len[&id] };
+        let n = if d.cut_short.contains(&id) {
+            got.len()
+        } else {
+            expected_len[&id]
+        };
         assert!(got.len() <= expected_len[&id]);
         let want: Vec<u32> = (0..n).map(|j| sample(id, j)).collect();
         assert_eq!(got, want, "request {id} streamed the wrong tokens");

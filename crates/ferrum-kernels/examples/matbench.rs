@@ -14,7 +14,9 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use ferrum_core::GgmlType;
-use ferrum_kernels::cpu::{matmul, matmul_with, num_threads, par_for, MatmulOptions, QMatRef};
+use ferrum_kernels::cpu::{
+    matmul, matmul_many, matmul_with, num_threads, par_for, MatmulJob, MatmulOptions, QMatRef,
+};
 
 /// Total bytes of weight copies a matvec benchmark rotates through.
 const ROTATE_BYTES: usize = 256 << 20;
@@ -25,10 +27,16 @@ fn best_of<F: FnMut() -> f64>(rounds: usize, mut f: F) -> f64 {
 
 /// CPU time of all this process's threads, in ns (Linux; 0 elsewhere).
 fn cpu_ns() -> u64 {
-    let Ok(dir) = std::fs::read_dir("/proc/self/task") else { return 0 };
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
     dir.flatten()
         .filter_map(|e| std::fs::read_to_string(e.path().join("schedstat")).ok())
-        .filter_map(|s| s.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()))
+        .filter_map(|s| {
+            s.split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+        })
         .sum()
 }
 
@@ -54,7 +62,11 @@ fn time_calls(min: Duration, threads: usize, mut f: impl FnMut()) -> Timing {
     }
     let cpu = (cpu_ns() - c0) as f64 * 1e-9 / times.len() as f64 / threads as f64;
     times.sort_by(f64::total_cmp);
-    Timing { best: times[0], median: times[times.len() / 2], cpu }
+    Timing {
+        best: times[0],
+        median: times[times.len() / 2],
+        cpu,
+    }
 }
 
 /// Seconds per call of `f`, averaged over at least `min` time.
@@ -74,7 +86,8 @@ fn time_per_call(min: Duration, mut f: impl FnMut()) -> f64 {
 /// read 4 weight rows from 4 places at once).
 fn read_all(buf: &[u64], threads: usize, streams: usize) -> u64 {
     let chunk = buf.len().div_ceil(threads);
-    let sums: Vec<std::sync::atomic::AtomicU64> = (0..threads).map(|_| Default::default()).collect();
+    let sums: Vec<std::sync::atomic::AtomicU64> =
+        (0..threads).map(|_| Default::default()).collect();
     let body = |t: usize| {
         let part = &buf[(t * chunk).min(buf.len())..((t + 1) * chunk).min(buf.len())];
         let q = part.len() / streams / 8 * 8;
@@ -96,7 +109,9 @@ fn read_all(buf: &[u64], threads: usize, streams: usize) -> u64 {
     } else {
         par_for(threads, body);
     }
-    sums.iter().map(|s| s.load(std::sync::atomic::Ordering::Relaxed)).fold(0, u64::wrapping_add)
+    sums.iter()
+        .map(|s| s.load(std::sync::atomic::Ordering::Relaxed))
+        .fold(0, u64::wrapping_add)
 }
 
 /// Streaming read bandwidth in GB/s: (fastest pass, CPU-time based), the
@@ -108,7 +123,10 @@ fn bandwidth(buf: &[u64], threads: usize) -> (f64, f64) {
         let t = time_calls(Duration::from_secs(1), threads, || {
             black_box(read_all(buf, threads, streams));
         });
-        best = (best.0.max(bytes / t.best / 1e9), best.1.max(bytes / t.cpu / 1e9));
+        best = (
+            best.0.max(bytes / t.best / 1e9),
+            best.1.max(bytes / t.cpu / 1e9),
+        );
     }
     best
 }
@@ -161,13 +179,22 @@ struct Row {
 /// it, so cold like the weights): the read bandwidth at the same granularity
 /// and under the same load as the calls. Returns the timing and the best
 /// slice bandwidth in GB/s.
-fn time_with_bandwidth(min: Duration, buf: &[u64], bytes: usize, mut f: impl FnMut()) -> (Timing, f64) {
+fn time_with_bandwidth(
+    min: Duration,
+    buf: &[u64],
+    bytes: usize,
+    mut f: impl FnMut(),
+) -> (Timing, f64) {
     let threads = num_threads();
     let words = (bytes / 8).clamp(64, buf.len());
     let slices = buf.len() / words;
     let mut next = 0usize;
     let mut bw = 0.0f64;
-    let mut t = Timing { best: f64::INFINITY, median: f64::INFINITY, cpu: f64::INFINITY };
+    let mut t = Timing {
+        best: f64::INFINITY,
+        median: f64::INFINITY,
+        cpu: f64::INFINITY,
+    };
     let start = Instant::now();
     while start.elapsed() < min {
         for _ in 0..8 {
@@ -178,12 +205,23 @@ fn time_with_bandwidth(min: Duration, buf: &[u64], bytes: usize, mut f: impl FnM
             bw = bw.max((words * 8) as f64 / s.elapsed().as_secs_f64() / 1e9);
         }
         let r = time_calls(Duration::ZERO, threads, &mut f);
-        t = Timing { best: t.best.min(r.best), median: t.median.min(r.median), cpu: t.cpu.min(r.cpu) };
+        t = Timing {
+            best: t.best.min(r.best),
+            median: t.median.min(r.median),
+            cpu: t.cpu.min(r.cpu),
+        };
     }
     (t, bw)
 }
 
-fn matvec_bench(ty: GgmlType, rows: usize, cols: usize, rng: &mut Rng, min: Duration, buf: &[u64]) -> Row {
+fn matvec_bench(
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+    rng: &mut Rng,
+    min: Duration,
+    buf: &[u64],
+) -> Row {
     let one = weights(ty, rows, cols, rng);
     let all = copies(&one);
     let n = all.len() / one.len();
@@ -191,15 +229,25 @@ fn matvec_bench(ty: GgmlType, rows: usize, cols: usize, rng: &mut Rng, min: Dura
     let mut y = vec![0.0f32; rows];
     let mut k = 0;
     let (t, bw) = time_with_bandwidth(min, buf, one.len(), || {
-        let w = QMatRef { ty, data: &all[k * one.len()..(k + 1) * one.len()], rows, cols };
+        let w = QMatRef {
+            ty,
+            data: &all[k * one.len()..(k + 1) * one.len()],
+            rows,
+            cols,
+        };
         k = (k + 1) % n;
         let _ = matmul(&w, &x, 1, &mut y);
     });
-    Row { bytes: one.len(), t, bw }
+    Row {
+        bytes: one.len(),
+        t,
+        bw,
+    }
 }
 
-/// 8 experts of a [128, 768, 2048] tensor per token.
-fn moe_bench(ty: GgmlType, rng: &mut Rng, min: Duration, buf: &[u64]) -> Row {
+/// 8 experts of a [128, 768, 2048] tensor per token: 8 `matmul` calls, or
+/// one `matmul_many` when `batched`.
+fn moe_bench(ty: GgmlType, rng: &mut Rng, min: Duration, buf: &[u64], batched: bool) -> Row {
     let (experts, rows, cols) = (128usize, 768usize, 2048usize);
     let one = weights(ty, rows, cols, rng);
     let mut all = Vec::with_capacity(experts * one.len());
@@ -211,22 +259,62 @@ fn moe_bench(ty: GgmlType, rng: &mut Rng, min: Duration, buf: &[u64]) -> Row {
     // Each call takes the next 8 experts, so an expert comes back only after
     // all 128 (~100-200 MiB) were read: every call streams from memory.
     let mut next = 0usize;
+    let mut ys = vec![0.0f32; 8 * rows];
     let (t, bw) = time_with_bandwidth(min, buf, 8 * one.len(), || {
-        for _ in 0..8 {
-            let e = next % experts;
-            next += 1;
-            let w = QMatRef { ty, data: &all[e * one.len()..(e + 1) * one.len()], rows, cols };
-            let _ = matmul(&w, &x, 1, &mut y);
+        let picked: Vec<QMatRef<'_>> = (0..8)
+            .map(|_| {
+                let e = next % experts;
+                next += 1;
+                QMatRef {
+                    ty,
+                    data: &all[e * one.len()..(e + 1) * one.len()],
+                    rows,
+                    cols,
+                }
+            })
+            .collect();
+        if batched {
+            let mut jobs: Vec<MatmulJob<'_>> = picked
+                .iter()
+                .zip(ys.chunks_exact_mut(rows))
+                .map(|(w, y)| MatmulJob {
+                    w: *w,
+                    x: &x,
+                    m: 1,
+                    y,
+                })
+                .collect();
+            let _ = matmul_many(&mut jobs);
+        } else {
+            for w in &picked {
+                let _ = matmul(w, &x, 1, &mut y);
+            }
         }
     });
-    Row { bytes: 8 * one.len(), t, bw }
+    Row {
+        bytes: 8 * one.len(),
+        t,
+        bw,
+    }
 }
 
-fn gemm_bench(ty: GgmlType, rows: usize, cols: usize, m: usize, rng: &mut Rng, min: Duration) -> Timing {
+fn gemm_bench(
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+    m: usize,
+    rng: &mut Rng,
+    min: Duration,
+) -> Timing {
     let one = weights(ty, rows, cols, rng);
     let x: Vec<f32> = (0..m * cols).map(|_| rng.gauss()).collect();
     let mut y = vec![0.0f32; m * rows];
-    let w = QMatRef { ty, data: &one, rows, cols };
+    let w = QMatRef {
+        ty,
+        data: &one,
+        rows,
+        cols,
+    };
     time_calls(min, num_threads(), || {
         let _ = matmul_with(&w, &x, m, &mut y, &MatmulOptions::default());
     })
@@ -258,20 +346,33 @@ fn micro(only: Option<GgmlType>, shape: (usize, usize)) {
         GgmlType::F16,
         GgmlType::F32,
     ];
-    let types: Vec<GgmlType> = all.into_iter().filter(|t| only.is_none_or(|o| o == *t)).collect();
+    let types: Vec<GgmlType> = all
+        .into_iter()
+        .filter(|t| only.is_none_or(|o| o == *t))
+        .collect();
     let reps = if only.is_some() { 3000 } else { 300 };
     for ty in types {
         let (rows, cols) = shape;
         let vals: Vec<f32> = (0..rows * cols).map(|_| rng.gauss()).collect();
         let data = match ferrum_format::quant::quantize(ty, &vals) {
             Ok(v) => v,
-            Err(_) => (0..rows * cols / ty.block_size() * ty.type_size()).map(|i| (i * 7 % 251) as u8 & 0x3f).collect(),
+            Err(_) => (0..rows * cols / ty.block_size() * ty.type_size())
+                .map(|i| (i * 7 % 251) as u8 & 0x3f)
+                .collect(),
         };
-        let w = QMatRef { ty, data: &data, rows, cols };
+        let w = QMatRef {
+            ty,
+            data: &data,
+            rows,
+            cols,
+        };
         for m in [1usize, 4, 8, 16, 64] {
             let x: Vec<f32> = (0..m * cols).map(|_| rng.gauss()).collect();
             let mut y = vec![0.0f32; m * rows];
-            let opts = MatmulOptions { max_threads: 1, ..Default::default() };
+            let opts = MatmulOptions {
+                max_threads: 1,
+                ..Default::default()
+            };
             let mut best = f64::INFINITY;
             for _ in 0..reps {
                 let t = Instant::now();
@@ -294,9 +395,16 @@ fn main() {
     if let Some(k) = args.iter().position(|a| a == "--mv") {
         // --mv TYPE ROWS COLS ROWS_PER_TASK THREADS: one streamed matvec case.
         let num = |i: usize, d: usize| args.get(k + i).and_then(|v| v.parse().ok()).unwrap_or(d);
-        let ty = args.get(k + 1).and_then(|n| GgmlType::from_name(n)).unwrap_or(GgmlType::Q8_0);
+        let ty = args
+            .get(k + 1)
+            .and_then(|n| GgmlType::from_name(n))
+            .unwrap_or(GgmlType::Q8_0);
         let (rows, cols) = (num(2, 4864), num(3, 896));
-        let opts = MatmulOptions { rows_per_task: num(4, 0), max_threads: num(5, 0), ..Default::default() };
+        let opts = MatmulOptions {
+            rows_per_task: num(4, 0),
+            max_threads: num(5, 0),
+            ..Default::default()
+        };
         let mut rng = Rng(3);
         let one = weights(ty, rows, cols, &mut rng);
         let all = copies(&one);
@@ -305,7 +413,12 @@ fn main() {
         let mut y = vec![0.0f32; rows];
         let mut j = 0;
         let t = time_calls(Duration::from_secs(1), num_threads(), || {
-            let w = QMatRef { ty, data: &all[j * one.len()..(j + 1) * one.len()], rows, cols };
+            let w = QMatRef {
+                ty,
+                data: &all[j * one.len()..(j + 1) * one.len()],
+                rows,
+                cols,
+            };
             j = (j + 1) % n;
             let _ = matmul_with(&w, &x, 1, &mut y, &opts);
         });
@@ -320,14 +433,20 @@ fn main() {
                 let t = time_calls(Duration::from_secs(1), threads, || {
                     black_box(read_all(&buf, threads, streams));
                 });
-                println!("{threads} threads {streams} streams: {:.1} GB/s", (buf.len() * 8) as f64 / t.best / 1e9);
+                println!(
+                    "{threads} threads {streams} streams: {:.1} GB/s",
+                    (buf.len() * 8) as f64 / t.best / 1e9
+                );
             }
         }
         return;
     }
     if let Some(k) = args.iter().position(|a| a == "--micro") {
         let num = |i: usize, d: usize| args.get(k + i).and_then(|v| v.parse().ok()).unwrap_or(d);
-        micro(args.get(k + 1).and_then(|n| GgmlType::from_name(n)), (num(2, 256), num(3, 2048)));
+        micro(
+            args.get(k + 1).and_then(|n| GgmlType::from_name(n)),
+            (num(2, 256), num(3, 2048)),
+        );
         return;
     }
     let quick = args.iter().any(|a| a == "--quick");
@@ -339,12 +458,19 @@ fn main() {
         .unwrap_or(if quick { 1 } else { 3 });
     let min = Duration::from_millis(if quick { 100 } else { 400 });
     let threads = num_threads();
-    println!("ferrum-kernels matbench: {threads} threads, kernel {:?}, best of {rounds} rounds", ferrum_kernels::cpu::Kernel::best());
+    println!(
+        "ferrum-kernels matbench: {threads} threads, kernel {:?}, best of {rounds} rounds",
+        ferrum_kernels::cpu::Kernel::best()
+    );
     println!("load average before: {}", load_average());
 
-    let fork = best_of(5, || time_per_call(Duration::from_millis(50), || par_for(threads, |i| {
-        black_box(i);
-    })));
+    let fork = best_of(5, || {
+        time_per_call(Duration::from_millis(50), || {
+            par_for(threads, |i| {
+                black_box(i);
+            })
+        })
+    });
     let rayon_fork = best_of(5, || {
         time_per_call(Duration::from_millis(50), || {
             use rayon::prelude::*;
@@ -368,7 +494,11 @@ fn main() {
     let mut mv: Vec<Option<Row>> = Vec::new();
     let mut mm: Vec<Option<Timing>> = Vec::new();
     let keep = |old: Option<Timing>, new: Timing| match old {
-        Some(o) => Timing { best: o.best.min(new.best), median: o.median.min(new.median), cpu: o.cpu.min(new.cpu) },
+        Some(o) => Timing {
+            best: o.best.min(new.best),
+            median: o.median.min(new.median),
+            cpu: o.cpu.min(new.cpu),
+        },
         None => new,
     };
     for round in 0..rounds {
@@ -381,9 +511,12 @@ fn main() {
         for ty in types {
             let mut cases: Vec<Option<Row>> = Vec::new();
             for (r, c) in shapes {
-                cases.push((c % ty.block_size() == 0).then(|| matvec_bench(ty, r, c, &mut rng, min, &buf)));
+                cases.push(
+                    (c % ty.block_size() == 0).then(|| matvec_bench(ty, r, c, &mut rng, min, &buf)),
+                );
             }
-            cases.push(Some(moe_bench(ty, &mut rng, min, &buf)));
+            cases.push(Some(moe_bench(ty, &mut rng, min, &buf, false)));
+            cases.push(Some(moe_bench(ty, &mut rng, min, &buf, true)));
             for case in cases {
                 if k == mv.len() {
                     mv.push(case);
@@ -397,7 +530,8 @@ fn main() {
         let mut k = 0;
         for ty in types {
             for (r, c) in shapes {
-                let t = (c % ty.block_size() == 0).then(|| gemm_bench(ty, r, c, 512, &mut rng, 2 * min));
+                let t = (c % ty.block_size() == 0)
+                    .then(|| gemm_bench(ty, r, c, 512, &mut rng, 2 * min));
                 if k == mm.len() {
                     mm.push(t);
                 } else if let (Some(old), Some(new)) = (mm[k], t) {
@@ -422,11 +556,18 @@ fn main() {
     println!("|---|---|---|---|---|---|---|");
     let mut k = 0;
     for ty in types {
-        let mut names: Vec<String> = shapes.iter().map(|(r, c)| format!("{ty} matvec rows {r} cols {c}")).collect();
+        let mut names: Vec<String> = shapes
+            .iter()
+            .map(|(r, c)| format!("{ty} matvec rows {r} cols {c}"))
+            .collect();
         names.push(format!("{ty} MoE 8 x matvec rows 768 cols 2048"));
+        names.push(format!("{ty} MoE, one matmul_many of the 8"));
         for name in names {
             match &mv[k] {
-                None => println!("| {name} | n/a: cols not a multiple of {} | | | | | |", ty.block_size()),
+                None => println!(
+                    "| {name} | n/a: cols not a multiple of {} | | | | | |",
+                    ty.block_size()
+                ),
                 Some(row) => {
                     let gbs = row.bytes as f64 / row.t.best / 1e9;
                     println!(

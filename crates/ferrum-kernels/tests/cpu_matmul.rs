@@ -6,7 +6,9 @@ mod cpu_util;
 
 use cpu_util::*;
 use ferrum_core::GgmlType;
-use ferrum_kernels::cpu::{matmul, matmul_with, supports, Kernel, KernelError, MatmulOptions, QMatRef, Strategy};
+use ferrum_kernels::cpu::{
+    matmul, matmul_with, supports, Kernel, KernelError, MatmulOptions, QMatRef, Strategy,
+};
 
 fn cols_for(ty: GgmlType) -> [usize; 3] {
     match ty.block_size() {
@@ -46,18 +48,37 @@ fn matches_f64_reference() {
     let mut rng = Rng::new(1);
     for ty in ALL_TYPES {
         let cols = cols_for(ty);
-        for &(rows, c, m) in &[(1, cols[0], 1), (3, cols[1], 2), (17, cols[2], 7), (257, cols[1], 33), (5, cols[2], 33)] {
+        for &(rows, c, m) in &[
+            (1, cols[0], 1),
+            (3, cols[1], 2),
+            (17, cols[2], 7),
+            (257, cols[1], 33),
+            (5, cols[2], 33),
+        ] {
             for gaussian in [true, false] {
                 if !gaussian && !ty.is_quantized() {
                     continue;
                 }
-                let data = if gaussian { gaussian_weights(ty, rows, c, &mut rng) } else { random_blocks(ty, rows, c, &mut rng) };
-                let w = QMatRef { ty, data: &data, rows, cols: c };
+                let data = if gaussian {
+                    gaussian_weights(ty, rows, c, &mut rng)
+                } else {
+                    random_blocks(ty, rows, c, &mut rng)
+                };
+                let w = QMatRef {
+                    ty,
+                    data: &data,
+                    rows,
+                    cols: c,
+                };
                 let x = activations(m, c, &mut rng);
                 let r = reference(ty, &data, rows, c, &x, m);
                 for kernel in kernels() {
                     for strategy in [Strategy::Direct, Strategy::Tiled] {
-                        let opts = MatmulOptions { kernel: Some(kernel), strategy, ..Default::default() };
+                        let opts = MatmulOptions {
+                            kernel: Some(kernel),
+                            strategy,
+                            ..Default::default()
+                        };
                         let y = run(&w, &x, m, opts);
                         let what = format!("rows {rows} cols {c} m {m} {kernel:?} {strategy:?} gaussian {gaussian}");
                         check_close(ty, &what, &y, &r);
@@ -80,23 +101,54 @@ fn bit_exact_everywhere() {
                 if !gaussian && !ty.is_quantized() {
                     continue;
                 }
-                let data = if gaussian { gaussian_weights(ty, rows, c, &mut rng) } else { random_blocks(ty, rows, c, &mut rng) };
-                let w = QMatRef { ty, data: &data, rows, cols: c };
+                let data = if gaussian {
+                    gaussian_weights(ty, rows, c, &mut rng)
+                } else {
+                    random_blocks(ty, rows, c, &mut rng)
+                };
+                let w = QMatRef {
+                    ty,
+                    data: &data,
+                    rows,
+                    cols: c,
+                };
                 let x = activations(m, c, &mut rng);
-                let want = bits(&run(&w, &x, m, MatmulOptions { kernel: Some(Kernel::Scalar), max_threads: 1, ..Default::default() }));
+                let want = bits(&run(
+                    &w,
+                    &x,
+                    m,
+                    MatmulOptions {
+                        kernel: Some(Kernel::Scalar),
+                        max_threads: 1,
+                        ..Default::default()
+                    },
+                ));
                 let ctx = format!("{ty} rows {rows} cols {c} m {m} gaussian {gaussian}");
 
                 for kernel in kernels() {
                     for strategy in [Strategy::Auto, Strategy::Direct, Strategy::Tiled] {
                         for (threads, per) in [(0, 0), (1, 0), (0, 1), (2, 3), (0, 7)] {
-                            let opts = MatmulOptions { kernel: Some(kernel), strategy, max_threads: threads, rows_per_task: per };
+                            let opts = MatmulOptions {
+                                kernel: Some(kernel),
+                                strategy,
+                                max_threads: threads,
+                                rows_per_task: per,
+                            };
                             assert_eq!(bits(&run(&w, &x, m, opts)), want, "{ctx}: {opts:?}");
                         }
                         // One activation row at a time (decode) and odd batches.
-                        let opts = MatmulOptions { kernel: Some(kernel), strategy, ..Default::default() };
+                        let opts = MatmulOptions {
+                            kernel: Some(kernel),
+                            strategy,
+                            ..Default::default()
+                        };
                         for (start, len) in [(0, 1), (m - 1, 1), (1, m - 1), (2, 5.min(m - 2))] {
                             let y = run(&w, &x[start * c..(start + len) * c], len, opts);
-                            assert_eq!(bits(&y), want[start * rows..(start + len) * rows], "{ctx}: rows {start}..+{len} {opts:?}");
+                            assert_eq!(
+                                bits(&y),
+                                want[start * rows..(start + len) * rows],
+                                "{ctx}: rows {start}..+{len} {opts:?}"
+                            );
                         }
                     }
                     // Weight row subsets (different pairing into tiles).
@@ -105,17 +157,51 @@ fn bit_exact_everywhere() {
                         if n == 0 {
                             continue;
                         }
-                        let sub = QMatRef { ty, data: &data[r0 * rb..(r0 + n) * rb], rows: n, cols: c };
-                        let y = run(&sub, &x, m, MatmulOptions { kernel: Some(kernel), ..Default::default() });
+                        let sub = QMatRef {
+                            ty,
+                            data: &data[r0 * rb..(r0 + n) * rb],
+                            rows: n,
+                            cols: c,
+                        };
+                        let y = run(
+                            &sub,
+                            &x,
+                            m,
+                            MatmulOptions {
+                                kernel: Some(kernel),
+                                ..Default::default()
+                            },
+                        );
                         for i in 0..m {
-                            assert_eq!(bits(&y[i * n..(i + 1) * n]), want[i * rows + r0..i * rows + r0 + n], "{ctx}: weight rows {r0}..+{n}");
+                            assert_eq!(
+                                bits(&y[i * n..(i + 1) * n]),
+                                want[i * rows + r0..i * rows + r0 + n],
+                                "{ctx}: weight rows {r0}..+{n}"
+                            );
                         }
                     }
                     // Misaligned weight bytes.
                     let mut shifted = vec![0u8; data.len() + 1];
                     shifted[1..].copy_from_slice(&data);
-                    let mis = QMatRef { ty, data: &shifted[1..], rows, cols: c };
-                    assert_eq!(bits(&run(&mis, &x, m, MatmulOptions { kernel: Some(kernel), ..Default::default() })), want, "{ctx}: misaligned");
+                    let mis = QMatRef {
+                        ty,
+                        data: &shifted[1..],
+                        rows,
+                        cols: c,
+                    };
+                    assert_eq!(
+                        bits(&run(
+                            &mis,
+                            &x,
+                            m,
+                            MatmulOptions {
+                                kernel: Some(kernel),
+                                ..Default::default()
+                            }
+                        )),
+                        want,
+                        "{ctx}: misaligned"
+                    );
                 }
             }
         }
@@ -127,7 +213,13 @@ fn supported_types() {
     for ty in ALL_TYPES {
         assert!(supports(ty), "{ty}");
     }
-    for ty in [GgmlType::Q8_1, GgmlType::Q8K, GgmlType::I8, GgmlType::I32, GgmlType::F64] {
+    for ty in [
+        GgmlType::Q8_1,
+        GgmlType::Q8K,
+        GgmlType::I8,
+        GgmlType::I32,
+        GgmlType::F64,
+    ] {
         assert!(!supports(ty), "{ty}");
     }
 }
@@ -135,29 +227,89 @@ fn supported_types() {
 #[test]
 fn errors_name_the_sizes() {
     let data = vec![0u8; 144 * 2];
-    let w = QMatRef { ty: GgmlType::Q4K, data: &data, rows: 2, cols: 256 };
+    let w = QMatRef {
+        ty: GgmlType::Q4K,
+        data: &data,
+        rows: 2,
+        cols: 256,
+    };
     let x = vec![0.0f32; 256];
     let mut y = vec![0.0f32; 2];
     assert!(matmul(&w, &x, 1, &mut y).is_ok());
 
     let e = matmul(&w, &x[..255], 1, &mut y).unwrap_err();
-    assert!(matches!(e, KernelError::Length { got: 255, expected: 256, .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            KernelError::Length {
+                got: 255,
+                expected: 256,
+                ..
+            }
+        ),
+        "{e}"
+    );
     assert!(e.to_string().contains("255"), "{e}");
     let e = matmul(&w, &x, 1, &mut y[..1]).unwrap_err();
-    assert!(matches!(e, KernelError::Length { got: 1, expected: 2, .. }), "{e}");
-    let short = QMatRef { data: &data[..200], ..w };
+    assert!(
+        matches!(
+            e,
+            KernelError::Length {
+                got: 1,
+                expected: 2,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let short = QMatRef {
+        data: &data[..200],
+        ..w
+    };
     let e = matmul(&short, &x, 1, &mut y).unwrap_err();
-    assert_eq!(e, KernelError::WeightBytes { ty: GgmlType::Q4K, rows: 2, cols: 256, expected: 288, got: 200 });
+    assert_eq!(
+        e,
+        KernelError::WeightBytes {
+            ty: GgmlType::Q4K,
+            rows: 2,
+            cols: 256,
+            expected: 288,
+            got: 200
+        }
+    );
     let odd = QMatRef { cols: 100, ..w };
     let e = matmul(&odd, &x[..100], 1, &mut y).unwrap_err();
-    assert_eq!(e, KernelError::ColsNotBlockMultiple { ty: GgmlType::Q4K, cols: 100, block: 256 });
-    let q81 = QMatRef { ty: GgmlType::Q8_1, ..w };
-    assert_eq!(matmul(&q81, &x, 1, &mut y).unwrap_err(), KernelError::UnsupportedType(GgmlType::Q8_1));
-    let huge = QMatRef { rows: usize::MAX, ..w };
-    assert!(matches!(matmul(&huge, &x, 1, &mut y).unwrap_err(), KernelError::Overflow { .. }));
+    assert_eq!(
+        e,
+        KernelError::ColsNotBlockMultiple {
+            ty: GgmlType::Q4K,
+            cols: 100,
+            block: 256
+        }
+    );
+    let q81 = QMatRef {
+        ty: GgmlType::Q8_1,
+        ..w
+    };
+    assert_eq!(
+        matmul(&q81, &x, 1, &mut y).unwrap_err(),
+        KernelError::UnsupportedType(GgmlType::Q8_1)
+    );
+    let huge = QMatRef {
+        rows: usize::MAX,
+        ..w
+    };
+    assert!(matches!(
+        matmul(&huge, &x, 1, &mut y).unwrap_err(),
+        KernelError::Overflow { .. }
+    ));
     // m = 0 and rows = 0 are fine no-ops.
     assert!(matmul(&w, &[], 0, &mut []).is_ok());
-    let none = QMatRef { data: &[], rows: 0, ..w };
+    let none = QMatRef {
+        data: &[],
+        rows: 0,
+        ..w
+    };
     assert!(matmul(&none, &x, 1, &mut []).is_ok());
 }
 
@@ -168,14 +320,105 @@ fn non_finite_inputs_do_not_panic() {
     for ty in [GgmlType::Q4K, GgmlType::Q8_0, GgmlType::F16] {
         let cols = 256;
         let data = gaussian_weights(ty, 4, cols, &mut rng);
-        let w = QMatRef { ty, data: &data, rows: 4, cols };
+        let w = QMatRef {
+            ty,
+            data: &data,
+            rows: 4,
+            cols,
+        };
         let mut x = activations(2, cols, &mut rng);
         x[3] = f32::NAN;
         x[300] = f32::INFINITY;
-        let a = run(&w, &x, 2, MatmulOptions { kernel: Some(Kernel::Scalar), ..Default::default() });
+        let a = run(
+            &w,
+            &x,
+            2,
+            MatmulOptions {
+                kernel: Some(Kernel::Scalar),
+                ..Default::default()
+            },
+        );
         for kernel in kernels() {
-            let b = run(&w, &x, 2, MatmulOptions { kernel: Some(kernel), ..Default::default() });
+            let b = run(
+                &w,
+                &x,
+                2,
+                MatmulOptions {
+                    kernel: Some(kernel),
+                    ..Default::default()
+                },
+            );
             assert_eq!(bits(&a), bits(&b), "{ty} {kernel:?}");
         }
     }
+}
+
+/// A batch of products equals the products run one by one, bit for bit.
+#[test]
+fn matmul_many_equals_separate_calls() {
+    use ferrum_kernels::cpu::{matmul_many, MatmulJob};
+    let mut rng = Rng::new(7);
+    let specs = [
+        (GgmlType::Q4K, 33, 512, 1),
+        (GgmlType::Q5_0, 17, 96, 3),
+        (GgmlType::F16, 5, 13, 2),
+        (GgmlType::Q6K, 768, 256, 1),
+    ];
+    let data: Vec<Vec<u8>> = specs
+        .iter()
+        .map(|&(ty, r, c, _)| gaussian_weights(ty, r, c, &mut rng))
+        .collect();
+    let xs: Vec<Vec<f32>> = specs
+        .iter()
+        .map(|&(_, _, c, m)| activations(m, c, &mut rng))
+        .collect();
+    let ws: Vec<QMatRef<'_>> = specs
+        .iter()
+        .zip(&data)
+        .map(|(&(ty, rows, cols, _), d)| QMatRef {
+            ty,
+            data: d,
+            rows,
+            cols,
+        })
+        .collect();
+    let want: Vec<Vec<u32>> = ws
+        .iter()
+        .zip(&xs)
+        .zip(&specs)
+        .map(|((w, x), s)| bits(&run(w, x, s.3, MatmulOptions::default())))
+        .collect();
+    let mut ys: Vec<Vec<f32>> = specs
+        .iter()
+        .map(|&(_, r, _, m)| vec![f32::NAN; r * m])
+        .collect();
+    let mut jobs: Vec<MatmulJob<'_>> = ws
+        .iter()
+        .zip(&xs)
+        .zip(ys.iter_mut())
+        .zip(&specs)
+        .map(|(((w, x), y), s)| MatmulJob {
+            w: *w,
+            x,
+            m: s.3,
+            y,
+        })
+        .collect();
+    matmul_many(&mut jobs).expect("matmul_many");
+    drop(jobs);
+    for (k, (y, want)) in ys.iter().zip(&want).enumerate() {
+        assert_eq!(&bits(y), want, "job {k}");
+    }
+    // A bad job fails the whole batch before anything runs.
+    let mut short = vec![0.0f32; 3];
+    let mut bad = [MatmulJob {
+        w: ws[0],
+        x: &xs[0],
+        m: 1,
+        y: &mut short,
+    }];
+    assert!(matches!(
+        matmul_many(&mut bad),
+        Err(KernelError::Length { .. })
+    ));
 }

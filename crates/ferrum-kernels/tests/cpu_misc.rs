@@ -54,10 +54,20 @@ fn act_quant_accuracy() {
     for (b, xs) in a.iter().zip(x.chunks(256)) {
         let amax = xs.iter().fold(0.0f32, |m, v| m.max(v.abs()));
         for (e, &v) in xs.iter().enumerate() {
-            assert!((b.value(e) - v).abs() <= 0.5 * amax / 127.0 * 1.0001, "{e}: {} vs {v}", b.value(e));
+            assert!(
+                (b.value(e) - v).abs() <= 0.5 * amax / 127.0 * 1.0001,
+                "{e}: {} vs {v}",
+                b.value(e)
+            );
         }
         for s in 0..16 {
-            assert_eq!(b.bsums[s] as i32, b.qs[16 * s..16 * s + 16].iter().map(|&q| q as i32).sum::<i32>());
+            assert_eq!(
+                b.bsums[s] as i32,
+                b.qs[16 * s..16 * s + 16]
+                    .iter()
+                    .map(|&q| q as i32)
+                    .sum::<i32>()
+            );
         }
     }
 }
@@ -95,10 +105,17 @@ fn gemm_f32_matches_naive() {
         gemm_f32(&a, &bt, &mut ct, m, n, k, true).expect("gemm t");
         for i in 0..m {
             for j in 0..n {
-                let want: f64 = (0..k).map(|p| a[i * k + p] as f64 * b[p * n + j] as f64).sum();
-                let mag: f64 = (0..k).map(|p| (a[i * k + p] as f64 * b[p * n + j] as f64).abs()).sum();
+                let want: f64 = (0..k)
+                    .map(|p| a[i * k + p] as f64 * b[p * n + j] as f64)
+                    .sum();
+                let mag: f64 = (0..k)
+                    .map(|p| (a[i * k + p] as f64 * b[p * n + j] as f64).abs())
+                    .sum();
                 for got in [c[i * n + j], ct[i * n + j]] {
-                    assert!((got as f64 - want).abs() <= 1e-5 * mag + 1e-6, "({m},{n},{k}) [{i},{j}] {got} vs {want}");
+                    assert!(
+                        (got as f64 - want).abs() <= 1e-5 * mag + 1e-6,
+                        "({m},{n},{k}) [{i},{j}] {got} vs {want}"
+                    );
                 }
             }
         }

@@ -127,9 +127,10 @@ fn dequantized_copy(path: &Path, out: &Path) {
 
 fn tolerance(s: QuantScheme) -> f64 {
     match s {
+        QuantScheme::F16 => 0.01,
         QuantScheme::Q8_0 => 0.08,
         QuantScheme::Q6K => 0.1,
-        _ => 0.35,
+        QuantScheme::Q5KM | QuantScheme::Q4KM => 0.35,
     }
 }
 
@@ -138,7 +139,7 @@ fn fixtures_quantize_load_and_match() {
     let mut failures = Vec::new();
     for family in FAMILIES {
         let r = reference(family);
-        for scheme in SCHEMES {
+        for scheme in QuantScheme::ALL {
             let from_hf = tmp(&format!("{family}-hf-{scheme}.gguf"));
             let from_gguf = tmp(&format!("{family}-f32-{scheme}.gguf"));
             quantize(&fixture(family).join("hf"), &from_hf, scheme);
@@ -164,12 +165,13 @@ fn fixtures_quantize_load_and_match() {
             let rows = last_rows(&model, &r);
             let engine_err = rows.iter().zip(&exact_rows).map(|(a, b)| common::rel_l2(a, b)).fold(0.0, f64::max);
             let engine_same = rows.iter().zip(&exact_rows).all(|(a, b)| common::argmax(a) == common::argmax(b));
-            // Against F32: Q8_0 / Q6_K keep the greedy token. 4-5-bit
+            // Against F32: F16 / Q8_0 / Q6_K keep the greedy token. 4-5-bit
             // weights (4.2% weight error) move these tiny random models'
             // logits by far more than their greedy margins (0.02-0.09; llama
             // is the most sensitive), so for Q4_K_M the F32 rank is only
-            // reported; its token is checked against the dequantized model.
-            let max_rank = if scheme == QuantScheme::Q4KM { usize::MAX } else { 0 };
+            // reported (Q5_K_M too: these rows fall back to 5-bit Q5_1); the
+            // token is checked against the dequantized model.
+            let max_rank = if matches!(scheme, QuantScheme::Q4KM | QuantScheme::Q5KM) { usize::MAX } else { 0 };
             eprintln!(
                 "{family:9} {scheme:7} vs F32: rel err {err:.3e} (tolerance {:.2}), first-token F32 ranks {ranks:?}; vs dequantized weights: rel err {engine_err:.3e}, same token {engine_same}",
                 tolerance(scheme)
@@ -317,4 +319,64 @@ fn bad_input_fails_before_any_work() {
     let e = quantize_model(Path::new("/no/such/input"), &tmp("x.gguf"), QuantScheme::Q8_0, &mut |_| {}).unwrap_err();
     assert!(e.to_string().contains("/no/such/input"), "{e}");
     let _ = std::fs::remove_file(blocker);
+}
+
+/// A synthesized BF16 HF directory (K-quant-sized rows, sharded, with
+/// tokenizer.json) quantized to GGUF runs like the directory itself: F16
+/// exactly, Q4_K_M (real Q4_K/Q6_K blocks) within quantization noise (4-bit
+/// noise weights move these logits by ~20%), and exactly like the model of
+/// its own dequantized weights (the engine adds only activation rounding).
+/// For llama this exercises the q/k row permutation and rope_freqs.
+#[test]
+fn synthesized_hf_dirs_quantize_faithfully() {
+    use ferrum_model::convert::{preset, synth_safetensors, SynthOptions};
+    for name in ["llama-tiny", "qwen3moe-tiny", "qwen2-tiny"] {
+        let dir = tmp(&format!("{name}-synth-hf"));
+        synth_safetensors(&preset(name).unwrap(), &dir, &SynthOptions { seed: 11, ..SynthOptions::default() }, 1 << 21, &mut |_| {}).unwrap();
+        let hf = load_model(&dir, CpuBackend).unwrap();
+        let prompt = [3u32, 200, 17, 999, 45, 6, 700, 12];
+        let want = common::all_logits(&hf, &prompt);
+        for (scheme, tol) in [(QuantScheme::F16, 2e-3), (QuantScheme::Q4KM, 0.3)] {
+            let out = tmp(&format!("{name}-synth-{scheme}.gguf"));
+            let report = quantize_model(&dir, &out, scheme, &mut |_| {}).unwrap();
+            let got = common::all_logits(&load_model(&out, CpuBackend).unwrap(), &prompt);
+            let err = got.iter().zip(&want).map(|(a, b)| common::rel_l2(a, b)).fold(0.0, f64::max);
+            let types: std::collections::BTreeSet<_> = report.tensors.iter().map(|t| t.ty.name()).collect();
+            eprintln!("{name:14} HF BF16 -> {scheme:7} {types:?}: rel err {err:.2e} (tolerance {tol:.0e})");
+            assert!(err < tol, "{name} {scheme}: {err}");
+            let exact = tmp(&format!("{name}-synth-{scheme}-dequantized.gguf"));
+            dequantized_copy(&out, &exact);
+            let exact_rows = common::all_logits(&load_model(&exact, CpuBackend).unwrap(), &prompt);
+            let engine = got.iter().zip(&exact_rows).map(|(a, b)| common::rel_l2(a, b)).fold(0.0, f64::max);
+            assert!(engine < 0.05, "{name} {scheme}: {engine} vs its dequantized weights");
+            let _ = std::fs::remove_file(exact);
+            let f = GgufFile::open(&out).unwrap();
+            assert_eq!(f.get_array("tokenizer.ggml.tokens").unwrap().len(), 1024);
+            assert_eq!(f.get_str("tokenizer.ggml.pre").unwrap(), "gpt-2");
+            drop(f);
+            let _ = std::fs::remove_file(out);
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+/// An F16 GGUF in: F16 out copies every tensor unchanged; Q4_K_M out loads.
+#[test]
+fn f16_gguf_input() {
+    let input = fixture("qwen3moe").join("model-f16.gguf");
+    let out = tmp("qwen3moe-f16-f16.gguf");
+    quantize(&input, &out, QuantScheme::F16);
+    let (a, b) = (GgufFile::open(&out).unwrap(), GgufFile::open(&input).unwrap());
+    for t in b.tensors() {
+        let u = a.tensor(&t.name).unwrap();
+        assert!(u.ty == t.ty && a.tensor_data(u) == b.tensor_data(t), "{}", t.name);
+    }
+    assert_eq!(a.get_u32("general.file_type").unwrap(), 1);
+    let q = tmp("qwen3moe-f16-q4.gguf");
+    quantize(&input, &q, QuantScheme::Q4KM);
+    let (err, _) = compare(&load_model(&q, CpuBackend).unwrap(), &reference("qwen3moe"));
+    assert!(err < 0.35, "{err}");
+    for p in [out, q] {
+        let _ = std::fs::remove_file(p);
+    }
 }

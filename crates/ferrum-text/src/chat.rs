@@ -21,7 +21,11 @@ pub enum ChatError {
     /// The template does not parse or fails while rendering (a
     /// `raise_exception`, a type error...). `line` is 1-based in the template.
     #[error("chat template{}: {message}{}", line.map(|l| format!(", line {l}")).unwrap_or_default(), source_line.as_ref().map(|s| format!("\n  | {s}")).unwrap_or_default())]
-    Template { message: String, line: Option<usize>, source_line: Option<String> },
+    Template {
+        message: String,
+        line: Option<usize>,
+        source_line: Option<String>,
+    },
     #[error("{path}: {reason}")]
     Config { path: String, reason: String },
 }
@@ -50,7 +54,11 @@ pub struct ChatTemplate {
 
 impl std::fmt::Debug for ChatTemplate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ChatTemplate").field("len", &self.source.len()).field("bos_token", &self.bos_token).field("eos_token", &self.eos_token).finish()
+        f.debug_struct("ChatTemplate")
+            .field("len", &self.source.len())
+            .field("bos_token", &self.bos_token)
+            .field("eos_token", &self.eos_token)
+            .finish()
     }
 }
 
@@ -61,8 +69,14 @@ impl ChatTemplate {
     pub fn new(source: impl Into<String>) -> Result<Self, ChatError> {
         let source = strip_generation_tags(&source.into());
         let mut env = environment();
-        env.add_template_owned(NAME, source.clone()).map_err(|e| template_error(&e, &source))?;
-        Ok(ChatTemplate { env, source, bos_token: String::new(), eos_token: String::new() })
+        env.add_template_owned(NAME, source.clone())
+            .map_err(|e| template_error(&e, &source))?;
+        Ok(ChatTemplate {
+            env,
+            source,
+            bos_token: String::new(),
+            eos_token: String::new(),
+        })
     }
 
     pub fn with_special_tokens(mut self, bos: impl Into<String>, eos: impl Into<String>) -> Self {
@@ -81,7 +95,10 @@ impl ChatTemplate {
         match file.get("tokenizer.chat_template") {
             None => Ok(None),
             Some(v) => {
-                let s = v.as_str().ok_or_else(|| ChatError::Config { path: "tokenizer.chat_template".into(), reason: format!("expected a string, found {}", v.type_name()) })?;
+                let s = v.as_str().ok_or_else(|| ChatError::Config {
+                    path: "tokenizer.chat_template".into(),
+                    reason: format!("expected a string, found {}", v.type_name()),
+                })?;
                 Ok(Some(Self::new(s)?))
             }
         }
@@ -91,9 +108,13 @@ impl ChatTemplate {
     /// with its `bos_token` / `eos_token`. A list of named templates gives
     /// `tool_use` when `want_tools` and it exists, else `default`.
     pub fn from_tokenizer_config(path: &Path, want_tools: bool) -> Result<Option<Self>, ChatError> {
-        let cfg_err = |reason: String| ChatError::Config { path: path.display().to_string(), reason };
+        let cfg_err = |reason: String| ChatError::Config {
+            path: path.display().to_string(),
+            reason,
+        };
         let text = std::fs::read_to_string(path).map_err(|e| cfg_err(e.to_string()))?;
-        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| cfg_err(format!("invalid JSON: {e}")))?;
+        let v: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| cfg_err(format!("invalid JSON: {e}")))?;
         let source = match v.get("chat_template") {
             None | Some(serde_json::Value::Null) => {
                 // Newer checkpoints keep the template in a file beside the config.
@@ -104,30 +125,68 @@ impl ChatTemplate {
                 }
             }
             Some(serde_json::Value::String(s)) => s.clone(),
-            Some(serde_json::Value::Array(list)) => pick_named(list, want_tools).ok_or_else(|| cfg_err("chat_template list has no 'default' template".into()))?,
-            Some(other) => return Err(cfg_err(format!("chat_template must be a string or a list, found {other}"))),
+            Some(serde_json::Value::Array(list)) => pick_named(list, want_tools)
+                .ok_or_else(|| cfg_err("chat_template list has no 'default' template".into()))?,
+            Some(other) => {
+                return Err(cfg_err(format!(
+                    "chat_template must be a string or a list, found {other}"
+                )))
+            }
         };
         let token = |key: &str| -> String {
             match v.get(key) {
                 Some(serde_json::Value::String(s)) => s.clone(),
-                Some(obj) => obj.get("content").and_then(|c| c.as_str()).unwrap_or_default().to_string(),
+                Some(obj) => obj
+                    .get("content")
+                    .and_then(|c| c.as_str())
+                    .unwrap_or_default()
+                    .to_string(),
                 None => String::new(),
             }
         };
-        Ok(Some(Self::new(source)?.with_special_tokens(token("bos_token"), token("eos_token"))))
+        Ok(Some(Self::new(source)?.with_special_tokens(
+            token("bos_token"),
+            token("eos_token"),
+        )))
     }
 
     /// Renders `messages` (OpenAI-style JSON objects).
-    pub fn render(&self, messages: &[serde_json::Value], opts: &ChatOptions) -> Result<String, ChatError> {
-        let tmpl = self.env.get_template(NAME).map_err(|e| template_error(&e, &self.source))?;
+    pub fn render(
+        &self,
+        messages: &[serde_json::Value],
+        opts: &ChatOptions,
+    ) -> Result<String, ChatError> {
+        let tmpl = self
+            .env
+            .get_template(NAME)
+            .map_err(|e| template_error(&e, &self.source))?;
         let mut ctx = Map::new();
-        ctx.insert("messages".into(), serde_json::Value::Array(messages.to_vec()));
+        ctx.insert(
+            "messages".into(),
+            serde_json::Value::Array(messages.to_vec()),
+        );
         // transformers passes `tools=None` and `documents=None` when absent.
-        ctx.insert("tools".into(), opts.tools.clone().map_or(serde_json::Value::Null, serde_json::Value::Array));
+        ctx.insert(
+            "tools".into(),
+            opts.tools
+                .clone()
+                .map_or(serde_json::Value::Null, serde_json::Value::Array),
+        );
         ctx.insert("documents".into(), serde_json::Value::Null);
-        ctx.insert("add_generation_prompt".into(), opts.add_generation_prompt.into());
-        let bos = if opts.bos_token.is_empty() { &self.bos_token } else { &opts.bos_token };
-        let eos = if opts.eos_token.is_empty() { &self.eos_token } else { &opts.eos_token };
+        ctx.insert(
+            "add_generation_prompt".into(),
+            opts.add_generation_prompt.into(),
+        );
+        let bos = if opts.bos_token.is_empty() {
+            &self.bos_token
+        } else {
+            &opts.bos_token
+        };
+        let eos = if opts.eos_token.is_empty() {
+            &self.eos_token
+        } else {
+            &opts.eos_token
+        };
         ctx.insert("bos_token".into(), bos.clone().into());
         ctx.insert("eos_token".into(), eos.clone().into());
         if let Some(t) = opts.enable_thinking {
@@ -136,7 +195,8 @@ impl ChatTemplate {
         for (k, v) in &opts.extra {
             ctx.insert(k.clone(), v.clone());
         }
-        tmpl.render(Value::from_serialize(&ctx)).map_err(|e| template_error(&e, &self.source))
+        tmpl.render(Value::from_serialize(&ctx))
+            .map_err(|e| template_error(&e, &self.source))
     }
 }
 
@@ -180,8 +240,14 @@ fn template_error(e: &Error, source: &str) -> ChatError {
         inner = s.source();
     }
     let line = e.line();
-    let source_line = line.and_then(|l| source.lines().nth(l.saturating_sub(1))).map(|s| s.trim().chars().take(160).collect());
-    ChatError::Template { message, line, source_line }
+    let source_line = line
+        .and_then(|l| source.lines().nth(l.saturating_sub(1)))
+        .map(|s| s.trim().chars().take(160).collect());
+    ChatError::Template {
+        message,
+        line,
+        source_line,
+    }
 }
 
 fn environment() -> Environment<'static> {
@@ -193,22 +259,50 @@ fn environment() -> Environment<'static> {
     minijinja_contrib::add_to_environment(&mut env);
     env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
     env.add_filter("tojson", tojson_filter);
-    env.add_function("raise_exception", |msg: String| -> Result<Value, Error> { Err(Error::new(ErrorKind::InvalidOperation, msg)) });
-    env.add_function("strftime_now", |fmt: String| -> Result<Value, Error> { Ok(Value::from(format_now(&fmt))) });
+    env.add_function("raise_exception", |msg: String| -> Result<Value, Error> {
+        Err(Error::new(ErrorKind::InvalidOperation, msg))
+    });
+    env.add_function("strftime_now", |fmt: String| -> Result<Value, Error> {
+        Ok(Value::from(format_now(&fmt)))
+    });
     env
 }
 
 /// Today's date (UTC) in the `strftime` forms chat templates use.
 fn format_now(fmt: &str) -> String {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     strftime(fmt, secs)
 }
 
 /// `strftime` for `%Y %m %d %e %B %b %H %M %S %A %a %j %y %%`; other
 /// directives are kept as written.
 fn strftime(fmt: &str, secs: u64) -> String {
-    const MONTHS: [&str; 12] = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"];
-    const DAYS: [&str; 7] = ["Thursday", "Friday", "Saturday", "Sunday", "Monday", "Tuesday", "Wednesday"];
+    const MONTHS: [&str; 12] = [
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
+    ];
+    const DAYS: [&str; 7] = [
+        "Thursday",
+        "Friday",
+        "Saturday",
+        "Sunday",
+        "Monday",
+        "Tuesday",
+        "Wednesday",
+    ];
     let days = (secs / 86_400) as i64;
     let (y, m, d) = civil_from_days(days);
     let month = MONTHS[(m as usize).saturating_sub(1) % 12];
@@ -272,13 +366,28 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
 }
 
 /// Render `template` over `messages` (OpenAI-style JSON objects).
-pub fn render_with(template: &str, messages: &[serde_json::Value], opts: &ChatOptions) -> Result<String, ChatError> {
+pub fn render_with(
+    template: &str,
+    messages: &[serde_json::Value],
+    opts: &ChatOptions,
+) -> Result<String, ChatError> {
     ChatTemplate::new(template)?.render(messages, opts)
 }
 
 /// Render with just a generation-prompt flag.
-pub fn render(template: &str, messages: &[serde_json::Value], add_generation_prompt: bool) -> Result<String, ChatError> {
-    render_with(template, messages, &ChatOptions { add_generation_prompt, ..Default::default() })
+pub fn render(
+    template: &str,
+    messages: &[serde_json::Value],
+    add_generation_prompt: bool,
+) -> Result<String, ChatError> {
+    render_with(
+        template,
+        messages,
+        &ChatOptions {
+            add_generation_prompt,
+            ..Default::default()
+        },
+    )
 }
 
 #[cfg(test)]
@@ -292,13 +401,21 @@ mod tests {
         assert_eq!(days_from_civil(2026, 1, 1), 20_454);
         // 2024-07-26 00:00:00 UTC is a Friday, day 208 of the year.
         let t = days_from_civil(2024, 7, 26) as u64 * 86_400 + 3661;
-        assert_eq!(strftime("%d %b %Y|%A %j %H:%M:%S %%", t), "26 Jul 2024|Friday 208 01:01:01 %");
+        assert_eq!(
+            strftime("%d %b %Y|%A %j %H:%M:%S %%", t),
+            "26 Jul 2024|Friday 208 01:01:01 %"
+        );
     }
 
     #[test]
     fn renders_and_reports_errors() {
         let t = "{% for m in messages %}<{{ m.role }}>{{ m.content.strip() }}{% endfor %}{% if add_generation_prompt %}<a>{% endif %}";
-        let out = render(t, &[serde_json::json!({"role":"user","content":" hi "})], true).unwrap();
+        let out = render(
+            t,
+            &[serde_json::json!({"role":"user","content":" hi "})],
+            true,
+        )
+        .unwrap();
         assert_eq!(out, "<user>hi<a>");
         let err = render("x\n{{ raise_exception('no') }}", &[], false).unwrap_err();
         let msg = err.to_string();

@@ -49,7 +49,10 @@ impl Detokenizer {
         if self.skip_special && tok.is_special(id) {
             return Ok(String::new());
         }
-        let bytes = tok.token_bytes(id).ok_or(TextError::TokenOutOfRange { id, vocab_size: tok.vocab_size() })?;
+        let bytes = tok.token_bytes(id).ok_or(TextError::TokenOutOfRange {
+            id,
+            vocab_size: tok.vocab_size(),
+        })?;
         let mut bytes = bytes.as_slice();
         if !self.started && !bytes.is_empty() {
             self.started = true;

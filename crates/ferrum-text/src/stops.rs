@@ -28,7 +28,11 @@ impl StopMatcher {
     /// Empty stop strings are ignored (they would match everywhere).
     pub fn new<S: AsRef<str>>(stops: &[S]) -> Self {
         StopMatcher {
-            stops: stops.iter().map(|s| s.as_ref().to_string()).filter(|s| !s.is_empty()).collect(),
+            stops: stops
+                .iter()
+                .map(|s| s.as_ref().to_string())
+                .filter(|s| !s.is_empty())
+                .collect(),
             held: String::new(),
             done: false,
         }
@@ -59,7 +63,10 @@ impl StopMatcher {
             return StopOutcome::default();
         }
         if self.stops.is_empty() {
-            return StopOutcome { text: piece.to_string(), stopped: None };
+            return StopOutcome {
+                text: piece.to_string(),
+                stopped: None,
+            };
         }
         self.held.push_str(piece);
         // The stop that completes first wins (the smallest end offset; at one
@@ -78,13 +85,19 @@ impl StopMatcher {
             let text = self.held[..at].to_string();
             self.held.clear();
             self.done = true;
-            return StopOutcome { text, stopped: Some(i) };
+            return StopOutcome {
+                text,
+                stopped: Some(i),
+            };
         }
         let keep = self.partial_suffix_len();
         let cut = self.held.len() - keep;
         let text = self.held[..cut].to_string();
         self.held.drain(..cut);
-        StopOutcome { text, stopped: None }
+        StopOutcome {
+            text,
+            stopped: None,
+        }
     }
 
     /// Ends the stream without a stop: releases the held text.
@@ -132,7 +145,13 @@ mod tests {
         assert_eq!(m.push("x").text, "Ex");
         assert_eq!(m.push("EN").text, "");
         let out = m.push("Dtail");
-        assert_eq!(out, StopOutcome { text: String::new(), stopped: Some(0) });
+        assert_eq!(
+            out,
+            StopOutcome {
+                text: String::new(),
+                stopped: Some(0)
+            }
+        );
         assert!(m.is_done());
         assert_eq!(m.push("more").text, "");
     }

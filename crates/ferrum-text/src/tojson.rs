@@ -33,7 +33,9 @@ pub fn tojson_filter(value: Value, kwargs: Kwargs) -> Result<Value, Error> {
         Some(v) => match v.as_str() {
             Some(s) => Some(s.to_string()),
             None => {
-                let n = v.as_i64().ok_or_else(|| bad("tojson: indent must be an integer or a string"))?;
+                let n = v
+                    .as_i64()
+                    .ok_or_else(|| bad("tojson: indent must be an integer or a string"))?;
                 Some(" ".repeat(n.clamp(0, 64) as usize))
             }
         },
@@ -47,13 +49,25 @@ pub fn tojson_filter(value: Value, kwargs: Kwargs) -> Result<Value, Error> {
         let parts: Vec<Value> = seps.try_iter()?.collect();
         match parts.as_slice() {
             [a, b] => {
-                item_sep = a.as_str().ok_or_else(|| bad("tojson: separators must be strings"))?.to_string();
-                key_sep = b.as_str().ok_or_else(|| bad("tojson: separators must be strings"))?.to_string();
+                item_sep = a
+                    .as_str()
+                    .ok_or_else(|| bad("tojson: separators must be strings"))?
+                    .to_string();
+                key_sep = b
+                    .as_str()
+                    .ok_or_else(|| bad("tojson: separators must be strings"))?
+                    .to_string();
             }
             _ => return Err(bad("tojson: separators must be a pair of strings")),
         }
     }
-    let style = Style { indent, item_sep, key_sep, sort_keys: sort_keys.unwrap_or(false), ensure_ascii: ensure_ascii.unwrap_or(false) };
+    let style = Style {
+        indent,
+        item_sep,
+        key_sep,
+        sort_keys: sort_keys.unwrap_or(false),
+        ensure_ascii: ensure_ascii.unwrap_or(false),
+    };
     let mut out = String::new();
     write_value(&mut out, &value, &style, 0)?;
     Ok(Value::from(out))
@@ -62,7 +76,13 @@ pub fn tojson_filter(value: Value, kwargs: Kwargs) -> Result<Value, Error> {
 /// The JSON text of `value` as Python writes it with default arguments.
 #[cfg(test)]
 fn to_python_json(value: &Value) -> Result<String, Error> {
-    let style = Style { indent: None, item_sep: ", ".into(), key_sep: ": ".into(), sort_keys: false, ensure_ascii: false };
+    let style = Style {
+        indent: None,
+        item_sep: ", ".into(),
+        key_sep: ": ".into(),
+        sort_keys: false,
+        ensure_ascii: false,
+    };
     let mut out = String::new();
     write_value(&mut out, value, &style, 0)?;
     Ok(out)
@@ -174,10 +194,18 @@ pub fn python_float(f: f64) -> String {
         return "NaN".into();
     }
     if f.is_infinite() {
-        return if f > 0.0 { "Infinity".into() } else { "-Infinity".into() };
+        return if f > 0.0 {
+            "Infinity".into()
+        } else {
+            "-Infinity".into()
+        };
     }
     if f == 0.0 {
-        return if f.is_sign_negative() { "-0.0".into() } else { "0.0".into() };
+        return if f.is_sign_negative() {
+            "-0.0".into()
+        } else {
+            "0.0".into()
+        };
     }
     // Rust's `{:e}` gives the shortest round-trip digits: "-1.2345e-7".
     let sci = format!("{f:e}");
@@ -195,11 +223,19 @@ pub fn python_float(f: f64) -> String {
         } else if exp + 1 >= n {
             format!("{}{}.0", digits, "0".repeat((exp + 1 - n) as usize))
         } else {
-            format!("{}.{}", &digits[..(exp + 1) as usize], &digits[(exp + 1) as usize..])
+            format!(
+                "{}.{}",
+                &digits[..(exp + 1) as usize],
+                &digits[(exp + 1) as usize..]
+            )
         };
         format!("{sign}{s}")
     } else {
-        let m = if digits.len() > 1 { format!("{}.{}", &digits[..1], &digits[1..]) } else { digits };
+        let m = if digits.len() > 1 {
+            format!("{}.{}", &digits[..1], &digits[1..])
+        } else {
+            digits
+        };
         let esign = if exp < 0 { '-' } else { '+' };
         format!("{sign}{m}e{esign}{:02}", exp.abs())
     }
@@ -251,7 +287,12 @@ mod tests {
 
     #[test]
     fn dumps_like_python() {
-        let v = Value::from_serialize(serde_json::json!({"b": [1, 2.5, "x<'y>\n"], "a": {}, "c": null, "d": true, "é": []}));
-        assert_eq!(to_python_json(&v).unwrap(), r#"{"b": [1, 2.5, "x<'y>\n"], "a": {}, "c": null, "d": true, "é": []}"#);
+        let v = Value::from_serialize(
+            serde_json::json!({"b": [1, 2.5, "x<'y>\n"], "a": {}, "c": null, "d": true, "é": []}),
+        );
+        assert_eq!(
+            to_python_json(&v).unwrap(),
+            r#"{"b": [1, 2.5, "x<'y>\n"], "a": {}, "c": null, "d": true, "é": []}"#
+        );
     }
 }

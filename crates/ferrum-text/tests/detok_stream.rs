@@ -23,7 +23,9 @@ fn check_corpus(tok: &Tokenizer, parse_special: bool) -> usize {
             let joined = pieces.concat() + &tail;
             let want = tok.decode(&ids, skip).unwrap();
             if joined != want {
-                failures.push(format!("{name} (skip_special={skip}): stream {joined:?}\n  decode {want:?}"));
+                failures.push(format!(
+                    "{name} (skip_special={skip}): stream {joined:?}\n  decode {want:?}"
+                ));
             }
             // A piece never ends in a replacement character the one-shot
             // decode does not have (a cut character shown early).
@@ -33,24 +35,37 @@ fn check_corpus(tok: &Tokenizer, parse_special: bool) -> usize {
             held_back += pieces.iter().filter(|p| p.is_empty()).count();
         }
     }
-    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     held_back
 }
 
 #[test]
 fn corpus_stream_equals_one_shot_decode() {
-    let Some(tok) = common::default_tokenizer() else { return };
+    let Some(tok) = common::default_tokenizer() else {
+        return;
+    };
     let held = check_corpus(tok, true);
     check_corpus(tok, false);
     // The corpus has CJK and emoji whose bytes span tokens: some pieces wait.
-    assert!(held > 0, "no token was held back; the corpus should split characters");
+    assert!(
+        held > 0,
+        "no token was held back; the corpus should split characters"
+    );
 }
 
 #[test]
 fn split_emoji_and_cjk_are_held_until_complete() {
-    let Some(tok) = common::default_tokenizer() else { return };
+    let Some(tok) = common::default_tokenizer() else {
+        return;
+    };
     let mut checked = 0;
-    for text in ["🦀🦀 ferris", "𝔘𝔫𝔦𝔠𝔬𝔡𝔢", "龘靐齉", "👩‍👩‍👧‍👦 family", "ÆØÅ 𓀀𓀁"] {
+    for text in ["🦀🦀 ferris", "𝔘𝔫𝔦𝔠𝔬𝔡𝔢", "龘靐齉", "👩‍👩‍👧‍👦 family", "ÆØÅ 𓀀𓀁"]
+    {
         let ids = tok.encode(text, false, false).unwrap();
         let mut d = Detokenizer::new(tok, true);
         let mut out = String::new();
@@ -70,7 +85,9 @@ fn split_emoji_and_cjk_are_held_until_complete() {
 
 #[test]
 fn special_tokens_are_hidden_or_shown() {
-    let Some(tok) = common::default_tokenizer() else { return };
+    let Some(tok) = common::default_tokenizer() else {
+        return;
+    };
     let text = "<|im_start|>user\nhi 日本<|im_end|>\n<|im_start|>assistant\n";
     let ids = tok.encode(text, true, false).unwrap();
     let (pieces, tail) = stream(tok, &ids, true);
@@ -81,7 +98,9 @@ fn special_tokens_are_hidden_or_shown() {
 
 #[test]
 fn invalid_utf8_at_the_end_becomes_replacement() {
-    let Some(tok) = common::default_tokenizer() else { return };
+    let Some(tok) = common::default_tokenizer() else {
+        return;
+    };
     // The first token of a rare character alone is an incomplete character.
     let ids = ["𓀀", "龘", "𝔘"]
         .iter()

@@ -27,7 +27,11 @@ fn reference(stops: &[&str], text: &str) -> String {
     let ends = text.char_indices().map(|(i, c)| i + c.len_utf8());
     for end in ends {
         let head = &text[..end];
-        if let Some(s) = stops.iter().filter(|s| !s.is_empty() && head.ends_with(**s)).max_by_key(|s| s.len()) {
+        if let Some(s) = stops
+            .iter()
+            .filter(|s| !s.is_empty() && head.ends_with(**s))
+            .max_by_key(|s| s.len())
+        {
             return head[..end - s.len()].to_string();
         }
     }
@@ -36,7 +40,10 @@ fn reference(stops: &[&str], text: &str) -> String {
 
 #[test]
 fn stop_split_across_pieces_is_cut_without_leaking() {
-    let (out, hit) = run(&["</answer>"], &["The result", " is 4.</", "ans", "wer>", " trailing"]);
+    let (out, hit) = run(
+        &["</answer>"],
+        &["The result", " is 4.</", "ans", "wer>", " trailing"],
+    );
     assert_eq!(out, "The result is 4.");
     assert_eq!(hit, Some(0));
     // A prefix that turns out not to be a stop is released later, intact.
@@ -68,22 +75,27 @@ fn multibyte_stops_and_text() {
 
 #[test]
 fn stops_spanning_real_tokens() {
-    let Some(tok) = common::default_tokenizer() else { return };
+    let Some(tok) = common::default_tokenizer() else {
+        return;
+    };
     let text = "def add(a, b):\n    return a + b\n\n\nclass Calculator:\n    pass\n";
     let ids = tok.encode(text, false, false).unwrap();
     for stop in ["b\n\n\nc", "class Calc", "n a +", "ulator:\n"] {
         // The stop must actually span at least two tokens for this test to mean anything.
         let mut d = Detokenizer::new(tok, true);
         let pieces: Vec<String> = ids.iter().map(|&id| d.push(tok, id).unwrap()).collect();
-        assert!(!pieces.iter().any(|p| p.contains(stop)), "{stop:?} lies inside one token: {pieces:?}");
+        assert!(
+            !pieces.iter().any(|p| p.contains(stop)),
+            "{stop:?} lies inside one token: {pieces:?}"
+        );
         let mut m = StopMatcher::new(&[stop]);
         let mut out = String::new();
         let mut stopped = false;
         for p in &pieces {
             let o = m.push(p);
             out.push_str(&o.text);
-            // Nothing released may contain the stop or end with its start
-            // once the stop has completed.
+            // Released text is final: it never holds the stop.
+            assert!(!out.contains(stop), "{stop:?} leaked: {out:?}");
             if o.stopped.is_some() {
                 stopped = true;
                 break;

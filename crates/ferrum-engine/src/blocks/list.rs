@@ -15,7 +15,10 @@ pub(crate) struct Links {
 }
 
 impl Links {
-    pub const UNLINKED: Links = Links { prev: NIL, next: NIL };
+    pub const UNLINKED: Links = Links {
+        prev: NIL,
+        next: NIL,
+    };
 }
 
 /// Head, tail and length of one list threaded through a `[Links]` arena.
@@ -28,7 +31,11 @@ pub(crate) struct List {
 
 impl List {
     pub fn new() -> Self {
-        List { head: NIL, tail: NIL, len: 0 }
+        List {
+            head: NIL,
+            tail: NIL,
+            len: 0,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -42,7 +49,10 @@ impl List {
     /// Appends `id` (which must be unlinked) at the tail.
     pub fn push_back(&mut self, links: &mut [Links], id: u32) {
         let i = id as usize;
-        links[i] = Links { prev: self.tail, next: NIL };
+        links[i] = Links {
+            prev: self.tail,
+            next: NIL,
+        };
         if self.tail == NIL {
             self.head = id;
         } else {
@@ -90,17 +100,27 @@ impl List {
                 .get(cur as usize)
                 .ok_or_else(|| format!("list links to block {cur} outside the arena"))?;
             if l.prev != prev {
-                return Err(format!("block {cur}: prev link {} but reached from {prev}", l.prev));
+                return Err(format!(
+                    "block {cur}: prev link {} but reached from {prev}",
+                    l.prev
+                ));
             }
             out.push(cur);
             prev = cur;
             cur = l.next;
         }
         if prev != self.tail {
-            return Err(format!("list tail is {} but the walk ended at {prev}", self.tail));
+            return Err(format!(
+                "list tail is {} but the walk ended at {prev}",
+                self.tail
+            ));
         }
         if out.len() != self.len {
-            return Err(format!("list length is {} but the walk found {}", self.len, out.len()));
+            return Err(format!(
+                "list length is {} but the walk found {}",
+                self.len,
+                out.len()
+            ));
         }
         Ok(out)
     }

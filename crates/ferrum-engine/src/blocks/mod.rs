@@ -35,8 +35,8 @@ use std::collections::HashMap;
 
 use thiserror::Error;
 
-pub use hash::{chained_hash, BlockHashFn, ROOT_HASH};
 use hash::IdentityBuild;
+pub use hash::{chained_hash, BlockHashFn, ROOT_HASH};
 use list::{Links, List, NIL};
 
 /// Index of a block in the KV pools.
@@ -48,16 +48,31 @@ pub type SeqId = u64;
 pub enum BlockError {
     #[error("out of KV blocks: need {needed} but only {available} are free or evictable")]
     OutOfBlocks { needed: usize, available: usize },
-    #[error("invalid KV block pool: {n_blocks} blocks of {block_size} tokens (need 1..{max} blocks, block size >= 1)")]
-    InvalidPool { n_blocks: usize, block_size: usize, max: usize },
+    #[error("invalid KV block pool: {n_blocks} blocks of {block_size} tokens (need 1..={max_blocks} blocks of 1..={max_block_size} tokens)")]
+    InvalidPool {
+        n_blocks: usize,
+        block_size: usize,
+        max_blocks: usize,
+        max_block_size: usize,
+    },
     #[error("sequence {0} already has a block table")]
     SeqExists(SeqId),
     #[error("unknown sequence {0}")]
     UnknownSeq(SeqId),
     #[error("sequence {seq}: cannot commit {tokens} tokens, only {slots} slots are allocated")]
-    CommitBeyondSlots { seq: SeqId, tokens: usize, slots: usize },
-    #[error("sequence {seq}: block {block} at table index {index} is registered with other tokens")]
-    CommitMismatch { seq: SeqId, block: BlockId, index: usize },
+    CommitBeyondSlots {
+        seq: SeqId,
+        tokens: usize,
+        slots: usize,
+    },
+    #[error(
+        "sequence {seq}: block {block} at table index {index} is registered with other tokens"
+    )]
+    CommitMismatch {
+        seq: SeqId,
+        block: BlockId,
+        index: usize,
+    },
 }
 
 /// A KV block copy the runner must perform (all layers, K and V) before the
@@ -148,6 +163,8 @@ impl std::fmt::Debug for BlockManager {
 impl BlockManager {
     /// Largest pool: ids are `u32` and `u32::MAX` is the list terminator.
     pub const MAX_BLOCKS: usize = (u32::MAX - 1) as usize;
+    /// Largest block: keeps the per-block token store small next to the KV.
+    pub const MAX_BLOCK_SIZE: usize = 4096;
 
     pub fn new(n_blocks: usize, block_size: usize) -> Result<Self, BlockError> {
         Self::with_hash_fn(n_blocks, block_size, chained_hash)
@@ -159,8 +176,17 @@ impl BlockManager {
         block_size: usize,
         hash_fn: BlockHashFn,
     ) -> Result<Self, BlockError> {
-        let bad = BlockError::InvalidPool { n_blocks, block_size, max: Self::MAX_BLOCKS };
-        if n_blocks == 0 || n_blocks > Self::MAX_BLOCKS || block_size == 0 {
+        let bad = BlockError::InvalidPool {
+            n_blocks,
+            block_size,
+            max_blocks: Self::MAX_BLOCKS,
+            max_block_size: Self::MAX_BLOCK_SIZE,
+        };
+        if n_blocks == 0
+            || n_blocks > Self::MAX_BLOCKS
+            || block_size == 0
+            || block_size > Self::MAX_BLOCK_SIZE
+        {
             return Err(bad);
         }
         let n_tokens = n_blocks.checked_mul(block_size).ok_or(bad)?;
@@ -243,7 +269,9 @@ impl BlockManager {
 
     /// Whether the block is registered for prefix reuse (used or cached).
     pub fn is_registered(&self, block: BlockId) -> bool {
-        self.meta.get(block as usize).is_some_and(|m| m.hash.is_some())
+        self.meta
+            .get(block as usize)
+            .is_some_and(|m| m.hash.is_some())
     }
 
     /// Cached (evictable) blocks in eviction order, next victim first.
@@ -274,7 +302,12 @@ impl BlockManager {
     }
 
     /// Registered block with exactly this parent and these tokens, if any.
-    fn find_cached(&self, hash: u64, parent: Option<(BlockId, u64)>, tokens: &[u32]) -> Option<BlockId> {
+    fn find_cached(
+        &self,
+        hash: u64,
+        parent: Option<(BlockId, u64)>,
+        tokens: &[u32],
+    ) -> Option<BlockId> {
         let mut cur = *self.index.get(&hash)?;
         let mut steps = 0;
         while cur != NIL && steps <= self.meta.len() {
@@ -298,7 +331,9 @@ impl BlockManager {
         let mut parent_hash = ROOT_HASH;
         for chunk in tokens.chunks_exact(bs).take(max_blocks) {
             let h = (self.hash_fn)(parent_hash, chunk);
-            let Some(b) = self.find_cached(h, parent, chunk) else { break };
+            let Some(b) = self.find_cached(h, parent, chunk) else {
+                break;
+            };
             blocks.push(b);
             parent = Some((b, self.meta[b as usize].generation));
             parent_hash = h;
@@ -345,7 +380,10 @@ impl BlockManager {
                 let b = self
                     .cached
                     .pop_front(&mut self.links)
-                    .ok_or(BlockError::OutOfBlocks { needed: 1, available: 0 })?;
+                    .ok_or(BlockError::OutOfBlocks {
+                        needed: 1,
+                        available: 0,
+                    })?;
                 self.unregister(b);
                 self.stats.evictions += 1;
                 b
@@ -357,7 +395,9 @@ impl BlockManager {
 
     /// Removes a registered block from the hash index and forgets its content.
     fn unregister(&mut self, b: BlockId) {
-        let Some(h) = self.meta[b as usize].hash else { return };
+        let Some(h) = self.meta[b as usize].hash else {
+            return;
+        };
         let next = self.meta[b as usize].bucket_next;
         if self.index.get(&h) == Some(&b) {
             if next == NIL {
@@ -385,7 +425,14 @@ impl BlockManager {
     }
 
     /// Registers the full block `b` with its content so later lookups find it.
-    fn register(&mut self, b: BlockId, hash: u64, parent_hash: u64, parent: Option<(BlockId, u64)>, tokens: &[u32]) {
+    fn register(
+        &mut self,
+        b: BlockId,
+        hash: u64,
+        parent_hash: u64,
+        parent: Option<(BlockId, u64)>,
+        tokens: &[u32],
+    ) {
         let s = b as usize * self.block_size;
         self.tokens[s..s + self.block_size].copy_from_slice(tokens);
         let head = self.index.insert(hash, b).unwrap_or(NIL);
@@ -403,9 +450,22 @@ mod tests {
 
     #[test]
     fn rejects_bad_pools() {
-        assert!(matches!(BlockManager::new(0, 16), Err(BlockError::InvalidPool { .. })));
-        assert!(matches!(BlockManager::new(4, 0), Err(BlockError::InvalidPool { .. })));
-        assert!(matches!(BlockManager::new(usize::MAX, 16), Err(BlockError::InvalidPool { .. })));
+        assert!(matches!(
+            BlockManager::new(0, 16),
+            Err(BlockError::InvalidPool { .. })
+        ));
+        assert!(matches!(
+            BlockManager::new(4, 0),
+            Err(BlockError::InvalidPool { .. })
+        ));
+        assert!(matches!(
+            BlockManager::new(1, 1 << 40),
+            Err(BlockError::InvalidPool { .. })
+        ));
+        assert!(matches!(
+            BlockManager::new(usize::MAX, 16),
+            Err(BlockError::InvalidPool { .. })
+        ));
     }
 
     #[test]

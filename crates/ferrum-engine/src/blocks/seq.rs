@@ -30,7 +30,10 @@ impl BlockManager {
         let num_new_tokens = max_new_tokens.min(tokens.len().saturating_sub(cached_tokens));
         let needed = self.blocks_for(cached_tokens + num_new_tokens) - hits.len();
         // Hits that are cached (unreferenced) stop being evictable once taken.
-        let evictable_hits = hits.iter().filter(|&&b| self.meta[b as usize].ref_count == 0).count();
+        let evictable_hits = hits
+            .iter()
+            .filter(|&&b| self.meta[b as usize].ref_count == 0)
+            .count();
         let available = self.num_free() - evictable_hits;
         if needed > available {
             return Err(BlockError::OutOfBlocks { needed, available });
@@ -54,7 +57,10 @@ impl BlockManager {
                 last_hash,
             },
         );
-        Ok(PrefixHit { cached_tokens, num_new_tokens })
+        Ok(PrefixHit {
+            cached_tokens,
+            num_new_tokens,
+        })
     }
 
     /// Blocks `append_slots(seq, n)` would take now (including a copy-on-write).
@@ -71,7 +77,10 @@ impl BlockManager {
     pub fn append_slots(&mut self, seq: SeqId, n: usize) -> Result<Option<BlockCopy>, BlockError> {
         let needed = self.blocks_needed_to_append(seq, n)?;
         if needed > self.num_free() {
-            return Err(BlockError::OutOfBlocks { needed, available: self.num_free() });
+            return Err(BlockError::OutOfBlocks {
+                needed,
+                available: self.num_free(),
+            });
         }
         if n == 0 {
             return Ok(None);
@@ -98,8 +107,10 @@ impl BlockManager {
 
     /// Whether the sequence's next write lands in a shared, partially filled block.
     fn needs_cow(&self, s: &SeqBlocks) -> bool {
-        s.num_tokens % self.block_size != 0
-            && s.table.last().is_some_and(|&b| self.meta[b as usize].ref_count > 1)
+        !s.num_tokens.is_multiple_of(self.block_size)
+            && s.table
+                .last()
+                .is_some_and(|&b| self.meta[b as usize].ref_count > 1)
     }
 
     /// If the sequence's partially filled last block is shared, gives the
@@ -113,7 +124,10 @@ impl BlockManager {
         let last = s.table.len() - 1;
         let src = s.table[last];
         if self.num_free() == 0 {
-            return Err(BlockError::OutOfBlocks { needed: 1, available: 0 });
+            return Err(BlockError::OutOfBlocks {
+                needed: 1,
+                available: 0,
+            });
         }
         let dst = self.take_block()?;
         // A partial block is never registered, so this is a plain decrement.
@@ -131,15 +145,28 @@ impl BlockManager {
     /// prefix at once), the sequence switches to that block and its own copy
     /// is released. Returns how many blocks were newly committed.
     pub fn commit_full_blocks(&mut self, seq: SeqId, tokens: &[u32]) -> Result<usize, BlockError> {
+        let s = self.seqs.get(&seq).ok_or(BlockError::UnknownSeq(seq))?;
+        if tokens.len() <= s.num_tokens && tokens.len() / self.block_size <= s.num_committed {
+            return Ok(0); // the common decode step: no block became full
+        }
         let mut s = self.seqs.remove(&seq).ok_or(BlockError::UnknownSeq(seq))?;
         let result = self.commit_inner(seq, &mut s, tokens);
         self.seqs.insert(seq, s);
         result
     }
 
-    fn commit_inner(&mut self, seq: SeqId, s: &mut SeqBlocks, tokens: &[u32]) -> Result<usize, BlockError> {
+    fn commit_inner(
+        &mut self,
+        seq: SeqId,
+        s: &mut SeqBlocks,
+        tokens: &[u32],
+    ) -> Result<usize, BlockError> {
         if tokens.len() > s.num_tokens {
-            return Err(BlockError::CommitBeyondSlots { seq, tokens: tokens.len(), slots: s.num_tokens });
+            return Err(BlockError::CommitBeyondSlots {
+                seq,
+                tokens: tokens.len(),
+                slots: s.num_tokens,
+            });
         }
         let bs = self.block_size;
         let full = tokens.len() / bs;
@@ -155,12 +182,32 @@ impl BlockManager {
             };
             let h = (self.hash_fn)(s.last_hash, chunk);
             let own = s.table[i];
-            if self.meta[own as usize].hash.is_some() {
-                // Shared through fork and committed by a sibling already.
-                if self.find_cached(h, parent, chunk) != Some(own) {
-                    return Err(BlockError::CommitMismatch { seq, block: own, index: i });
+            let found = self.find_cached(h, parent, chunk);
+            if self.meta[own as usize].hash.is_some() && found != Some(own) {
+                // Shared through fork and committed by a sibling under another
+                // parent: the sibling had switched to a cached duplicate of
+                // our block i-1, which was evicted since (if it were live, our
+                // own commit of block i-1 would have switched to it too). No
+                // sequence can have `own` committed then (it would hold that
+                // parent), so re-chaining it under our block i-1 is safe.
+                if self.block_tokens(own) != chunk {
+                    return Err(BlockError::CommitMismatch {
+                        seq,
+                        block: own,
+                        index: i,
+                    });
                 }
-            } else if let Some(existing) = self.find_cached(h, parent, chunk) {
+                if let Some(existing) = found {
+                    self.incref(existing);
+                    self.release(own);
+                    s.table[i] = existing;
+                } else {
+                    self.unregister(own);
+                    self.register(own, h, s.last_hash, parent, chunk);
+                }
+            } else if self.meta[own as usize].hash.is_some() {
+                // Committed by a fork sibling with the same chain: nothing to do.
+            } else if let Some(existing) = found {
                 self.incref(existing);
                 self.release(own);
                 s.table[i] = existing;
@@ -180,7 +227,11 @@ impl BlockManager {
         if self.seqs.contains_key(&child) {
             return Err(BlockError::SeqExists(child));
         }
-        let s = self.seqs.get(&parent).ok_or(BlockError::UnknownSeq(parent))?.clone();
+        let s = self
+            .seqs
+            .get(&parent)
+            .ok_or(BlockError::UnknownSeq(parent))?
+            .clone();
         for &b in &s.table {
             self.incref(b);
         }
@@ -201,7 +252,13 @@ impl BlockManager {
 
     /// Chained hash of the sequence's last committed block (`ROOT_HASH` if none).
     pub fn last_committed_hash(&self, seq: SeqId) -> Option<u64> {
-        self.seqs.get(&seq).map(|s| if s.num_committed == 0 { ROOT_HASH } else { s.last_hash })
+        self.seqs.get(&seq).map(|s| {
+            if s.num_committed == 0 {
+                ROOT_HASH
+            } else {
+                s.last_hash
+            }
+        })
     }
 
     /// Number of leading table blocks registered for reuse.

@@ -12,8 +12,8 @@
 //! caller decided to stop (EOS, stop strings) -> `schedule()` again. `abort`
 //! may be called at any time and frees the request's blocks at once.
 
-mod step;
 mod plan;
+mod step;
 
 use std::collections::{HashMap, VecDeque};
 
@@ -43,7 +43,11 @@ pub enum SchedulerError {
     #[error("invalid scheduler config: {field} must be at least 1")]
     ZeroConfig { field: &'static str },
     #[error("KV pool of {n_blocks} blocks x {block_size} tokens cannot hold one sequence of max_model_len {max_model_len}")]
-    PoolTooSmall { n_blocks: usize, block_size: usize, max_model_len: usize },
+    PoolTooSmall {
+        n_blocks: usize,
+        block_size: usize,
+        max_model_len: usize,
+    },
     #[error("schedule() called while the previous step awaits update()")]
     StepInFlight,
     #[error("update() called with no step in flight")]
@@ -159,7 +163,11 @@ impl Scheduler {
             return Err(RequestError::ZeroMaxTokens { id });
         }
         if prompt_len >= max_model_len {
-            return Err(RequestError::PromptTooLong { id, prompt_len, max_model_len });
+            return Err(RequestError::PromptTooLong {
+                id,
+                prompt_len,
+                max_model_len,
+            });
         }
         request.clamp_max_tokens(max_model_len - prompt_len);
         request.status = RequestStatus::Waiting;
@@ -199,8 +207,15 @@ impl Scheduler {
 
     /// Ends a request now (EOS / stop string: `Stop`; disconnect: `Abort`),
     /// frees its blocks at once and returns it with status `Finished(reason)`.
-    pub fn finish(&mut self, id: RequestId, reason: FinishReason) -> Result<Request, SchedulerError> {
-        let mut req = self.requests.remove(&id).ok_or(SchedulerError::UnknownRequest(id))?;
+    pub fn finish(
+        &mut self,
+        id: RequestId,
+        reason: FinishReason,
+    ) -> Result<Request, SchedulerError> {
+        let mut req = self
+            .requests
+            .remove(&id)
+            .ok_or(SchedulerError::UnknownRequest(id))?;
         if let Some(i) = self.running.iter().position(|&r| r == id) {
             self.running.remove(i);
             self.blocks.free(id)?;
@@ -222,7 +237,10 @@ impl Scheduler {
     fn preempt(&mut self, id: RequestId) -> Result<(), SchedulerError> {
         self.running.retain(|&r| r != id);
         self.blocks.free(id)?;
-        let req = self.requests.get_mut(&id).ok_or(SchedulerError::UnknownRequest(id))?;
+        let req = self
+            .requests
+            .get_mut(&id)
+            .ok_or(SchedulerError::UnknownRequest(id))?;
         req.num_computed_tokens = 0;
         req.status = RequestStatus::Preempted;
         req.num_preemptions += 1;
@@ -254,14 +272,25 @@ impl Scheduler {
             ));
         }
         if self.running.len() > self.config.max_num_seqs {
-            return Err(format!("{} running > max_num_seqs {}", self.running.len(), self.config.max_num_seqs));
+            return Err(format!(
+                "{} running > max_num_seqs {}",
+                self.running.len(),
+                self.config.max_num_seqs
+            ));
         }
         if self.blocks.num_seqs() != self.running.len() {
-            return Err(format!("{} block tables for {} running", self.blocks.num_seqs(), self.running.len()));
+            return Err(format!(
+                "{} block tables for {} running",
+                self.blocks.num_seqs(),
+                self.running.len()
+            ));
         }
         let mut last_arrival = None;
         for &id in &self.running {
-            let r = self.requests.get(&id).ok_or_else(|| format!("running {id} unknown"))?;
+            let r = self
+                .requests
+                .get(&id)
+                .ok_or_else(|| format!("running {id} unknown"))?;
             if r.status != RequestStatus::Running {
                 return Err(format!("running {id} has status {:?}", r.status));
             }
@@ -281,7 +310,10 @@ impl Scheduler {
             }
         }
         for &id in &self.waiting {
-            let r = self.requests.get(&id).ok_or_else(|| format!("waiting {id} unknown"))?;
+            let r = self
+                .requests
+                .get(&id)
+                .ok_or_else(|| format!("waiting {id} unknown"))?;
             if !matches!(r.status, RequestStatus::Waiting | RequestStatus::Preempted) {
                 return Err(format!("waiting {id} has status {:?}", r.status));
             }

@@ -15,7 +15,7 @@
 //! the allocation retried. A request's computed-token count advances when it
 //! is scheduled; the sampled token arrives with `update`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use super::{InFlight, ScheduledSeq, Scheduler, SchedulerError, StepPlan, UpdateOutput};
 use crate::blocks::BlockError;
@@ -37,37 +37,54 @@ impl Scheduler {
             let mut i = 0;
             while i < self.running.len() && budget > 0 {
                 let id = self.running[i];
-                let req = self.requests.get(&id).ok_or(SchedulerError::UnknownRequest(id))?;
+                let req = self
+                    .requests
+                    .get(&id)
+                    .ok_or(SchedulerError::UnknownRequest(id))?;
                 let needed = req.num_tokens() - req.num_computed_tokens;
                 if needed == 0 || (needed == 1) != decode_pass || scheduled.contains(&id) {
                     i += 1;
                     continue;
                 }
                 let n = needed.min(budget);
+                let before = self.running.len();
                 if self.reserve_running(id, n, &scheduled, &mut plan)? {
                     scheduled.insert(id);
                     chosen.push((id, n));
                     budget -= n;
                 }
-                // Preemption may have removed entries; resume after `id`.
-                i = match self.running.iter().position(|&r| r == id) {
-                    Some(p) => p + 1,
-                    None => i,
+                i = if self.running.len() == before {
+                    i + 1
+                } else {
+                    // Preemption removed entries: resume after `id` (or at
+                    // its old index if `id` itself was preempted).
+                    self.running
+                        .iter()
+                        .position(|&r| r == id)
+                        .map_or(i, |p| p + 1)
                 };
             }
         }
 
         if plan.preempted.is_empty() {
             while budget > 0 && self.running.len() < self.config.max_num_seqs {
-                let Some(&id) = self.waiting.front() else { break };
-                let req = self.requests.get(&id).ok_or(SchedulerError::UnknownRequest(id))?;
+                let Some(&id) = self.waiting.front() else {
+                    break;
+                };
+                let req = self
+                    .requests
+                    .get(&id)
+                    .ok_or(SchedulerError::UnknownRequest(id))?;
                 let hit = match self.blocks.allocate_prompt(id, req.all_tokens(), budget) {
                     Ok(hit) => hit,
                     Err(BlockError::OutOfBlocks { .. }) => break,
                     Err(e) => return Err(e.into()),
                 };
                 self.waiting.pop_front();
-                let req = self.requests.get_mut(&id).ok_or(SchedulerError::UnknownRequest(id))?;
+                let req = self
+                    .requests
+                    .get_mut(&id)
+                    .ok_or(SchedulerError::UnknownRequest(id))?;
                 if req.status == RequestStatus::Waiting {
                     req.num_cached_tokens = hit.cached_tokens;
                 }
@@ -82,13 +99,26 @@ impl Scheduler {
 
         let mut flight = Vec::with_capacity(chosen.len());
         for (id, n) in chosen {
-            let req = self.requests.get_mut(&id).ok_or(SchedulerError::UnknownRequest(id))?;
+            let req = self
+                .requests
+                .get_mut(&id)
+                .ok_or(SchedulerError::UnknownRequest(id))?;
             let start = req.num_computed_tokens;
             let wants_logits = start + n == req.num_tokens();
             let tokens = req.all_tokens()[start..start + n].to_vec();
             req.num_computed_tokens += n;
-            let block_table = self.blocks.block_table(id).ok_or(BlockError::UnknownSeq(id))?.to_vec();
-            plan.seqs.push(ScheduledSeq { id, tokens, start_pos: start, block_table, wants_logits });
+            let block_table = self
+                .blocks
+                .block_table(id)
+                .ok_or(BlockError::UnknownSeq(id))?
+                .to_vec();
+            plan.seqs.push(ScheduledSeq {
+                id,
+                tokens,
+                start_pos: start,
+                block_table,
+                wants_logits,
+            });
             flight.push(InFlight { id, wants_logits });
         }
         self.in_flight = Some(flight);
@@ -137,22 +167,37 @@ impl Scheduler {
     /// became full, appends tokens, finishes requests at `max_tokens`
     /// (freeing their blocks). Ids aborted since `schedule` are ignored. On an
     /// error nothing is applied and the step stays in flight.
-    pub fn update(&mut self, outputs: &[(RequestId, Option<u32>)]) -> Result<UpdateOutput, SchedulerError> {
-        let flight = self.in_flight.take().ok_or(SchedulerError::NoStepInFlight)?;
+    pub fn update(
+        &mut self,
+        outputs: &[(RequestId, Option<u32>)],
+    ) -> Result<UpdateOutput, SchedulerError> {
+        let flight = self
+            .in_flight
+            .take()
+            .ok_or(SchedulerError::NoStepInFlight)?;
         if let Err(e) = self.validate_outputs(&flight, outputs) {
             self.in_flight = Some(flight);
             return Err(e);
         }
         for f in &flight {
-            if let Some(req) = self.requests.get(&f.id).filter(|r| r.status == RequestStatus::Running) {
+            if let Some(req) = self
+                .requests
+                .get(&f.id)
+                .filter(|r| r.status == RequestStatus::Running)
+            {
                 let computed = &req.all_tokens()[..req.num_computed_tokens];
                 self.blocks.commit_full_blocks(f.id, computed)?;
             }
         }
         let mut out = UpdateOutput::default();
         for &(id, token) in outputs {
-            let req = self.requests.get_mut(&id).filter(|r| r.status == RequestStatus::Running);
-            let (Some(token), Some(req)) = (token, req) else { continue };
+            let req = self
+                .requests
+                .get_mut(&id)
+                .filter(|r| r.status == RequestStatus::Running);
+            let (Some(token), Some(req)) = (token, req) else {
+                continue;
+            };
             req.push_output(token);
             out.tokens.push((id, token));
             if req.output_len() >= req.max_tokens() {
@@ -163,7 +208,13 @@ impl Scheduler {
         Ok(out)
     }
 
-    fn validate_outputs(&self, flight: &[InFlight], outputs: &[(RequestId, Option<u32>)]) -> Result<(), SchedulerError> {
+    fn validate_outputs(
+        &self,
+        flight: &[InFlight],
+        outputs: &[(RequestId, Option<u32>)],
+    ) -> Result<(), SchedulerError> {
+        let wants: HashMap<RequestId, bool> =
+            flight.iter().map(|f| (f.id, f.wants_logits)).collect();
         let mut given = HashSet::new();
         for &(id, token) in outputs {
             if !given.insert(id) {
@@ -172,8 +223,7 @@ impl Scheduler {
             if !self.is_running(id) {
                 continue; // aborted or finished since schedule()
             }
-            let wants = flight.iter().find(|f| f.id == id).is_some_and(|f| f.wants_logits);
-            match (wants, token) {
+            match (wants.get(&id).copied().unwrap_or(false), token) {
                 (true, None) => return Err(SchedulerError::MissingToken(id)),
                 (false, Some(_)) => return Err(SchedulerError::UnexpectedToken(id)),
                 _ => {}
@@ -188,6 +238,8 @@ impl Scheduler {
     }
 
     fn is_running(&self, id: RequestId) -> bool {
-        self.requests.get(&id).is_some_and(|r| r.status == RequestStatus::Running)
+        self.requests
+            .get(&id)
+            .is_some_and(|r| r.status == RequestStatus::Running)
     }
 }

@@ -13,7 +13,9 @@ pub fn name(id: RequestId) -> char {
 
 /// Prompt of request `id`: `1000 * (id + 1) + i`.
 pub fn prompt(id: RequestId, len: usize) -> Vec<u32> {
-    (0..len as u32).map(|i| 1000 * (id as u32 + 1) + i).collect()
+    (0..len as u32)
+        .map(|i| 1000 * (id as u32 + 1) + i)
+        .collect()
 }
 
 /// The fake sampler: output `j` of request `id` is `1000 * (id + 1) + 500 + j`.
@@ -44,7 +46,11 @@ pub fn render(plan: &StepPlan) -> String {
         parts.push(format!("pre[{p}]"));
     }
     if !plan.block_copies.is_empty() {
-        let c: Vec<String> = plan.block_copies.iter().map(|c| format!("{}>{}", c.src, c.dst)).collect();
+        let c: Vec<String> = plan
+            .block_copies
+            .iter()
+            .map(|c| format!("{}>{}", c.src, c.dst))
+            .collect();
         parts.push(format!("cp[{}]", c.join(",")));
     }
     parts.join(" ")
@@ -52,7 +58,9 @@ pub fn render(plan: &StepPlan) -> String {
 
 /// Order-sensitive hash of a token prefix: what a KV slot "contains".
 fn prefix_hash(tokens: &[u32]) -> u64 {
-    tokens.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &t| (h ^ u64::from(t)).wrapping_mul(0x0100_0000_01b3))
+    tokens.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &t| {
+        (h ^ u64::from(t)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 pub struct Driver {
@@ -91,7 +99,9 @@ impl Driver {
     }
 
     pub fn add_tokens(&mut self, id: RequestId, prompt: Vec<u32>, max_tokens: usize) {
-        self.sched.add(Request::new(id, prompt.clone(), max_tokens)).unwrap();
+        self.sched
+            .add(Request::new(id, prompt.clone(), max_tokens))
+            .unwrap();
         self.known.insert(id, prompt);
     }
 
@@ -112,13 +122,22 @@ impl Driver {
             if !running.is_empty() {
                 let r = self.sched.abort(running[k % running.len()]).unwrap();
                 self.cut_short.insert(r.id());
-                assert_eq!(r.output(), self.streamed.get(&r.id()).map_or(&[][..], Vec::as_slice));
+                assert_eq!(
+                    r.output(),
+                    self.streamed.get(&r.id()).map_or(&[][..], Vec::as_slice)
+                );
             }
         }
         let outputs: Vec<(RequestId, Option<u32>)> = plan
             .seqs
             .iter()
-            .map(|s| (s.id, s.wants_logits.then(|| sample(s.id, self.streamed.get(&s.id).map_or(0, Vec::len)))))
+            .map(|s| {
+                (
+                    s.id,
+                    s.wants_logits
+                        .then(|| sample(s.id, self.streamed.get(&s.id).map_or(0, Vec::len))),
+                )
+            })
             .collect();
         let out = self.sched.update(&outputs).unwrap();
         for &(id, tok) in &out.tokens {
@@ -141,7 +160,10 @@ impl Driver {
     fn check_plan(&mut self, plan: &StepPlan) {
         let cfg = *self.sched.config();
         let bs = self.block_size;
-        assert!(plan.num_tokens() <= cfg.max_num_batched_tokens, "budget exceeded");
+        assert!(
+            plan.num_tokens() <= cfg.max_num_batched_tokens,
+            "budget exceeded"
+        );
         assert!(plan.seqs.len() <= cfg.max_num_seqs);
         for c in &plan.block_copies {
             for off in 0..bs {
@@ -155,9 +177,19 @@ impl Driver {
             let known = &self.known[&s.id];
             let end = s.start_pos + s.tokens.len();
             assert!(!s.tokens.is_empty());
-            assert_eq!(s.tokens.as_slice(), &known[s.start_pos..end], "tokens of {}", name(s.id));
+            assert_eq!(
+                s.tokens.as_slice(),
+                &known[s.start_pos..end],
+                "tokens of {}",
+                name(s.id)
+            );
             assert_eq!(s.wants_logits, end == known.len());
-            assert_eq!(s.block_table.len(), end.div_ceil(bs), "table of {}", name(s.id));
+            assert_eq!(
+                s.block_table.len(),
+                end.div_ceil(bs),
+                "table of {}",
+                name(s.id)
+            );
             // Everything before start_pos must already be in the cache (computed
             // earlier or reused from the prefix cache), with the right prefix.
             for p in 0..s.start_pos {
@@ -175,7 +207,8 @@ impl Driver {
         for s in &plan.seqs {
             let known = &self.known[&s.id];
             for p in s.start_pos..s.start_pos + s.tokens.len() {
-                self.kv.insert((s.block_table[p / bs], p % bs), prefix_hash(&known[..=p]));
+                self.kv
+                    .insert((s.block_table[p / bs], p % bs), prefix_hash(&known[..=p]));
             }
         }
     }

@@ -27,7 +27,11 @@ pub type ActQ8K = ActBlock<256, 16>;
 pub type ActQ8_32 = ActBlock<32, 2>;
 
 impl<const G: usize, const S: usize> ActBlock<G, S> {
-    pub const ZERO: Self = ActBlock { d: 0.0, qs: [0; G], bsums: [0; S] };
+    pub const ZERO: Self = ActBlock {
+        d: 0.0,
+        qs: [0; G],
+        bsums: [0; S],
+    };
 
     /// The value this block stands for at position `i`.
     pub fn value(&self, i: usize) -> f32 {
@@ -36,7 +40,11 @@ impl<const G: usize, const S: usize> ActBlock<G, S> {
 }
 
 /// Quantize `x` (`out.len() * G` values) into `out`.
-pub fn quantize_row<const G: usize, const S: usize>(x: &[f32], out: &mut [ActBlock<G, S>], kernel: Kernel) {
+pub fn quantize_row<const G: usize, const S: usize>(
+    x: &[f32],
+    out: &mut [ActBlock<G, S>],
+    kernel: Kernel,
+) {
     debug_assert_eq!(x.len(), out.len() * G);
     #[cfg(target_arch = "x86_64")]
     if kernel == Kernel::Avx2 {
@@ -87,7 +95,10 @@ fn quantize_block_scalar<const G: usize, const S: usize>(xs: &[f32], blk: &mut A
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn quantize_block_avx2<const G: usize, const S: usize>(xs: &[f32], blk: &mut ActBlock<G, S>) {
+unsafe fn quantize_block_avx2<const G: usize, const S: usize>(
+    xs: &[f32],
+    blk: &mut ActBlock<G, S>,
+) {
     use std::arch::x86_64::*;
     let p = xs.as_ptr();
     let sign = _mm256_set1_ps(-0.0);
@@ -124,7 +135,10 @@ unsafe fn quantize_block_avx2<const G: usize, const S: usize>(xs: &[f32], blk: &
         let bytes = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(ab, cd), perm);
         _mm256_storeu_si256(q.add(i) as *mut __m256i, bytes);
         // Sums of each 16 values: quads via maddubs/madd, then per 128 bits.
-        let quads = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), bytes), _mm256_set1_epi16(1));
+        let quads = _mm256_madd_epi16(
+            _mm256_maddubs_epi16(_mm256_set1_epi8(1), bytes),
+            _mm256_set1_epi16(1),
+        );
         let x = _mm256_add_epi32(quads, _mm256_shuffle_epi32(quads, 0b01_00_11_10));
         let x = _mm256_add_epi32(x, _mm256_shuffle_epi32(x, 0b10_11_00_01));
         blk.bsums[i / 16] = _mm256_extract_epi32(x, 0) as i16;

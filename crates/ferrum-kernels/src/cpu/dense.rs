@@ -19,9 +19,17 @@ pub fn gemm_f32(
     trans_b: bool,
 ) -> Result<(), KernelError> {
     let check = |what: &'static str, got: usize, r: usize, cc: usize| -> Result<(), KernelError> {
-        let expected = r.checked_mul(cc).ok_or(KernelError::Overflow { what, a: r, b: cc })?;
+        let expected = r
+            .checked_mul(cc)
+            .ok_or(KernelError::Overflow { what, a: r, b: cc })?;
         if got != expected {
-            return Err(KernelError::Length { what, got, m: r, n: cc, expected });
+            return Err(KernelError::Length {
+                what,
+                got,
+                m: r,
+                n: cc,
+                expected,
+            });
         }
         Ok(())
     };
@@ -40,7 +48,11 @@ pub fn gemm_f32(
         return Ok(());
     }
     // Strides in elements: (column stride, row stride).
-    let (b_cs, b_rs) = if trans_b { (k as isize, 1) } else { (1, n as isize) };
+    let (b_cs, b_rs) = if trans_b {
+        (k as isize, 1)
+    } else {
+        (1, n as isize)
+    };
     let threads = super::num_threads();
     let par = if threads > 1 && m * n * k >= 1 << 20 {
         gemm::Parallelism::Rayon(threads)

@@ -12,9 +12,10 @@ mod dense;
 mod dot;
 mod matmul;
 mod pool;
+mod qplan;
 
 pub use dense::gemm_f32;
-pub use matmul::{matmul, matmul_with};
+pub use matmul::{matmul, matmul_many, matmul_many_with, matmul_with, MatmulJob};
 pub use pool::{num_threads, par_for, par_for_limit};
 
 use ferrum_core::GgmlType;
@@ -38,13 +39,33 @@ pub enum KernelError {
     #[error("CPU matmul does not support weight type {0}")]
     UnsupportedType(GgmlType),
     #[error("{ty} weight has {cols} columns, not a multiple of its block size {block}")]
-    ColsNotBlockMultiple { ty: GgmlType, cols: usize, block: usize },
+    ColsNotBlockMultiple {
+        ty: GgmlType,
+        cols: usize,
+        block: usize,
+    },
     #[error("{ty} weight [{rows} rows, {cols} cols] needs {expected} bytes but has {got}")]
-    WeightBytes { ty: GgmlType, rows: usize, cols: usize, expected: usize, got: usize },
+    WeightBytes {
+        ty: GgmlType,
+        rows: usize,
+        cols: usize,
+        expected: usize,
+        got: usize,
+    },
     #[error("{what} has {got} values, expected {m} x {n} = {expected}")]
-    Length { what: &'static str, got: usize, m: usize, n: usize, expected: usize },
+    Length {
+        what: &'static str,
+        got: usize,
+        m: usize,
+        n: usize,
+        expected: usize,
+    },
     #[error("size {a} x {b} overflows usize ({what})")]
-    Overflow { what: &'static str, a: usize, b: usize },
+    Overflow {
+        what: &'static str,
+        a: usize,
+        b: usize,
+    },
     #[error("the {0:?} kernel is not available on this CPU")]
     KernelUnavailable(Kernel),
 }
@@ -64,7 +85,9 @@ impl Kernel {
             Kernel::Scalar => true,
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx2 => {
-                is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c")
+                is_x86_feature_detected!("avx2")
+                    && is_x86_feature_detected!("fma")
+                    && is_x86_feature_detected!("f16c")
             }
             #[cfg(not(target_arch = "x86_64"))]
             Kernel::Avx2 => false,
@@ -74,7 +97,13 @@ impl Kernel {
     /// The fastest kernel this CPU runs (detected once).
     pub fn best() -> Kernel {
         static BEST: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
-        *BEST.get_or_init(|| if Kernel::Avx2.available() { Kernel::Avx2 } else { Kernel::Scalar })
+        *BEST.get_or_init(|| {
+            if Kernel::Avx2.available() {
+                Kernel::Avx2
+            } else {
+                Kernel::Scalar
+            }
+        })
     }
 }
 
@@ -104,7 +133,12 @@ pub struct MatmulOptions {
 
 impl Default for MatmulOptions {
     fn default() -> Self {
-        MatmulOptions { kernel: None, max_threads: 0, strategy: Strategy::Auto, rows_per_task: 0 }
+        MatmulOptions {
+            kernel: None,
+            max_threads: 0,
+            strategy: Strategy::Auto,
+            rows_per_task: 0,
+        }
     }
 }
 

@@ -74,11 +74,16 @@ thread_local! {
 fn pool() -> &'static Pool {
     static POOL: OnceLock<Pool> = OnceLock::new();
     POOL.get_or_init(|| {
-        let total = thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let total = thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
         let wanted = total.saturating_sub(1);
         let shared: &'static Shared = Box::leak(Box::new(Shared {
             state: AtomicU64::new(0),
-            job: UnsafeCell::new(Job { f: &NOOP as &Task as *const Task, n: 0 }),
+            job: UnsafeCell::new(Job {
+                f: &NOOP as &Task as *const Task,
+                n: 0,
+            }),
             max_workers: AtomicUsize::new(0),
             next: AtomicUsize::new(0),
             sleeping: (0..wanted).map(|_| AtomicBool::new(false)).collect(),
@@ -136,7 +141,8 @@ pub fn par_for_limit(n: usize, max_threads: usize, f: &(dyn Fn(usize) + Sync)) {
     // lifetime of `f` is erased; it stays valid because we wait below until
     // no worker uses it.
     unsafe {
-        let f_static: *const Task = std::mem::transmute::<*const (dyn Fn(usize) + Sync + '_), *const Task>(f);
+        let f_static: *const Task =
+            std::mem::transmute::<*const (dyn Fn(usize) + Sync + '_), *const Task>(f);
         *sh.job.get() = Job { f: f_static, n };
     }
     sh.max_workers.store(max_threads - 1, Ordering::Relaxed);
@@ -176,7 +182,11 @@ pub fn par_for_limit(n: usize, max_threads: usize, f: &(dyn Fn(usize) + Sync)) {
     if let Err(payload) = mine {
         resume_unwind(payload);
     }
-    let worker_panic = sh.panic.lock().unwrap_or_else(PoisonError::into_inner).take();
+    let worker_panic = sh
+        .panic
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take();
     if let Some(payload) = worker_panic {
         resume_unwind(payload);
     }
@@ -218,7 +228,10 @@ fn worker_loop(sh: &'static Shared, me: usize) {
             if (s & ACTIVE_MASK) as usize >= max_workers {
                 break false;
             }
-            match sh.state.compare_exchange_weak(s, s + 1, Ordering::AcqRel, Ordering::Acquire) {
+            match sh
+                .state
+                .compare_exchange_weak(s, s + 1, Ordering::AcqRel, Ordering::Acquire)
+            {
                 Ok(_) => break true,
                 Err(now) => s = now,
             }
@@ -257,7 +270,10 @@ mod tests {
             par_for(n, |i| {
                 hits[i].fetch_add(1, Ordering::Relaxed);
             });
-            assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1), "n = {n}");
+            assert!(
+                hits.iter().all(|h| h.load(Ordering::Relaxed) == 1),
+                "n = {n}"
+            );
         }
     }
 

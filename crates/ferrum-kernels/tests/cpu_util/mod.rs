@@ -86,9 +86,17 @@ pub fn gaussian_weights(ty: GgmlType, rows: usize, cols: usize, rng: &mut Rng) -
     let vals: Vec<f32> = (0..rows * cols).map(|_| rng.gauss()).collect();
     match ty {
         GgmlType::F32 => vals.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        GgmlType::F16 => vals.iter().flat_map(|v| half::f16::from_f32(*v).to_bits().to_le_bytes()).collect(),
-        GgmlType::BF16 => vals.iter().flat_map(|v| half::bf16::from_f32(*v).to_bits().to_le_bytes()).collect(),
-        t if ferrum_format::quant::can_quantize(t) => ferrum_format::quant::quantize(t, &vals).expect("quantize"),
+        GgmlType::F16 => vals
+            .iter()
+            .flat_map(|v| half::f16::from_f32(*v).to_bits().to_le_bytes())
+            .collect(),
+        GgmlType::BF16 => vals
+            .iter()
+            .flat_map(|v| half::bf16::from_f32(*v).to_bits().to_le_bytes())
+            .collect(),
+        t if ferrum_format::quant::can_quantize(t) => {
+            ferrum_format::quant::quantize(t, &vals).expect("quantize")
+        }
         t => random_blocks(t, rows, cols, rng),
     }
 }
@@ -136,7 +144,14 @@ pub fn quantized_activations(ty: GgmlType, x: &[f32], m: usize, cols: usize) -> 
 
 /// f64 reference `y = x · Wᵀ` on dequantized weights and quantized
 /// activations; also returns sum |w_e x_e| per output, for tolerances.
-pub fn reference(ty: GgmlType, data: &[u8], rows: usize, cols: usize, x: &[f32], m: usize) -> (Vec<f64>, Vec<f64>) {
+pub fn reference(
+    ty: GgmlType,
+    data: &[u8],
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+    m: usize,
+) -> (Vec<f64>, Vec<f64>) {
     let w = ferrum_format::quant::dequantize_to_vec(ty, data, rows * cols).expect("dequantize");
     let xq = quantized_activations(ty, x, m, cols);
     let mut y = vec![0.0; m * rows];

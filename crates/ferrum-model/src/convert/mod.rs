@@ -38,28 +38,18 @@ pub enum ConvertError {
     UnknownScheme { name: String, valid: String },
     #[error("unknown output format `{name}`; valid formats: gguf, safetensors")]
     UnknownFormat { name: String },
-    #[error("cannot write {path}: {source}")]
-    Output {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("cannot read {path}: {source}")]
-    Input {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    // The io error is part of the message, not a `source` (the CLI prints
+    // both, which would say it twice).
+    #[error("cannot write {path}: {error}")]
+    Output { path: PathBuf, error: std::io::Error },
+    #[error("cannot read {path}: {error}")]
+    Input { path: PathBuf, error: std::io::Error },
     #[error("{path}: {reason}")]
     BadInput { path: PathBuf, reason: String },
     #[error("tensor `{tensor}` has type {ty}; only F32, F16 and BF16 tensors can be quantized (requantizing is not supported)")]
     Requantize { tensor: String, ty: GgmlType },
-    #[error("tensor `{tensor}`: {source}")]
-    Quant {
-        tensor: String,
-        #[source]
-        source: ferrum_format::quant::QuantError,
-    },
+    #[error("tensor `{tensor}`: {error}")]
+    Quant { tensor: String, error: ferrum_format::quant::QuantError },
     #[error("donor {path}: {reason}")]
     Donor { path: PathBuf, reason: String },
     #[error("tokenizer {path}: {reason}")]

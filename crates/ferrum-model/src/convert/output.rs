@@ -19,7 +19,7 @@ pub struct OutFile {
 impl OutFile {
     /// Create (truncate) `path` now, so an unwritable path fails first.
     pub fn create(path: &Path) -> Result<OutFile, ConvertError> {
-        let file = File::create(path).map_err(|source| ConvertError::Output { path: path.to_path_buf(), source })?;
+        let file = File::create(path).map_err(|source| ConvertError::Output { path: path.to_path_buf(), error: source })?;
         Ok(OutFile { path: path.to_path_buf(), file: Some(file), keep: false })
     }
 
@@ -30,7 +30,7 @@ impl OutFile {
     }
 
     pub fn err(&self, source: std::io::Error) -> ConvertError {
-        ConvertError::Output { path: self.path.clone(), source }
+        ConvertError::Output { path: self.path.clone(), error: source }
     }
 
     /// A GGUF writer error, with write failures attributed to this file.

@@ -17,7 +17,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use ferrum_core::{DType, GgmlType};
+use ferrum_core::GgmlType;
 use ferrum_format::gguf::{GgufFile, GgufWriter};
 use ferrum_format::hf_config::HfConfig;
 use ferrum_format::quant;
@@ -126,6 +126,15 @@ fn hf_job(dir: &Path, scheme: QuantScheme) -> Result<Job> {
     }) {
         spec.name = name;
     }
+    // Counts from config.json size the tensor list: tie them to the file
+    // before trusting them (a forged count must not allocate hugely).
+    let (h, q) = (spec.hidden as u64, spec.q_dim() as u64);
+    check_hf(&st, dir, "model.embed_tokens.weight", &[spec.vocab as u64, h])?;
+    check_hf(&st, dir, "model.layers.0.self_attn.q_proj.weight", &[q, h])?;
+    let n_experts = spec.moe.as_ref().map_or(0, |m| m.n_experts);
+    if spec.n_layers > st.len() || n_experts > st.len() {
+        return Err(bad(dir, format!("config.json claims {} layers and {n_experts} experts, but the checkpoint holds only {} tensors", spec.n_layers, st.len())));
+    }
     let mut kv = arch_kvs(&spec, scheme);
     kv.extend(tokenizer::hf_kvs(dir, spec.vocab, spec.bos, spec.eos)?);
     let descs = spec.gguf_tensors();
@@ -192,7 +201,7 @@ impl Job {
                     return Ok(Data::Bytes(bytes));
                 }
                 let n_el = t.n_elements() as usize;
-                quant::dequantize_to_vec(t.ty, bytes, n_el).map(Data::Values).map_err(|source| ConvertError::Quant { tensor: name.clone(), source })
+                quant::dequantize_to_vec(t.ty, bytes, n_el).map(Data::Values).map_err(|source| ConvertError::Quant { tensor: name.clone(), error: source })
             }
             (Source::Hf { name: hf, permute_heads }, _, Some(st)) => {
                 let v = st.to_f32(hf)?;
@@ -229,10 +238,10 @@ fn source_bytes(job: &Job, i: usize) -> u64 {
     match (&job.sources[i], &job.hf) {
         (Source::Gguf(_), _) => keep.bytes_for(n).unwrap_or(0),
         (Source::Hf { name, .. }, Some(st)) => st.get(name).map_or(0, |t| t.data.len() as u64),
-        (Source::HfExperts { .. }, Some(st)) => {
-            let per = st.names().next().and_then(|n| st.get(n)).map_or(DType::F32, |t| t.dtype).size() as u64;
-            n * per
-        }
+        (Source::HfExperts { layer, proj, n }, Some(st)) => (0..*n)
+            .filter_map(|e| st.get(&format!("model.layers.{layer}.mlp.experts.{e}.{proj}.weight")))
+            .map(|t| t.data.len() as u64)
+            .sum(),
         _ => n * 4,
     }
 }
@@ -243,7 +252,7 @@ fn source_bytes(job: &Job, i: usize) -> u64 {
 pub fn quantize_model(input: &Path, output: &Path, scheme: QuantScheme, progress: &mut dyn FnMut(Progress<'_>)) -> Result<QuantizeReport> {
     let mut file = OutFile::create(output)?;
     if !input.exists() {
-        return Err(ConvertError::Input { path: input.to_path_buf(), source: std::io::ErrorKind::NotFound.into() });
+        return Err(ConvertError::Input { path: input.to_path_buf(), error: std::io::ErrorKind::NotFound.into() });
     }
     let job = if input.is_dir() { hf_job(input, scheme)? } else { gguf_job(input, scheme)? };
     let planned = plan(scheme, &job.tensors, &job.ctx);

@@ -15,7 +15,7 @@ const TASK_ELEMENTS: usize = 1 << 16;
 
 /// Encode `data` (rows of `ne0` elements) as `ty`.
 pub fn encode(tensor: &str, ty: GgmlType, data: &[f32], ne0: usize) -> Result<Vec<u8>> {
-    let wrap = |source| ConvertError::Quant { tensor: tensor.to_string(), source };
+    let wrap = |source| ConvertError::Quant { tensor: tensor.to_string(), error: source };
     if !ty.is_quantized() || data.len() <= TASK_ELEMENTS || num_threads() <= 1 || ne0 == 0 {
         return quant::quantize(ty, data).map_err(wrap);
     }

@@ -1,5 +1,6 @@
 //! `synth --format safetensors`: a Hugging Face directory (config.json,
-//! generation_config.json, BF16 safetensors shards) of a preset's shapes.
+//! generation_config.json, BF16 safetensors shards, and for byte-level
+//! vocabularies tokenizer.json / tokenizer_config.json) of a preset's shapes.
 //!
 //! Shards are written by hand so that only one tensor is in memory at a
 //! time (the `safetensors` crate's serializer wants every tensor of a file
@@ -20,7 +21,7 @@ use serde_json::{json, Map, Value};
 
 use super::spec::{ArchSpec, TensorDesc, TensorKind};
 use super::synth::{SynthOptions, SynthReport, WeightMaker};
-use super::{ConvertError, Progress, Result};
+use super::{tokenizer, ConvertError, Progress, Result};
 use crate::source::{expert_parts, hf_name};
 
 /// One HF tensor: its name, PyTorch shape (outermost first) and how to make it.
@@ -102,8 +103,8 @@ pub fn hf_config(spec: &ArchSpec) -> Value {
 }
 
 fn write_json(path: &Path, v: &Value) -> Result<()> {
-    let text = serde_json::to_string_pretty(v).map_err(|e| ConvertError::Output { path: path.to_path_buf(), source: e.into() })?;
-    std::fs::write(path, text).map_err(|source| ConvertError::Output { path: path.to_path_buf(), source })
+    let text = serde_json::to_string_pretty(v).map_err(|e| ConvertError::Output { path: path.to_path_buf(), error: e.into() })?;
+    std::fs::write(path, text).map_err(|source| ConvertError::Output { path: path.to_path_buf(), error: source })
 }
 
 /// Write `spec` as an HF directory of BF16 shards of at most `shard_bytes`
@@ -115,10 +116,14 @@ pub fn synth_safetensors(
     shard_bytes: u64,
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<SynthReport> {
-    let out_err = |path: &Path, source| ConvertError::Output { path: path.to_path_buf(), source };
+    let out_err = |path: &Path, source| ConvertError::Output { path: path.to_path_buf(), error: source };
     std::fs::create_dir_all(dir).map_err(|e| out_err(dir, e))?;
     // config.json first: proves the directory writable before any work.
     write_json(&dir.join("config.json"), &hf_config(spec))?;
+    let tok = match &opts.donor {
+        Some(p) => tokenizer::donor_kvs(p, spec.vocab)?,
+        None => tokenizer::synthetic_kvs(spec.vocab),
+    };
     let tensors = hf_tensors(spec);
     let mut shards: Vec<Vec<&HfTensor>> = vec![Vec::new()];
     let mut size = 0u64;
@@ -168,5 +173,9 @@ pub fn synth_safetensors(
     }
     let gen = json!({"bos_token_id": spec.bos, "eos_token_id": spec.eos});
     write_json(&dir.join("generation_config.json"), &gen)?;
+    if let Some((tokenizer, config)) = tokenizer::hf_tokenizer_files(&tok) {
+        write_json(&dir.join("tokenizer.json"), &tokenizer)?;
+        write_json(&dir.join("tokenizer_config.json"), &config)?;
+    }
     Ok(SynthReport { tensors: tensors.len(), bytes: total, n_params: spec.n_params() })
 }

@@ -78,7 +78,7 @@ impl WeightMaker {
 
     pub(super) fn make(&mut self, t: &TensorDesc, ty: GgmlType, spec: &ArchSpec) -> Result<Vec<u8>> {
         let n = usize::try_from(t.n_elements()).unwrap_or(usize::MAX);
-        let encode = |v: &[f32]| quant::quantize(ty, v).map_err(|source| ConvertError::Quant { tensor: t.name.clone(), source });
+        let encode = |v: &[f32]| quant::quantize(ty, v).map_err(|source| ConvertError::Quant { tensor: t.name.clone(), error: source });
         match t.kind {
             TensorKind::Norm => encode(&vec![1.0; n]),
             TensorKind::Bias | TensorKind::Router => {
@@ -97,7 +97,7 @@ impl WeightMaker {
                 };
                 let bytes = ty.bytes_for(n as u64).and_then(|b| usize::try_from(b).ok()).ok_or_else(|| ConvertError::Quant {
                     tensor: t.name.clone(),
-                    source: quant::QuantError::SizeOverflow { ty, elements: n },
+                    error: quant::QuantError::SizeOverflow { ty, elements: n },
                 })?;
                 let mut out = vec![0u8; bytes];
                 tiler.fill(&mut out, &mut self.rng);

@@ -91,13 +91,13 @@ impl Tiler {
     pub fn new(ty: GgmlType, std: f32, rng: &mut Rng) -> Result<Tiler> {
         let layout = layout(ty).ok_or(ConvertError::Quant {
             tensor: format!("synthetic {ty} template"),
-            source: quant::QuantError::Unsupported { ty, op: "synthesize" },
+            error: quant::QuantError::Unsupported { ty, op: "synthesize" },
         })?;
         let unit_elems = if ty.is_quantized() { ty.block_size() } else { 32 };
         let unit_bytes = ty.bytes_for(unit_elems as u64).unwrap_or(0) as usize;
         let noise: Vec<f32> = (0..POOL * unit_elems).map(|_| rng.gauss() * std).collect();
         let pool = quant::quantize(ty, &noise)
-            .map_err(|source| ConvertError::Quant { tensor: format!("synthetic {ty} template"), source })?;
+            .map_err(|error| ConvertError::Quant { tensor: format!("synthetic {ty} template"), error })?;
         let factors = std::array::from_fn(|k| 0.8 * 1.5625f32.powf(k as f32 / 256.0));
         Ok(Tiler { layout, unit_elems, unit_bytes, pool, factors })
     }

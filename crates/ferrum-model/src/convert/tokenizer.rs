@@ -138,7 +138,7 @@ fn pre_name(pre: &Value) -> &'static str {
 }
 
 fn read_json(path: &Path) -> Result<Value> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConvertError::Input { path: path.to_path_buf(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| ConvertError::Input { path: path.to_path_buf(), error: source })?;
     serde_json::from_str(&text).map_err(|e| ConvertError::Tokenizer { path: path.to_path_buf(), reason: e.to_string() })
 }
 
@@ -218,4 +218,67 @@ pub fn hf_kvs(dir: &Path, n: usize, bos: u32, eos: u32) -> Result<Vec<Kv>> {
         kv.push(("tokenizer.chat_template".into(), GgufValue::String(t.to_string())));
     }
     Ok(kv)
+}
+
+/// Hugging Face's split regex for a llama.cpp `pre` name (None: GPT-2's,
+/// which `ByteLevel` with `use_regex` applies itself).
+fn hf_split_regex(pre: &str) -> Option<&'static str> {
+    match pre {
+        "qwen2" => Some(r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"),
+        "llama-bpe" => Some(r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"),
+        _ => None,
+    }
+}
+
+/// `tokenizer.json` and `tokenizer_config.json` for a byte-level (`gpt2`)
+/// GGUF vocabulary given as `tokenizer.*` metadata; `None` for other
+/// tokenizer models.
+pub fn hf_tokenizer_files(kv: &[Kv]) -> Option<(Value, Value)> {
+    use serde_json::{json, Map};
+    let get = |key: &str| kv.iter().find(|(k, _)| k == key).map(|(_, v)| v);
+    if get("tokenizer.ggml.model").and_then(GgufValue::as_str) != Some("gpt2") {
+        return None;
+    }
+    let tokens: Vec<&str> = get("tokenizer.ggml.tokens")?.as_array()?.iter().filter_map(GgufValue::as_str).collect();
+    let types: Vec<i64> = get("tokenizer.ggml.token_type").and_then(GgufValue::as_array).map_or_else(Vec::new, |a| a.iter().filter_map(GgufValue::as_i64).collect());
+    let merges: Vec<&str> = get("tokenizer.ggml.merges").and_then(GgufValue::as_array).map_or_else(Vec::new, |a| a.iter().filter_map(GgufValue::as_str).collect());
+    let mut vocab = Map::new();
+    let mut added = Vec::new();
+    for (id, t) in tokens.iter().enumerate() {
+        vocab.insert(t.to_string(), json!(id));
+        let ty = types.get(id).copied().unwrap_or(NORMAL as i64);
+        if ty == CONTROL as i64 || ty == USER_DEFINED as i64 {
+            added.push(json!({"id": id, "content": t, "single_word": false, "lstrip": false, "rstrip": false,
+                              "normalized": false, "special": ty == CONTROL as i64}));
+        }
+    }
+    let pre = get("tokenizer.ggml.pre").and_then(GgufValue::as_str).unwrap_or("gpt-2");
+    let byte_level = |use_regex: bool| json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex});
+    let pre_tokenizer = match hf_split_regex(pre) {
+        Some(re) => json!({"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": re}, "behavior": "Isolated", "invert": false},
+            byte_level(false)]}),
+        None => byte_level(true),
+    };
+    let tokenizer = json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": added,
+        "normalizer": null, "pre_tokenizer": pre_tokenizer, "post_processor": null, "decoder": byte_level(true),
+        "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+                  "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false, "ignore_merges": pre == "llama-bpe",
+                  "vocab": vocab, "merges": merges},
+    });
+    let name = |key: &str| get(key).and_then(GgufValue::as_u64).and_then(|id| tokens.get(id as usize)).map(|t| json!(t));
+    let mut config = json!({"tokenizer_class": "PreTrainedTokenizerFast"});
+    for (hf, key) in [("bos_token", "tokenizer.ggml.bos_token_id"), ("eos_token", "tokenizer.ggml.eos_token_id"), ("pad_token", "tokenizer.ggml.padding_token_id")] {
+        if let Some(t) = name(key) {
+            config[hf] = t;
+        }
+    }
+    if let Some(add) = get("tokenizer.ggml.add_bos_token").and_then(GgufValue::as_bool) {
+        config["add_bos_token"] = json!(add);
+    }
+    if let Some(t) = get("tokenizer.chat_template").and_then(GgufValue::as_str) {
+        config["chat_template"] = json!(t);
+    }
+    Some((tokenizer, config))
 }

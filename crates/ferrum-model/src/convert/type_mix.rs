@@ -155,7 +155,7 @@ pub fn choose_type(scheme: QuantScheme, name: &str, dims: &[u64], keep: GgmlType
 
 /// Replace a type whose block does not divide the row length.
 fn fallback(ty: GgmlType, ne0: u64) -> (GgmlType, bool) {
-    let fits = |t: GgmlType| ne0 % t.block_size() as u64 == 0;
+    let fits = |t: GgmlType| ne0.is_multiple_of(t.block_size() as u64);
     if fits(ty) {
         return (ty, false);
     }

@@ -11,8 +11,12 @@ use ferrum_core::GgmlType;
 #[inline(always)]
 fn weight(ty: GgmlType, row: &[u8], i: usize) -> f32 {
     match ty {
-        GgmlType::F16 => half::f16::from_bits(u16::from_le_bytes([row[2 * i], row[2 * i + 1]])).to_f32(),
-        GgmlType::BF16 => f32::from_bits((u16::from_le_bytes([row[2 * i], row[2 * i + 1]]) as u32) << 16),
+        GgmlType::F16 => {
+            half::f16::from_bits(u16::from_le_bytes([row[2 * i], row[2 * i + 1]])).to_f32()
+        }
+        GgmlType::BF16 => {
+            f32::from_bits((u16::from_le_bytes([row[2 * i], row[2 * i + 1]]) as u32) << 16)
+        }
         _ => f32::from_le_bytes([row[4 * i], row[4 * i + 1], row[4 * i + 2], row[4 * i + 3]]),
     }
 }
@@ -23,10 +27,19 @@ pub(crate) fn dot_scalar(ty: GgmlType, row: &[u8], x: &[f32]) -> f32 {
     let mut lanes = [0.0f32; 8];
     let padded = n.div_ceil(8) * 8;
     for i in 0..padded {
-        let (w, v) = if i < n { (weight(ty, row, i), x[i]) } else { (0.0, 0.0) };
+        let (w, v) = if i < n {
+            (weight(ty, row, i), x[i])
+        } else {
+            (0.0, 0.0)
+        };
         lanes[i % 8] = w.mul_add(v, lanes[i % 8]);
     }
-    let t = [lanes[0] + lanes[4], lanes[1] + lanes[5], lanes[2] + lanes[6], lanes[3] + lanes[7]];
+    let t = [
+        lanes[0] + lanes[4],
+        lanes[1] + lanes[5],
+        lanes[2] + lanes[6],
+        lanes[3] + lanes[7],
+    ];
     (t[0] + t[2]) + (t[1] + t[3])
 }
 

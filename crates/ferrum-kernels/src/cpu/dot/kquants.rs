@@ -20,7 +20,10 @@ pub(crate) fn k4_scales_mins(b: &[u8; 12]) -> (u64, u64) {
     let mn_lo = u1 & 0x3f3f_3f3f;
     let sc_hi = (u2 & 0x0f0f_0f0f) | (((u0 >> 6) & 0x0303_0303) << 4);
     let mn_hi = ((u2 >> 4) & 0x0f0f_0f0f) | (((u1 >> 6) & 0x0303_0303) << 4);
-    (sc_lo as u64 | (sc_hi as u64) << 32, mn_lo as u64 | (mn_hi as u64) << 32)
+    (
+        sc_lo as u64 | (sc_hi as u64) << 32,
+        mn_lo as u64 | (mn_hi as u64) << 32,
+    )
 }
 
 /// The unpack functions below see exactly one block; a short slice (never
@@ -194,10 +197,20 @@ mod avx2 {
         // Min lanes: mn_s * bsums[t] for t in {2s, 2s + 1}.
         let m = _mm_cvtsi64_si128(mn as i64);
         let mins16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m, m));
-        let mins = ys.map(|y| _mm256_madd_epi16(mins16, _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i)));
+        // (Loops, not `array::map`: a closure would not inherit AVX2.)
+        let mut mins = [_mm256_setzero_si256(); MR];
+        for i in 0..MR {
+            mins[i] = _mm256_madd_epi16(
+                mins16,
+                _mm256_loadu_si256(ys[i].bsums.as_ptr() as *const __m256i),
+            );
+        }
         let scv = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(sc as i64)));
         let (q, mut h) = if FIVE {
-            (blk.add(48), _mm256_loadu_si256(blk.add(16) as *const __m256i))
+            (
+                blk.add(48),
+                _mm256_loadu_si256(blk.add(16) as *const __m256i),
+            )
         } else {
             (blk.add(16), _mm256_setzero_si256())
         };
@@ -238,20 +251,36 @@ mod avx2 {
         // The 16 scales as i16: [sc0..sc8 | sc8..sc16].
         let sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(blk.add(192) as *const __m128i));
         // Offset term: -32 * sum_t sc_t * bsums_t.
-        let mut sum = ys.map(|y| {
-            let off = _mm256_madd_epi16(sc16, _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i));
-            _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(off, 5))
-        });
+        let mut sum = [_mm256_setzero_si256(); MR];
+        for i in 0..MR {
+            let off = _mm256_madd_epi16(
+                sc16,
+                _mm256_loadu_si256(ys[i].bsums.as_ptr() as *const __m256i),
+            );
+            sum[i] = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(off, 5));
+        }
         // Scales of half h in both 128-bit lanes.
-        let halves = [_mm256_permute2x128_si256(sc16, sc16, 0x00), _mm256_permute2x128_si256(sc16, sc16, 0x11)];
-        for h in 0..2 {
+        let halves = [
+            _mm256_permute2x128_si256(sc16, sc16, 0x00),
+            _mm256_permute2x128_si256(sc16, sc16, 0x11),
+        ];
+        for (h, half) in halves.iter().enumerate() {
             let ql0 = _mm256_loadu_si256(blk.add(64 * h) as *const __m256i);
             let ql1 = _mm256_loadu_si256(blk.add(64 * h + 32) as *const __m256i);
             let qh = _mm256_loadu_si256(blk.add(128 + 32 * h) as *const __m256i);
             let q = [
-                _mm256_or_si256(_mm256_and_si256(ql0, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 4), m30)),
-                _mm256_or_si256(_mm256_and_si256(ql1, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 2), m30)),
-                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), _mm256_and_si256(qh, m30)),
+                _mm256_or_si256(
+                    _mm256_and_si256(ql0, m4),
+                    _mm256_and_si256(_mm256_slli_epi16(qh, 4), m30),
+                ),
+                _mm256_or_si256(
+                    _mm256_and_si256(ql1, m4),
+                    _mm256_and_si256(_mm256_slli_epi16(qh, 2), m30),
+                ),
+                _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
+                    _mm256_and_si256(qh, m30),
+                ),
                 _mm256_or_si256(
                     _mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
                     _mm256_and_si256(_mm256_srli_epi16(qh, 2), m30),
@@ -262,10 +291,15 @@ mod avx2 {
                 // the low half, lane 2k + 1 of the high half.
                 let lo = (0x0100 + 0x0202 * 2 * k) as i64 * 0x0001_0001_0001_0001;
                 let hi = (0x0100 + 0x0202 * (2 * k + 1)) as i64 * 0x0001_0001_0001_0001;
-                let scales = _mm256_shuffle_epi8(halves[h], _mm256_setr_epi64x(lo, lo, hi, hi));
+                let scales = _mm256_shuffle_epi8(*half, _mm256_setr_epi64x(lo, lo, hi, hi));
                 for i in 0..MR {
-                    let av = _mm256_loadu_si256(ys[i].qs.as_ptr().add(128 * h + 32 * k) as *const __m256i);
-                    sum[i] = _mm256_add_epi32(sum[i], _mm256_madd_epi16(_mm256_maddubs_epi16(*qk, av), scales));
+                    let av = _mm256_loadu_si256(
+                        ys[i].qs.as_ptr().add(128 * h + 32 * k) as *const __m256i
+                    );
+                    sum[i] = _mm256_add_epi32(
+                        sum[i],
+                        _mm256_madd_epi16(_mm256_maddubs_epi16(*qk, av), scales),
+                    );
                 }
             }
         }
@@ -275,19 +309,35 @@ mod avx2 {
     /// Lane k of the result = sum of the lanes of `v[k]` (exact).
     #[inline(always)]
     unsafe fn hsum8(v: [__m256i; 8]) -> __m256i {
-        let p = |a: __m256i, b: __m256i| _mm256_add_epi32(_mm256_unpacklo_epi32(a, b), _mm256_unpackhi_epi32(a, b));
-        let q = |a: __m256i, b: __m256i| _mm256_add_epi32(_mm256_unpacklo_epi64(a, b), _mm256_unpackhi_epi64(a, b));
+        let p = |a: __m256i, b: __m256i| {
+            _mm256_add_epi32(_mm256_unpacklo_epi32(a, b), _mm256_unpackhi_epi32(a, b))
+        };
+        let q = |a: __m256i, b: __m256i| {
+            _mm256_add_epi32(_mm256_unpacklo_epi64(a, b), _mm256_unpackhi_epi64(a, b))
+        };
         let q03 = q(p(v[0], v[1]), p(v[2], v[3]));
         let q47 = q(p(v[4], v[5]), p(v[6], v[7]));
-        _mm256_add_epi32(_mm256_permute2x128_si256(q03, q47, 0x20), _mm256_permute2x128_si256(q03, q47, 0x31))
+        _mm256_add_epi32(
+            _mm256_permute2x128_si256(q03, q47, 0x20),
+            _mm256_permute2x128_si256(q03, q47, 0x31),
+        )
     }
 
     /// Lane r of the result = sum of the lanes of `v[r]` (exact).
     #[inline(always)]
     unsafe fn hsum4(v: [__m256i; 4]) -> __m128i {
-        let p01 = _mm256_add_epi32(_mm256_unpacklo_epi32(v[0], v[1]), _mm256_unpackhi_epi32(v[0], v[1]));
-        let p23 = _mm256_add_epi32(_mm256_unpacklo_epi32(v[2], v[3]), _mm256_unpackhi_epi32(v[2], v[3]));
-        let q = _mm256_add_epi32(_mm256_unpacklo_epi64(p01, p23), _mm256_unpackhi_epi64(p01, p23));
+        let p01 = _mm256_add_epi32(
+            _mm256_unpacklo_epi32(v[0], v[1]),
+            _mm256_unpackhi_epi32(v[0], v[1]),
+        );
+        let p23 = _mm256_add_epi32(
+            _mm256_unpacklo_epi32(v[2], v[3]),
+            _mm256_unpackhi_epi32(v[2], v[3]),
+        );
+        let q = _mm256_add_epi32(
+            _mm256_unpacklo_epi64(p01, p23),
+            _mm256_unpackhi_epi64(p01, p23),
+        );
         _mm_add_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1))
     }
 
@@ -314,14 +364,27 @@ mod avx2 {
             // d and dmin are each block's first 4 bytes:
             // [d0, dmin0, d1, dmin1, ..] -> [d0..d3 | dmin0..dmin3].
             let dm = blk.map(|p| (p as *const i32).read_unaligned());
-            let dm = _mm256_permutevar8x32_ps(_mm256_cvtph_ps(_mm_setr_epi32(dm[0], dm[1], dm[2], dm[3])), deint);
+            let dm = _mm256_permutevar8x32_ps(
+                _mm256_cvtph_ps(_mm_setr_epi32(dm[0], dm[1], dm[2], dm[3])),
+                deint,
+            );
             for i in 0..MR {
                 // [sumi of weight rows 0..4 | summ of weight rows 0..4]
-                let ints = _mm256_cvtepi32_ps(hsum8([r0.0[i], r1.0[i], r2.0[i], r3.0[i], r0.1[i], r1.1[i], r2.1[i], r3.1[i]]));
+                let ints = _mm256_cvtepi32_ps(hsum8([
+                    r0.0[i], r1.0[i], r2.0[i], r3.0[i], r0.1[i], r1.1[i], r2.1[i], r3.1[i],
+                ]));
                 let dy = _mm256_setr_m128(_mm_set1_ps(ys[i].d), _mm_set1_ps(-ys[i].d));
                 let f = _mm256_mul_ps(dm, dy);
-                acc[i] = _mm_fmadd_ps(_mm256_castps256_ps128(f), _mm256_castps256_ps128(ints), acc[i]);
-                acc[i] = _mm_fmadd_ps(_mm256_extractf128_ps(f, 1), _mm256_extractf128_ps(ints, 1), acc[i]);
+                acc[i] = _mm_fmadd_ps(
+                    _mm256_castps256_ps128(f),
+                    _mm256_castps256_ps128(ints),
+                    acc[i],
+                );
+                acc[i] = _mm_fmadd_ps(
+                    _mm256_extractf128_ps(f, 1),
+                    _mm256_extractf128_ps(ints, 1),
+                    acc[i],
+                );
             }
         }
         let mut out = [[0.0f32; 4]; MR];
@@ -333,12 +396,21 @@ mod avx2 {
 
     /// 4 rows of Q6_K blocks x `MR` Q8_K rows (as [`dot_k45`], no min term).
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(crate) unsafe fn dot_q6_k<const MR: usize>(w: [*const u8; 4], a: [*const u8; MR], nb: usize) -> [[f32; 4]; MR] {
+    pub(crate) unsafe fn dot_q6_k<const MR: usize>(
+        w: [*const u8; 4],
+        a: [*const u8; MR],
+        nb: usize,
+    ) -> [[f32; 4]; MR] {
         let mut acc = [_mm_setzero_ps(); MR];
         for b in 0..nb {
             let ys = a.map(|p| &*(p as *const ActQ8K).add(b));
             let blk = w.map(|p| p.add(210 * b));
-            let r = blk.map(|p| block_q6_k::<MR>(p, &ys));
+            let r = [
+                block_q6_k::<MR>(blk[0], &ys),
+                block_q6_k::<MR>(blk[1], &ys),
+                block_q6_k::<MR>(blk[2], &ys),
+                block_q6_k::<MR>(blk[3], &ys),
+            ];
             let d = blk.map(|p| (p.add(208) as *const i16).read_unaligned());
             let d = _mm_cvtph_ps(_mm_setr_epi16(d[0], d[1], d[2], d[3], 0, 0, 0, 0));
             for i in 0..MR {

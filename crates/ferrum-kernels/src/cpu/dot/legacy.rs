@@ -6,7 +6,9 @@
 use super::{f16_at, BlockOut};
 
 /// IQ4_NL / IQ4_XS value table.
-pub(crate) const IQ4_VALUES: [i8; 16] = [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113];
+pub(crate) const IQ4_VALUES: [i8; 16] = [
+    -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
+];
 
 /// The unpack functions below see exactly one block; a short slice (never
 /// produced by `Panel::fill`) unpacks as zeros.
@@ -124,9 +126,18 @@ mod avx2 {
     /// unpacks and adds (`hadd` is slow on Zen).
     #[inline(always)]
     unsafe fn hsum4(v: &[__m256i; 4]) -> __m128i {
-        let p01 = _mm256_add_epi32(_mm256_unpacklo_epi32(v[0], v[1]), _mm256_unpackhi_epi32(v[0], v[1]));
-        let p23 = _mm256_add_epi32(_mm256_unpacklo_epi32(v[2], v[3]), _mm256_unpackhi_epi32(v[2], v[3]));
-        let q = _mm256_add_epi32(_mm256_unpacklo_epi64(p01, p23), _mm256_unpackhi_epi64(p01, p23));
+        let p01 = _mm256_add_epi32(
+            _mm256_unpacklo_epi32(v[0], v[1]),
+            _mm256_unpackhi_epi32(v[0], v[1]),
+        );
+        let p23 = _mm256_add_epi32(
+            _mm256_unpacklo_epi32(v[2], v[3]),
+            _mm256_unpackhi_epi32(v[2], v[3]),
+        );
+        let q = _mm256_add_epi32(
+            _mm256_unpacklo_epi64(p01, p23),
+            _mm256_unpackhi_epi64(p01, p23),
+        );
         _mm_add_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1))
     }
 
@@ -134,12 +145,20 @@ mod avx2 {
     /// Q8_0 blocks times `MR` activation rows (`out[i][r]`): the canonical
     /// per-block sums, with the f32 steps done for the 4 rows as 4 lanes.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(crate) unsafe fn dot_q8_0<const MR: usize>(w: [*const u8; 4], a: [*const u8; MR], nb: usize) -> [[f32; 4]; MR] {
+    pub(crate) unsafe fn dot_q8_0<const MR: usize>(
+        w: [*const u8; 4],
+        a: [*const u8; MR],
+        nb: usize,
+    ) -> [[f32; 4]; MR] {
         let ones = _mm256_set1_epi16(1);
         let mut acc = [_mm_setzero_ps(); MR];
         for b in 0..nb {
             let ys = a.map(|p| &*(p as *const ActQ8_32).add(b));
-            let av = ys.map(|y| _mm256_loadu_si256(y.qs.as_ptr() as *const __m256i));
+            // (Loops, not `array::map`: a closure would not inherit AVX2.)
+            let mut av = [_mm256_setzero_si256(); MR];
+            for i in 0..MR {
+                av[i] = _mm256_loadu_si256(ys[i].qs.as_ptr() as *const __m256i);
+            }
             let mut v = [[_mm256_setzero_si256(); 4]; MR];
             let mut d = [0i16; 8];
             for r in 0..4 {
@@ -148,13 +167,20 @@ mod avx2 {
                 let wv = _mm256_loadu_si256(blk.add(2) as *const __m256i);
                 let wa = _mm256_abs_epi8(wv);
                 for i in 0..MR {
-                    v[i][r] = _mm256_madd_epi16(_mm256_maddubs_epi16(wa, _mm256_sign_epi8(av[i], wv)), ones);
+                    v[i][r] = _mm256_madd_epi16(
+                        _mm256_maddubs_epi16(wa, _mm256_sign_epi8(av[i], wv)),
+                        ones,
+                    );
                 }
             }
             let dw = _mm_cvtph_ps(_mm_loadu_si128(d.as_ptr() as *const __m128i));
             for i in 0..MR {
                 let sumi = hsum4(&v[i]);
-                acc[i] = _mm_fmadd_ps(_mm_mul_ps(dw, _mm_set1_ps(ys[i].d)), _mm_cvtepi32_ps(sumi), acc[i]);
+                acc[i] = _mm_fmadd_ps(
+                    _mm_mul_ps(dw, _mm_set1_ps(ys[i].d)),
+                    _mm_cvtepi32_ps(sumi),
+                    acc[i],
+                );
             }
         }
         let mut out = [[0.0f32; 4]; MR];
@@ -181,7 +207,12 @@ mod avx2 {
         // Byte k of the qh pair [A (bytes 0..4), B (4..8)] each output byte
         // reads: elements 0..16 of A (low half) and of B (high half), then
         // elements 16..32.
-        let sel_lo = _mm256_setr_epi64x(0, 0x0101_0101_0101_0101, 0x0404_0404_0404_0404, 0x0505_0505_0505_0505);
+        let sel_lo = _mm256_setr_epi64x(
+            0,
+            0x0101_0101_0101_0101,
+            0x0404_0404_0404_0404,
+            0x0505_0505_0505_0505,
+        );
         let sel_hi = _mm256_setr_epi64x(
             0x0202_0202_0202_0202,
             0x0303_0303_0303_0303,
@@ -191,8 +222,16 @@ mod avx2 {
         let mut acc = [_mm_setzero_ps(); MR];
         for b in 0..nb {
             let ys = a.map(|p| &*(p as *const ActQ8_32).add(b));
-            let a_lo = ys.map(|y| _mm256_broadcastsi128_si256(_mm_loadu_si128(y.qs.as_ptr() as *const __m128i)));
-            let a_hi = ys.map(|y| _mm256_broadcastsi128_si256(_mm_loadu_si128(y.qs.as_ptr().add(16) as *const __m128i)));
+            // (Loops, not `array::map`: a closure would not inherit AVX2.)
+            let (mut a_lo, mut a_hi) = ([_mm256_setzero_si256(); MR], [_mm256_setzero_si256(); MR]);
+            for i in 0..MR {
+                a_lo[i] = _mm256_broadcastsi128_si256(_mm_loadu_si128(
+                    ys[i].qs.as_ptr() as *const __m128i
+                ));
+                a_hi[i] = _mm256_broadcastsi128_si256(_mm_loadu_si128(
+                    ys[i].qs.as_ptr().add(16) as *const __m128i
+                ));
+            }
             let mut v = [[_mm256_setzero_si256(); 2]; MR];
             let mut d = [0i16; 8];
             for p in 0..2 {
@@ -220,7 +259,10 @@ mod avx2 {
                 for i in 0..MR {
                     // Each maddubs lane is at most 2 * 31 * 127, so two add
                     // exactly in i16.
-                    let p16 = _mm256_add_epi16(_mm256_maddubs_epi16(lo, a_lo[i]), _mm256_maddubs_epi16(hi, a_hi[i]));
+                    let p16 = _mm256_add_epi16(
+                        _mm256_maddubs_epi16(lo, a_lo[i]),
+                        _mm256_maddubs_epi16(hi, a_hi[i]),
+                    );
                     v[i][p] = _mm256_madd_epi16(p16, ones);
                 }
             }
@@ -229,12 +271,18 @@ mod avx2 {
                 // v[i][0] lanes: row 0 (low half), row 1 (high); v[i][1]:
                 // rows 2, 3.
                 let (v0, v1) = (v[i][0], v[i][1]);
-                let t = _mm256_add_epi32(_mm256_unpacklo_epi32(v0, v1), _mm256_unpackhi_epi32(v0, v1));
+                let t =
+                    _mm256_add_epi32(_mm256_unpacklo_epi32(v0, v1), _mm256_unpackhi_epi32(v0, v1));
                 let u = _mm256_add_epi32(t, _mm256_shuffle_epi32(t, 0b01_00_11_10));
-                let sumi = _mm_unpacklo_epi32(_mm256_castsi256_si128(u), _mm256_extracti128_si256(u, 1));
+                let sumi =
+                    _mm_unpacklo_epi32(_mm256_castsi256_si128(u), _mm256_extracti128_si256(u, 1));
                 let ysum = ys[i].bsums[0] as i32 + ys[i].bsums[1] as i32;
                 let sumi = _mm_add_epi32(sumi, _mm_set1_epi32(bc * ysum));
-                acc[i] = _mm_fmadd_ps(_mm_mul_ps(dw, _mm_set1_ps(ys[i].d)), _mm_cvtepi32_ps(sumi), acc[i]);
+                acc[i] = _mm_fmadd_ps(
+                    _mm_mul_ps(dw, _mm_set1_ps(ys[i].d)),
+                    _mm_cvtepi32_ps(sumi),
+                    acc[i],
+                );
             }
         }
         let mut out = [[0.0f32; 4]; MR];

@@ -83,7 +83,14 @@ pub(crate) fn quant_kind(ty: GgmlType) -> Option<QuantKind> {
         IQ4XS => (true, false, 0, kquants::unpack_iq4_xs),
         _ => return None,
     };
-    Some(QuantKind { group: ty.block_size(), block_bytes: ty.type_size(), signed, has_min, side_mul, unpack })
+    Some(QuantKind {
+        group: ty.block_size(),
+        block_bytes: ty.type_size(),
+        signed,
+        has_min,
+        side_mul,
+        unpack,
+    })
 }
 
 /// Read a little-endian f16 at `off` as f32.
@@ -135,7 +142,12 @@ impl Panel {
             for gi in 0..groups {
                 let Some(blk) = blocks.next() else { return };
                 let bi = j * groups + gi;
-                let out = BlockOut { vals: &mut self.vals[bi * g..(bi + 1) * g], sc: &mut sc, bc: &mut bc, mn: &mut mn };
+                let out = BlockOut {
+                    vals: &mut self.vals[bi * g..(bi + 1) * g],
+                    sc: &mut sc,
+                    bc: &mut bc,
+                    mn: &mut mn,
+                };
                 let (dw, cw) = (kind.unpack)(blk, out);
                 let pair = &mut self.dw2[(j / 2) * groups + gi];
                 pair[j % 2] = dw;
@@ -174,7 +186,11 @@ pub(crate) struct Side {
 }
 
 /// Fill `side` ([nb]) for activation rows `rows` (each `[nb]` blocks).
-pub(crate) fn fill_side<const G: usize, const S: usize>(rows: &[&[ActBlock<G, S>]], side_mul: i32, side: &mut [Side]) {
+pub(crate) fn fill_side<const G: usize, const S: usize>(
+    rows: &[&[ActBlock<G, S>]],
+    side_mul: i32,
+    side: &mut [Side],
+) {
     for (g, sd) in side.iter_mut().enumerate() {
         *sd = Side::default();
         for (r, a) in rows.iter().enumerate() {
@@ -205,7 +221,10 @@ pub(crate) fn dot_panel_scalar<const G: usize, const S: usize>(
         let mut sumi = 0i32;
         for t in 0..S {
             let mut s = 0i32;
-            for (&w, &q) in vals[16 * t..16 * t + 16].iter().zip(&a.qs[16 * t..16 * t + 16]) {
+            for (&w, &q) in vals[16 * t..16 * t + 16]
+                .iter()
+                .zip(&a.qs[16 * t..16 * t + 16])
+            {
                 let v = if signed { w as i8 as i32 } else { w as i32 };
                 s += v * q as i32;
             }

@@ -49,7 +49,13 @@ mod avx2 {
     /// `j` even, `n` 1 or 2) with activation rows `acts[r]` (r < MR <= 4);
     /// `side` holds the row group's [`Side`] per block.
     #[target_feature(enable = "avx2,fma")]
-    pub(crate) unsafe fn tile<const G: usize, const S: usize, const MR: usize, const SIGNED: bool, const HAS_MIN: bool>(
+    pub(crate) unsafe fn tile<
+        const G: usize,
+        const S: usize,
+        const MR: usize,
+        const SIGNED: bool,
+        const HAS_MIN: bool,
+    >(
         p: &Panel,
         j: usize,
         n: usize,
@@ -59,11 +65,23 @@ mod avx2 {
     ) {
         let groups = p.groups;
         let wr = [j, j + n - 1];
-        let vals = [p.vals.as_ptr().add(wr[0] * p.cols), p.vals.as_ptr().add(wr[1] * p.cols)];
-        let scl = [p.scl.as_ptr().add(wr[0] * p.cols / 2), p.scl.as_ptr().add(wr[1] * p.cols / 2)];
+        let vals = [
+            p.vals.as_ptr().add(wr[0] * p.cols),
+            p.vals.as_ptr().add(wr[1] * p.cols),
+        ];
+        let scl = [
+            p.scl.as_ptr().add(wr[0] * p.cols / 2),
+            p.scl.as_ptr().add(wr[1] * p.cols / 2),
+        ];
         let pair = (j / 2) * groups;
-        let bc = [p.bc.as_ptr().add(wr[0] * groups * S), p.bc.as_ptr().add(wr[1] * groups * S)];
-        let mn = [p.mn.as_ptr().add(wr[0] * groups * S), p.mn.as_ptr().add(wr[1] * groups * S)];
+        let bc = [
+            p.bc.as_ptr().add(wr[0] * groups * S),
+            p.bc.as_ptr().add(wr[1] * groups * S),
+        ];
+        let mn = [
+            p.mn.as_ptr().add(wr[0] * groups * S),
+            p.mn.as_ptr().add(wr[1] * groups * S),
+        ];
         let ones = _mm256_set1_epi16(1);
         let mut accf = _mm256_setzero_ps();
         for g in 0..groups {
@@ -83,23 +101,34 @@ mod avx2 {
                         _mm256_loadu_si256(scl[1].add(off / 2) as *const __m256i),
                     ]
                 };
-                let wa = if SIGNED { [_mm256_abs_epi8(wv[0]), _mm256_abs_epi8(wv[1])] } else { wv };
+                let wa = if SIGNED {
+                    [_mm256_abs_epi8(wv[0]), _mm256_abs_epi8(wv[1])]
+                } else {
+                    wv
+                };
                 for r in 0..MR {
-                    let av = _mm256_loadu_si256(acts[r].get_unchecked(g).qs.as_ptr().add(32 * c) as *const __m256i);
+                    let av = _mm256_loadu_si256(
+                        acts[r].get_unchecked(g).qs.as_ptr().add(32 * c) as *const __m256i
+                    );
                     for w in 0..2 {
                         let pr = if SIGNED {
                             _mm256_maddubs_epi16(wa[w], _mm256_sign_epi8(av, wv[w]))
                         } else {
                             _mm256_maddubs_epi16(wv[w], av)
                         };
-                        acc[2 * r + w] = _mm256_add_epi32(acc[2 * r + w], _mm256_madd_epi16(pr, sv[w]));
+                        acc[2 * r + w] =
+                            _mm256_add_epi32(acc[2 * r + w], _mm256_madd_epi16(pr, sv[w]));
                     }
                 }
             }
             let sd = side.get_unchecked(g);
             let dy = _mm256_load_ps(sd.dy.as_ptr());
-            let dwv = _mm256_castpd_ps(_mm256_broadcast_sd(&*(p.dw2.as_ptr().add(pair + g) as *const f64)));
-            let cwv = _mm256_castpd_ps(_mm256_broadcast_sd(&*(p.cw2.as_ptr().add(pair + g) as *const f64)));
+            let dwv = _mm256_castpd_ps(_mm256_broadcast_sd(
+                &*(p.dw2.as_ptr().add(pair + g) as *const f64),
+            ));
+            let cwv = _mm256_castpd_ps(_mm256_broadcast_sd(
+                &*(p.cw2.as_ptr().add(pair + g) as *const f64),
+            ));
             if G == 32 {
                 // Legacy: offset (or min) term = side_mul * ysum, from `side`.
                 let ys = _mm256_load_si256(sd.ys.as_ptr() as *const __m256i);
@@ -120,7 +149,8 @@ mod avx2 {
             for r in 0..MR {
                 let bs = load_s::<S>(acts[r].get_unchecked(g).bsums.as_ptr());
                 for w in 0..2 {
-                    acc[2 * r + w] = _mm256_add_epi32(acc[2 * r + w], _mm256_madd_epi16(bcv[w], bs));
+                    acc[2 * r + w] =
+                        _mm256_add_epi32(acc[2 * r + w], _mm256_madd_epi16(bcv[w], bs));
                     if HAS_MIN {
                         accm[2 * r + w] = _mm256_madd_epi16(mnv[w], bs);
                     }

@@ -1,0 +1,379 @@
+//! The engine thread: commands in, one scheduler step at a time, events out.
+//!
+//! Each iteration: apply queued commands (new requests, cancellations) ->
+//! `schedule()` -> one `model.forward` over the step's varlen batch -> sample
+//! the rows that want logits -> `update()` -> end requests at an
+//! end-of-generation token -> send every new token to its stream. A stream
+//! whose receiver is gone is aborted at once, freeing its blocks.
+
+use std::collections::HashMap;
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+use ferrum_kernels::Backend;
+use ferrum_model::{ForwardBatch, KvCache, LogitRows, Model, SeqInput};
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::{prompt_logprobs, Command, EngineStats, Event, FinishInfo, NewSeq};
+use crate::request::{FinishReason, Request, RequestId};
+use crate::sampler::{Sampled, Sampler};
+use crate::sched::{Scheduler, StepPlan};
+
+/// A request the scheduler knows, seen from the runner.
+struct Live {
+    sampler: Sampler,
+    tx: UnboundedSender<Event>,
+    ignore_eos: bool,
+    prompt_len: usize,
+    /// Siblings (`n > 1`) to add once this request's prompt is computed.
+    held: Vec<NewSeq>,
+    streamed: usize,
+}
+
+pub(super) struct EngineLoop<B: Backend> {
+    model: Model<B>,
+    kv: KvCache<B>,
+    sched: Scheduler,
+    eos: Vec<u32>,
+    live: HashMap<RequestId, Live>,
+    stats: Arc<Mutex<EngineStats>>,
+    totals: EngineStats,
+}
+
+impl<B: Backend> EngineLoop<B> {
+    pub(super) fn new(model: Model<B>, kv: KvCache<B>, sched: Scheduler, eos: Vec<u32>, stats: Arc<Mutex<EngineStats>>) -> Self {
+        let mut s = EngineLoop { model, kv, sched, eos, live: HashMap::new(), stats, totals: EngineStats::default() };
+        s.publish();
+        s
+    }
+
+    pub(super) fn run(mut self, rx: mpsc::Receiver<Command>) {
+        loop {
+            // Idle: block until something arrives.
+            if !self.sched.has_unfinished() {
+                match rx.recv() {
+                    Ok(cmd) => {
+                        if !self.apply(cmd) {
+                            break;
+                        }
+                    }
+                    Err(_) => break,
+                }
+            }
+            let mut stop = false;
+            loop {
+                match rx.try_recv() {
+                    Ok(cmd) => {
+                        if !self.apply(cmd) {
+                            stop = true;
+                            break;
+                        }
+                    }
+                    Err(mpsc::TryRecvError::Empty) => break,
+                    Err(mpsc::TryRecvError::Disconnected) => {
+                        stop = true;
+                        break;
+                    }
+                }
+            }
+            if stop {
+                break;
+            }
+            if self.sched.has_unfinished() && !self.step() {
+                // Nothing could run: wait a little for commands instead of spinning.
+                if let Ok(cmd) = rx.recv_timeout(Duration::from_millis(5)) {
+                    if !self.apply(cmd) {
+                        break;
+                    }
+                }
+            }
+            self.publish();
+        }
+        self.abort_all();
+        self.publish();
+    }
+
+    /// Applies one command; false means shut down.
+    fn apply(&mut self, cmd: Command) -> bool {
+        match cmd {
+            Command::Submit(mut seqs) => {
+                if !self.score_prompt(&mut seqs) {
+                    return true;
+                }
+                let mut it = seqs.into_iter();
+                if let Some(mut first) = it.next() {
+                    let rest: Vec<NewSeq> = it.collect();
+                    let full_blocks = first.prompt.len().saturating_sub(1) / self.sched.config().block_size;
+                    if full_blocks == 0 {
+                        // No full block to share: the siblings gain nothing by waiting.
+                        for s in rest {
+                            self.add(s);
+                        }
+                    } else {
+                        first.held = rest;
+                    }
+                    self.add(first);
+                }
+            }
+            Command::Cancel(id) => {
+                self.end(id, FinishReason::Abort);
+                // A sibling still waiting for its first sequence.
+                for live in self.live.values_mut() {
+                    live.held.retain(|s| s.id != id);
+                }
+            }
+            Command::AbortAll => self.abort_all(),
+            Command::CheckInvariants(tx) => {
+                let _ = tx.send(self.sched.check_invariants());
+            }
+            Command::Shutdown => return false,
+        }
+        self.publish();
+        true
+    }
+
+    /// Scores the (shared) prompt of a submission when asked and sends the
+    /// result to every sequence of it; false if that failed (each got an error).
+    fn score_prompt(&mut self, seqs: &mut [NewSeq]) -> bool {
+        let Some(k) = seqs.iter().find_map(|s| s.prompt_logprobs) else { return true };
+        let Some(first) = seqs.first() else { return true };
+        let chunk = self.sched.config().max_num_batched_tokens;
+        let ev = match prompt_logprobs::score(&self.model, &first.prompt, k, chunk) {
+            Ok(lp) => Event::PromptLogprobs(lp),
+            Err(e) => Event::Error(format!("scoring the prompt: {e}")),
+        };
+        let ok = matches!(ev, Event::PromptLogprobs(_));
+        for s in seqs.iter_mut() {
+            s.prompt_logprobs = None;
+            let _ = s.tx.send(ev.clone());
+        }
+        ok
+    }
+
+    /// Hands a sequence to the scheduler.
+    fn add(&mut self, mut s: NewSeq) {
+        s.sampler.observe_context(&s.prompt);
+        let prompt_len = s.prompt.len();
+        if let Err(e) = self.sched.add(Request::new(s.id, s.prompt, s.max_tokens)) {
+            let _ = s.tx.send(Event::Error(e.to_string()));
+            for sib in s.held {
+                self.add(sib);
+            }
+            return;
+        }
+        self.totals.prompt_tokens += prompt_len as u64;
+        self.live.insert(s.id, Live { sampler: s.sampler, tx: s.tx, ignore_eos: s.ignore_eos, prompt_len, held: s.held, streamed: 0 });
+    }
+
+    /// Ends request `id` (if the scheduler still has it) and tells its stream.
+    fn end(&mut self, id: RequestId, reason: FinishReason) {
+        let req = self.sched.finish(id, reason).ok();
+        let Some(live) = self.live.remove(&id) else { return };
+        let info = FinishInfo {
+            reason,
+            prompt_tokens: live.prompt_len,
+            cached_tokens: req.as_ref().map_or(0, |r| r.num_cached_tokens()),
+            completion_tokens: live.streamed,
+            seed: live.sampler.seed(),
+        };
+        let _ = live.tx.send(Event::Finished(info));
+        self.totals.requests_finished += 1;
+        self.release_siblings(live.held);
+    }
+
+    fn release_siblings(&mut self, held: Vec<NewSeq>) {
+        for s in held {
+            if s.tx.is_closed() {
+                continue; // cancelled while waiting
+            }
+            self.add(s);
+        }
+    }
+
+    fn abort_all(&mut self) {
+        let ids: Vec<RequestId> = self.live.keys().copied().collect();
+        for id in ids {
+            if let Some(live) = self.live.get_mut(&id) {
+                // Siblings of an aborted request end with it.
+                for s in std::mem::take(&mut live.held) {
+                    let info = FinishInfo { reason: FinishReason::Abort, prompt_tokens: s.prompt.len(), cached_tokens: 0, completion_tokens: 0, seed: s.sampler.seed() };
+                    let _ = s.tx.send(Event::Finished(info));
+                }
+            }
+            self.end(id, FinishReason::Abort);
+        }
+    }
+
+    /// Runs one step; false when the plan was empty.
+    fn step(&mut self) -> bool {
+        let plan = match self.sched.schedule() {
+            Ok(p) => p,
+            Err(e) => {
+                self.fail_all(&format!("scheduler: {e}"));
+                return false;
+            }
+        };
+        if plan.is_empty() {
+            let _ = self.sched.update(&[]);
+            return false;
+        }
+        self.totals.steps += 1;
+        self.totals.preemptions += plan.preempted.len() as u64;
+        let sampled = match self.forward_and_sample(&plan) {
+            Ok(s) => s,
+            Err(msg) => {
+                for s in &plan.seqs {
+                    self.fail(s.id, &msg);
+                }
+                let _ = self.sched.update(&[]);
+                return true;
+            }
+        };
+        let outputs: Vec<(RequestId, Option<u32>)> = plan.seqs.iter().map(|s| (s.id, sampled.get(&s.id).map(|x| x.id))).collect();
+        let update = match self.sched.update(&outputs) {
+            Ok(u) => u,
+            Err(e) => {
+                self.fail_all(&format!("scheduler update: {e}"));
+                return true;
+            }
+        };
+        let mut sampled = sampled;
+        let mut to_stop = Vec::new();
+        let mut prefilled = Vec::new();
+        for &(id, tok) in &update.tokens {
+            self.totals.generation_tokens += 1;
+            let Some(live) = self.live.get_mut(&id) else { continue };
+            if !live.held.is_empty() {
+                prefilled.push(id);
+            }
+            if !live.ignore_eos && self.eos.contains(&tok) {
+                to_stop.push(id);
+                continue;
+            }
+            let Some(s) = sampled.remove(&id) else { continue };
+            if live.tx.send(Event::Token(s)).is_err() {
+                to_stop.push(id);
+                continue;
+            }
+            live.streamed += 1;
+        }
+        for id in prefilled {
+            if let Some(live) = self.live.get_mut(&id) {
+                let held = std::mem::take(&mut live.held);
+                self.release_siblings(held);
+            }
+        }
+        let mut at_length: HashMap<RequestId, Request> = update.finished.into_iter().map(|r| (r.id(), r)).collect();
+        for id in to_stop {
+            let reason = if self.live.get(&id).is_some_and(|l| l.tx.is_closed()) { FinishReason::Abort } else { FinishReason::Stop };
+            match at_length.remove(&id) {
+                // The end-of-generation token was also the last allowed one.
+                Some(req) => self.report_finished(req, reason),
+                None => self.end(id, reason),
+            }
+        }
+        for (_, req) in at_length {
+            self.report_finished(req, FinishReason::Length);
+        }
+        true
+    }
+
+    /// A request the scheduler ended at `max_tokens` (blocks already freed).
+    fn report_finished(&mut self, req: Request, reason: FinishReason) {
+        let id = req.id();
+        let Some(live) = self.live.remove(&id) else { return };
+        let info = FinishInfo {
+            reason,
+            prompt_tokens: live.prompt_len,
+            cached_tokens: req.num_cached_tokens(),
+            completion_tokens: live.streamed,
+            seed: live.sampler.seed(),
+        };
+        let _ = live.tx.send(Event::Finished(info));
+        self.totals.requests_finished += 1;
+        self.release_siblings(live.held);
+    }
+
+    /// One forward pass over the plan, then a token for each row that wants one.
+    fn forward_and_sample(&mut self, plan: &StepPlan) -> Result<HashMap<RequestId, Sampled>, String> {
+        if !plan.block_copies.is_empty() {
+            // Only forked sequences produce copies, and the runner never forks.
+            return Err(format!("the step asks for {} KV block copies, which this runner does not perform", plan.block_copies.len()));
+        }
+        for s in &plan.seqs {
+            let prompt_len = self.live.get(&s.id).map_or(0, |l| l.prompt_len);
+            let end = (s.start_pos + s.tokens.len()).min(prompt_len);
+            self.totals.prefill_tokens += end.saturating_sub(s.start_pos) as u64;
+        }
+        let batch = ForwardBatch {
+            seqs: plan
+                .seqs
+                .iter()
+                .map(|s| SeqInput {
+                    tokens: &s.tokens,
+                    start_pos: s.start_pos,
+                    block_table: &s.block_table,
+                    logits: if s.wants_logits { LogitRows::Last } else { LogitRows::None },
+                })
+                .collect(),
+        };
+        let logits = self.model.forward(&batch, &mut self.kv, None).map_err(|e| format!("forward pass: {e}"))?;
+        let mut out = HashMap::new();
+        for (i, s) in plan.seqs.iter().enumerate() {
+            if !s.wants_logits {
+                continue;
+            }
+            let row = logits.last_of(i).ok_or_else(|| format!("the model returned no logits for request {}", s.id))?;
+            let Some(live) = self.live.get_mut(&s.id) else { continue };
+            match live.sampler.sample(row) {
+                Ok(x) => {
+                    out.insert(s.id, x);
+                }
+                // This request alone fails; the step goes on for the others.
+                Err(e) => {
+                    let _ = live.tx.send(Event::Error(format!("sampling: {e}")));
+                    self.sched.abort(s.id);
+                    self.live.remove(&s.id);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn fail(&mut self, id: RequestId, msg: &str) {
+        self.sched.abort(id);
+        if let Some(live) = self.live.remove(&id) {
+            let _ = live.tx.send(Event::Error(msg.to_string()));
+            self.release_siblings(live.held);
+        }
+    }
+
+    fn fail_all(&mut self, msg: &str) {
+        let ids: Vec<RequestId> = self.live.keys().copied().collect();
+        for id in ids {
+            self.fail(id, msg);
+        }
+        let _ = self.sched.update(&[]);
+    }
+
+    /// Copies the gauges and counters into the shared snapshot.
+    fn publish(&mut self) {
+        let bm = self.sched.block_manager();
+        let held: usize = self.live.values().map(|l| l.held.len()).sum();
+        let pc = bm.stats();
+        let s = EngineStats {
+            running: self.sched.num_running(),
+            waiting: self.sched.num_waiting() + held,
+            kv_blocks_total: bm.num_blocks(),
+            kv_blocks_used: bm.num_blocks() - bm.num_free(),
+            kv_blocks_cached: bm.num_cached(),
+            block_size: bm.block_size(),
+            prefix_cache_queries: pc.queries,
+            prefix_cache_hits: pc.hits,
+            ..self.totals
+        };
+        if let Ok(mut g) = self.stats.lock() {
+            *g = s;
+        }
+    }
+}

@@ -1,0 +1,341 @@
+//! Quantized-weight matmul plans: activation quantization once per call,
+//! then per task (a range of weight rows) either the direct kernels (small
+//! m) or weight panels unpacked for the tiled kernel (large m, and the types
+//! without direct kernels). The scalar kernel always uses panels.
+
+use std::cell::RefCell;
+
+use super::act_quant::{quantize_row, ActBlock};
+use super::dot::{self, fill_side, Panel, QuantKind, Side};
+use super::matmul::Out;
+use super::pool::par_for_limit;
+use super::{Kernel, QMatRef, Strategy};
+#[cfg(target_arch = "x86_64")]
+use ferrum_core::GgmlType;
+
+/// A prepared quantized matmul: weights, quantized activations `[m, nb]`,
+/// and (tiled AVX2 path) the per-row-group side data.
+pub(super) struct QPlan<'a, const G: usize, const S: usize> {
+    w: QMatRef<'a>,
+    kind: QuantKind,
+    m: usize,
+    kernel: Kernel,
+    act: Vec<ActBlock<G, S>>,
+    side: Vec<Side>,
+    #[cfg(target_arch = "x86_64")]
+    direct: Option<Direct>,
+}
+
+impl<'a, const G: usize, const S: usize> QPlan<'a, G, S> {
+    /// Quantize the activations (in parallel for large inputs) and choose
+    /// the kernels. `x` is `[m, w.cols]`, already validated.
+    pub fn new(
+        w: QMatRef<'a>,
+        kind: QuantKind,
+        x: &[f32],
+        m: usize,
+        kernel: Kernel,
+        strategy: Strategy,
+        threads: usize,
+    ) -> Self {
+        let cols = w.cols;
+        let nb = cols / G;
+        let mut act = vec![ActBlock::<G, S>::ZERO; m * nb];
+        if m * cols >= 1 << 16 {
+            let per = 4usize;
+            let ap = ActPtr(act.as_mut_ptr());
+            par_for_limit(m.div_ceil(per), threads, &|t| {
+                for i in t * per..((t + 1) * per).min(m) {
+                    // SAFETY: row i's blocks are written by this task only.
+                    let blocks =
+                        unsafe { std::slice::from_raw_parts_mut(ap.get().add(i * nb), nb) };
+                    quantize_row(&x[i * cols..(i + 1) * cols], blocks, kernel);
+                }
+            });
+        } else {
+            for (i, blocks) in act.chunks_exact_mut(nb.max(1)).enumerate().take(m) {
+                quantize_row(&x[i * cols..(i + 1) * cols], blocks, kernel);
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        let direct = if kernel == Kernel::Avx2 {
+            direct_kernel(w.ty).filter(|d| match strategy {
+                Strategy::Auto => m < d.tiled_from,
+                Strategy::Direct => true,
+                Strategy::Tiled => false,
+            })
+        } else {
+            None
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = strategy;
+        let mut plan = QPlan {
+            w,
+            kind,
+            m,
+            kernel,
+            act,
+            side: Vec::new(),
+            #[cfg(target_arch = "x86_64")]
+            direct,
+        };
+        if kernel == Kernel::Avx2 && !plan.uses_direct() && nb > 0 {
+            // Activation rows go in groups of 4, then singly.
+            let m4 = m / 4 * 4;
+            let ngroups = m4 / 4 + (m - m4);
+            plan.side = vec![Side::default(); ngroups * nb];
+            for (gi, sd) in plan.side.chunks_exact_mut(nb).enumerate() {
+                let (i0, len) = if gi < m4 / 4 {
+                    (4 * gi, 4)
+                } else {
+                    (m4 + gi - m4 / 4, 1)
+                };
+                let rows: Vec<&[ActBlock<G, S>]> = (i0..i0 + len)
+                    .map(|i| &plan.act[i * nb..(i + 1) * nb])
+                    .collect();
+                fill_side(&rows, kind.side_mul, sd);
+            }
+        }
+        plan
+    }
+
+    fn uses_direct(&self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        return self.direct.is_some();
+        #[cfg(not(target_arch = "x86_64"))]
+        false
+    }
+
+    /// Weight rows per task: direct kernels stream, tiles need a panel.
+    pub fn rows_per_task(&self, per_thread: usize) -> (usize, usize) {
+        if self.uses_direct() {
+            (4, per_thread.max(4))
+        } else {
+            (2, per_thread.clamp(2, 32))
+        }
+    }
+
+    /// Every activation row's outputs for weight rows `r0..r1`.
+    pub fn run(&self, r0: usize, r1: usize, out: Out) {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(d) = &self.direct {
+            self.run_direct(d, r0, r1, out);
+            return;
+        }
+        let nb = self.w.cols / G;
+        let rb = nb * self.kind.block_bytes;
+        with_panel(|p| {
+            p.fill(
+                &self.kind,
+                &self.w.data[r0 * rb..r1 * rb],
+                r1 - r0,
+                self.w.cols,
+            );
+            self.panel_rows(p, r0, out);
+        })
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    fn run_direct(&self, d: &Direct, r0: usize, r1: usize, out: Out) {
+        let (w, m) = (&self.w, self.m);
+        let nb = w.cols / G;
+        let rb = nb * self.kind.block_bytes;
+        let ap = |i: usize| self.act[i * nb..].as_ptr() as *const u8;
+        // Group g takes row g of each quarter of the task, so each of the 4
+        // rows is one long sequential stream for the prefetchers (4
+        // consecutive short rows would restart 4 streams every few blocks).
+        let stride = (r1 - r0).div_ceil(4);
+        for gi in 0..stride {
+            let first = r0 + gi;
+            let rows = [
+                first,
+                first + stride,
+                first + 2 * stride,
+                first + 3 * stride,
+            ];
+            // SAFETY: rows past the task repeat `first` (< r1), so every
+            // pointer is in bounds.
+            let ws =
+                rows.map(|j| unsafe { w.data.as_ptr().add(if j < r1 { j } else { first } * rb) });
+            let emit = |i: usize, v: &[f32; 4]| {
+                for (&j, &vk) in rows.iter().zip(v) {
+                    if j < r1 {
+                        // SAFETY: output (i, j) belongs to this task.
+                        unsafe { out.set(i * w.rows + j, vk) };
+                    }
+                }
+            };
+            let mut i = 0;
+            // SAFETY (calls): AVX2 detected; every activation row pointer
+            // has nb blocks.
+            while i < m {
+                if m - i >= 4 {
+                    let v = unsafe { (d.f4)(ws, [ap(i), ap(i + 1), ap(i + 2), ap(i + 3)], nb) };
+                    v.iter().enumerate().for_each(|(k, v)| emit(i + k, v));
+                    i += 4;
+                } else if m - i >= 2 {
+                    let v = unsafe { (d.f2)(ws, [ap(i), ap(i + 1)], nb) };
+                    v.iter().enumerate().for_each(|(k, v)| emit(i + k, v));
+                    i += 2;
+                } else {
+                    emit(i, &unsafe { (d.f1)(ws, [ap(i)], nb) }[0]);
+                    i += 1;
+                }
+            }
+        }
+    }
+
+    /// All outputs of the panel's rows (weight rows `r0 ..`), for every
+    /// activation row.
+    fn panel_rows(&self, p: &Panel, r0: usize, out: Out) {
+        let (m, rows, nb, kind) = (self.m, self.w.rows, p.groups, &self.kind);
+        let (act, side) = (&self.act[..], &self.side[..]);
+        #[cfg(target_arch = "x86_64")]
+        if self.kernel == Kernel::Avx2 {
+            // SAFETY: AVX2 detected; the panel and act rows are sized by nb.
+            unsafe {
+                match (kind.signed, kind.has_min) {
+                    (false, false) => {
+                        tiled_avx2::<G, S, false, false>(p, act, side, m, rows, r0, out)
+                    }
+                    (false, true) => {
+                        tiled_avx2::<G, S, false, true>(p, act, side, m, rows, r0, out)
+                    }
+                    (true, false) => {
+                        tiled_avx2::<G, S, true, false>(p, act, side, m, rows, r0, out)
+                    }
+                    (true, true) => tiled_avx2::<G, S, true, true>(p, act, side, m, rows, r0, out),
+                }
+            }
+            return;
+        }
+        for j in 0..p.rows {
+            for i in 0..m {
+                let v = dot::dot_panel_scalar(
+                    p,
+                    j,
+                    &act[i * nb..(i + 1) * nb],
+                    kind.signed,
+                    kind.has_min,
+                );
+                // SAFETY: (i, r0 + j) belongs to this task only.
+                unsafe { out.set(i * rows + r0 + j, v) };
+            }
+        }
+    }
+}
+
+thread_local! {
+    static PANEL: RefCell<Panel> = RefCell::new(Panel::default());
+}
+
+/// Run `f` with this thread's reusable panel (a fresh one if it is in use).
+fn with_panel<R>(f: impl FnOnce(&mut Panel) -> R) -> R {
+    PANEL.with(|cell| {
+        if let Ok(mut p) = cell.try_borrow_mut() {
+            return f(&mut p);
+        }
+        f(&mut Panel::default())
+    })
+}
+
+#[derive(Clone, Copy)]
+struct ActPtr<T>(*mut T);
+// SAFETY: tasks write disjoint rows.
+unsafe impl<T> Send for ActPtr<T> {}
+unsafe impl<T> Sync for ActPtr<T> {}
+
+impl<T> ActPtr<T> {
+    /// A method (not a field access) so closures capture the whole wrapper.
+    fn get(self) -> *mut T {
+        self.0
+    }
+}
+
+/// Direct AVX2 kernels for one weight type: 4 weight rows (pointers; repeat
+/// one to fill) times 1, 2 or 4 activation rows of `nb` blocks, returning
+/// `out[i][r]`; each unpacks a weight block once for all its activation rows.
+#[cfg(target_arch = "x86_64")]
+type DirectFn<const MR: usize> =
+    unsafe fn([*const u8; 4], [*const u8; MR], usize) -> [[f32; 4]; MR];
+
+#[cfg(target_arch = "x86_64")]
+struct Direct {
+    f1: DirectFn<1>,
+    f2: DirectFn<2>,
+    f4: DirectFn<4>,
+    /// From this many activation rows on, `Strategy::Auto` prefers unpacking
+    /// weight panels for the tiled kernel: direct cost per block vs. tiled
+    /// cost plus the unpacking amortized over m, from `matbench --micro`.
+    tiled_from: usize,
+}
+
+/// The direct kernels for `ty`, if it has them. Each kernel walks its 4
+/// weight rows block by block; the rows are spread over the task so that
+/// they form 4 long sequential streams (more memory requests in flight).
+#[cfg(target_arch = "x86_64")]
+fn direct_kernel(ty: GgmlType) -> Option<Direct> {
+    use super::dot::{kquants as k, legacy as l};
+    macro_rules! direct {
+        ($f:ident, $($c:expr),* ; $from:expr) => {
+            Direct { f1: $f::<1, $($c),*>, f2: $f::<2, $($c),*>, f4: $f::<4, $($c),*>, tiled_from: $from }
+        };
+        ($f:ident ; $from:expr) => {
+            Direct { f1: $f::<1>, f2: $f::<2>, f4: $f::<4>, tiled_from: $from }
+        };
+    }
+    use k::{dot_k45, dot_q6_k};
+    use l::{dot_nib, dot_q8_0};
+    Some(match ty {
+        GgmlType::Q4K => direct!(dot_k45, false; 48),
+        GgmlType::Q5K => direct!(dot_k45, true; 32),
+        GgmlType::Q6K => direct!(dot_q6_k; 24),
+        GgmlType::Q8_0 => direct!(dot_q8_0; 64),
+        GgmlType::Q5_0 => direct!(dot_nib, true; 64),
+        GgmlType::Q4_0 => direct!(dot_nib, false; 64),
+        _ => return None,
+    })
+}
+
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tiled_avx2<const G: usize, const S: usize, const SIGNED: bool, const HAS_MIN: bool>(
+    p: &Panel,
+    act: &[ActBlock<G, S>],
+    side: &[Side],
+    m: usize,
+    rows: usize,
+    r0: usize,
+    out: Out,
+) {
+    use super::dot::tile::tile;
+    let (np, nb) = (p.rows, p.groups);
+    let arow = |i: usize| &act[i * nb..(i + 1) * nb];
+    let sgroup = |gi: usize| &side[gi * nb..(gi + 1) * nb];
+    let m4 = m / 4 * 4;
+    for i in (0..m4).step_by(4) {
+        let acts = [arow(i), arow(i + 1), arow(i + 2), arow(i + 3)];
+        let sd = sgroup(i / 4);
+        for j in (0..np).step_by(2) {
+            let n = (np - j).min(2);
+            let mut o = [[0.0f32; 2]; 4];
+            tile::<G, S, 4, SIGNED, HAS_MIN>(p, j, n, acts, sd, &mut o);
+            for (r, orow) in o.iter().enumerate() {
+                for (c, &v) in orow.iter().enumerate().take(n) {
+                    out.set((i + r) * rows + r0 + j + c, v);
+                }
+            }
+        }
+    }
+    for i in m4..m {
+        let sd = sgroup(m4 / 4 + (i - m4));
+        for j in (0..np).step_by(2) {
+            let n = (np - j).min(2);
+            let mut o = [[0.0f32; 2]; 1];
+            tile::<G, S, 1, SIGNED, HAS_MIN>(p, j, n, [arow(i)], sd, &mut o);
+            for (c, &v) in o[0].iter().enumerate().take(n) {
+                out.set(i * rows + r0 + j + c, v);
+            }
+        }
+    }
+}
