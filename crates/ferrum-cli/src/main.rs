@@ -10,6 +10,7 @@ mod model_path;
 mod perplexity;
 mod repl;
 mod run_output;
+mod serve;
 mod session;
 mod quantize;
 mod synth;
@@ -32,6 +33,8 @@ enum Cmd {
     Run(generate::RunArgs),
     /// Prompt-processing and token-generation throughput (like llama-bench).
     Bench(bench::BenchArgs),
+    /// Serve a model over an OpenAI-compatible HTTP API.
+    Serve(serve::ServeArgs),
     /// Perplexity of a model on a text file, computed as llama.cpp's llama-perplexity does.
     Perplexity(perplexity::PerplexityArgs),
     /// Write a model file of a real architecture's shapes with random weights.
@@ -51,6 +54,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.cmd {
         Cmd::Run(a) => generate::run(a),
+        Cmd::Serve(a) => serve::run(a),
         Cmd::Perplexity(a) => perplexity::run(a),
         Cmd::Bench(a) => bench::run(a),
         Cmd::Synth(a) => synth::run(a),

@@ -54,7 +54,7 @@ pub fn run(a: SynthArgs) -> Result<()> {
     let report = match a.format.as_str() {
         "gguf" => synth_gguf(&spec, &out, &opts, &mut progress)?,
         "safetensors" => {
-            if !(a.shard_gb > 0.0) {
+            if !a.shard_gb.is_finite() || a.shard_gb <= 0.0 {
                 bail!("--shard-gb must be positive, got {}", a.shard_gb);
             }
             synth_safetensors(&spec, &out, &opts, (a.shard_gb * 1e9) as u64, &mut progress)?

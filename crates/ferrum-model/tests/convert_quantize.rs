@@ -74,10 +74,13 @@ fn mean_nll(rows: &[(Vec<f32>, u32)]) -> f64 {
 fn mean_kl(p: &[(Vec<f32>, u32)], q: &[(Vec<f32>, u32)]) -> f64 {
     let kl = |a: &[f32], b: &[f32]| {
         let (la, lb) = (common::log_sum_exp(a), common::log_sum_exp(b));
-        a.iter().zip(b).map(|(&x, &y)| {
-            let lp = x as f64 - la;
-            lp.exp() * (lp - (y as f64 - lb))
-        }).sum::<f64>()
+        a.iter()
+            .zip(b)
+            .map(|(&x, &y)| {
+                let lp = x as f64 - la;
+                lp.exp() * (lp - (y as f64 - lb))
+            })
+            .sum::<f64>()
     };
     p.iter().zip(q).map(|((a, _), (b, _))| kl(a, b)).sum::<f64>() / p.len() as f64
 }
@@ -116,12 +119,8 @@ fn dequantized_copy(path: &Path, out: &Path) {
             v.iter().flat_map(|x| x.to_le_bytes()).collect()
         })
         .collect();
-    let tensors: Vec<GgufTensorData> = f
-        .tensors()
-        .iter()
-        .zip(&data)
-        .map(|(t, d)| GgufTensorData { name: &t.name, dims: &t.dims, ty: GgmlType::F32, data: d })
-        .collect();
+    let tensors: Vec<GgufTensorData> =
+        f.tensors().iter().zip(&data).map(|(t, d)| GgufTensorData { name: &t.name, dims: &t.dims, ty: GgmlType::F32, data: d }).collect();
     write_file(out, f.metadata(), &tensors).unwrap();
 }
 
@@ -218,7 +217,7 @@ fn q4_k_m_type_mix_on_qwen2_fixture() {
     let ty = |n: &str| f.tensor(n).unwrap_or_else(|| panic!("{n}")).ty;
     assert_eq!(ty("token_embd.weight"), GgmlType::Q8_0); // tied: output rule, 96 % 256 != 0
     assert_eq!(ty("blk.0.attn_q.weight"), GgmlType::Q5_0); // Q4_K fallback
-    // 2 layers: layer 1 is a "more bits" layer (the last eighth), layer 0 is not.
+                                                           // 2 layers: layer 1 is a "more bits" layer (the last eighth), layer 0 is not.
     assert_eq!(ty("blk.0.attn_v.weight"), GgmlType::Q5_0); // Q4_K fallback
     assert_eq!(ty("blk.1.attn_v.weight"), GgmlType::Q8_0); // Q6_K fallback
     assert_eq!(ty("blk.0.ffn_down.weight"), GgmlType::Q4K); // 256 wide: no fallback

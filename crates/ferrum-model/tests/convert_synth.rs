@@ -113,8 +113,8 @@ fn unwritable_output_fails_first() {
     // The huge preset would take minutes if any work came first.
     let e = synth_gguf(&preset("qwen3moe-30b-a3b").unwrap(), &blocker.join("x.gguf"), &SynthOptions::default(), &mut |_| {}).unwrap_err();
     assert!(matches!(e, ConvertError::Output { .. }), "{e}");
-    let e = synth_safetensors(&preset("qwen3moe-30b-a3b").unwrap(), &blocker.join("dir"), &SynthOptions::default(), 1 << 32, &mut |_| {})
-        .unwrap_err();
+    let e =
+        synth_safetensors(&preset("qwen3moe-30b-a3b").unwrap(), &blocker.join("dir"), &SynthOptions::default(), 1 << 32, &mut |_| {}).unwrap_err();
     assert!(matches!(e, ConvertError::Output { .. }), "{e}");
     let _ = std::fs::remove_file(blocker);
 }
@@ -154,7 +154,8 @@ fn donor_tokenizer_is_copied_and_padded() {
     drop(f);
     runs(&load_model(&out, CpuBackend).unwrap(), "qwen3-tiny with donor");
     // A donor with more tokens than the model has rows is refused.
-    let e = synth_gguf(&preset("qwen3-tiny").unwrap(), &out, &SynthOptions { donor: common::default_model(), ..SynthOptions::default() }, &mut |_| {});
+    let e =
+        synth_gguf(&preset("qwen3-tiny").unwrap(), &out, &SynthOptions { donor: common::default_model(), ..SynthOptions::default() }, &mut |_| {});
     if let Err(e) = e {
         assert!(matches!(e, ConvertError::Donor { .. }), "{e}");
         assert!(!out.exists());

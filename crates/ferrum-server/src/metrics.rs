@@ -77,8 +77,8 @@ impl Metrics {
         let mut registry = Registry::with_prefix("ferrum");
         let snapshot = Arc::new(Mutex::new(None));
         registry.register_collector(Box::new(EngineCollector { snapshot: snapshot.clone() }));
-        // 1 ms .. ~65 s.
-        let latency = || Histogram::new(exponential_buckets(0.001, 2.0, 17));
+        // 0.5 ms .. ~65 s (prometheus-client adds the help text's final period).
+        let latency = || Histogram::new(exponential_buckets(0.0005, 2.0, 18));
         let m = Metrics {
             ttft: latency(),
             tpot: latency(),
@@ -90,12 +90,12 @@ impl Metrics {
             registry,
         };
         let mut r = m.registry;
-        r.register("time_to_first_token_seconds", "Time from arrival to the first output token.", m.ttft.clone());
-        r.register("time_per_output_token_seconds", "Mean time per output token after the first, per choice.", m.tpot.clone());
-        r.register("inter_token_latency_seconds", "Time between consecutive output tokens.", m.itl.clone());
-        r.register("e2e_request_latency_seconds", "Time from arrival to the end of a choice.", m.e2e.clone());
-        r.register("requests", "Finished choices by finish reason.", m.requests.clone());
-        r.register("client_disconnects", "Choices cancelled because the client went away.", m.disconnects.clone());
+        r.register("time_to_first_token_seconds", "Time from arrival to the first output token", m.ttft.clone());
+        r.register("time_per_output_token_seconds", "Mean time per output token after the first, per choice", m.tpot.clone());
+        r.register("inter_token_latency_seconds", "Time between consecutive output tokens", m.itl.clone());
+        r.register("e2e_request_latency_seconds", "Time from arrival to the end of a choice", m.e2e.clone());
+        r.register("requests", "Finished choices by finish reason", m.requests.clone());
+        r.register("client_disconnects", "Choices cancelled because the client went away", m.disconnects.clone());
         Metrics { registry: r, ..m }
     }
 

@@ -5,17 +5,8 @@ use super::spec::{Arch, ArchSpec, Llama3Rope, MoeSpec};
 use super::{ConvertError, Result};
 
 /// Every preset name, real models first.
-pub const PRESET_NAMES: [&str; 9] = [
-    "qwen3moe-30b-a3b",
-    "qwen3-0.6b",
-    "qwen3-8b",
-    "llama-3.1-8b",
-    "qwen2.5-0.5b",
-    "qwen3moe-tiny",
-    "qwen3-tiny",
-    "llama-tiny",
-    "qwen2-tiny",
-];
+pub const PRESET_NAMES: [&str; 9] =
+    ["qwen3moe-30b-a3b", "qwen3-0.6b", "qwen3-8b", "llama-3.1-8b", "qwen2.5-0.5b", "qwen3moe-tiny", "qwen3-tiny", "llama-tiny", "qwen2-tiny"];
 
 /// Qwen's tokenizer: 151936 rows (151665 tokens padded), bos/eos ids.
 const QWEN_VOCAB: usize = 151_936;

@@ -133,7 +133,10 @@ fn hf_job(dir: &Path, scheme: QuantScheme) -> Result<Job> {
     check_hf(&st, dir, "model.layers.0.self_attn.q_proj.weight", &[q, h])?;
     let n_experts = spec.moe.as_ref().map_or(0, |m| m.n_experts);
     if spec.n_layers > st.len() || n_experts > st.len() {
-        return Err(bad(dir, format!("config.json claims {} layers and {n_experts} experts, but the checkpoint holds only {} tensors", spec.n_layers, st.len())));
+        return Err(bad(
+            dir,
+            format!("config.json claims {} layers and {n_experts} experts, but the checkpoint holds only {} tensors", spec.n_layers, st.len()),
+        ));
     }
     let mut kv = arch_kvs(&spec, scheme);
     kv.extend(tokenizer::hf_kvs(dir, spec.vocab, spec.bos, spec.eos)?);
@@ -171,7 +174,17 @@ fn hf_job(dir: &Path, scheme: QuantScheme) -> Result<Job> {
     }
     let ctx = MixContext::from_spec(&spec);
     let tensors = descs.into_iter().map(|t| (t.name, t.dims, GgmlType::F32)).collect();
-    Ok(Job { kv, tensors, sources, ctx, arch: spec.arch.gguf_name().to_string(), gguf: None, hf: Some(st), head_dim: spec.head_dim, input: dir.to_path_buf() })
+    Ok(Job {
+        kv,
+        tensors,
+        sources,
+        ctx,
+        arch: spec.arch.gguf_name().to_string(),
+        gguf: None,
+        hf: Some(st),
+        head_dim: spec.head_dim,
+        input: dir.to_path_buf(),
+    })
 }
 
 /// Rows of `data` (`cols` wide) reordered per head of `d` rows: output row
@@ -201,7 +214,9 @@ impl Job {
                     return Ok(Data::Bytes(bytes));
                 }
                 let n_el = t.n_elements() as usize;
-                quant::dequantize_to_vec(t.ty, bytes, n_el).map(Data::Values).map_err(|source| ConvertError::Quant { tensor: name.clone(), error: source })
+                quant::dequantize_to_vec(t.ty, bytes, n_el)
+                    .map(Data::Values)
+                    .map_err(|source| ConvertError::Quant { tensor: name.clone(), error: source })
             }
             (Source::Hf { name: hf, permute_heads }, _, Some(st)) => {
                 let v = st.to_f32(hf)?;
@@ -238,10 +253,9 @@ fn source_bytes(job: &Job, i: usize) -> u64 {
     match (&job.sources[i], &job.hf) {
         (Source::Gguf(_), _) => keep.bytes_for(n).unwrap_or(0),
         (Source::Hf { name, .. }, Some(st)) => st.get(name).map_or(0, |t| t.data.len() as u64),
-        (Source::HfExperts { layer, proj, n }, Some(st)) => (0..*n)
-            .filter_map(|e| st.get(&format!("model.layers.{layer}.mlp.experts.{e}.{proj}.weight")))
-            .map(|t| t.data.len() as u64)
-            .sum(),
+        (Source::HfExperts { layer, proj, n }, Some(st)) => {
+            (0..*n).filter_map(|e| st.get(&format!("model.layers.{layer}.mlp.experts.{e}.{proj}.weight"))).map(|t| t.data.len() as u64).sum()
+        }
         _ => n * 4,
     }
 }

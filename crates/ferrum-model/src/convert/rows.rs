@@ -19,15 +19,13 @@ pub fn encode(tensor: &str, ty: GgmlType, data: &[f32], ne0: usize) -> Result<Ve
     if !ty.is_quantized() || data.len() <= TASK_ELEMENTS || num_threads() <= 1 || ne0 == 0 {
         return quant::quantize(ty, data).map_err(wrap);
     }
-    let n_bytes = ty
-        .bytes_for(data.len() as u64)
-        .and_then(|b| usize::try_from(b).ok())
-        .ok_or(wrap(QuantError::NotBlockMultiple { ty, elements: data.len(), block_size: ty.block_size() }))?;
-    let row_bytes = ty.bytes_for(ne0 as u64).map(|b| b as usize).ok_or(wrap(QuantError::NotBlockMultiple {
+    let n_bytes = ty.bytes_for(data.len() as u64).and_then(|b| usize::try_from(b).ok()).ok_or(wrap(QuantError::NotBlockMultiple {
         ty,
-        elements: ne0,
+        elements: data.len(),
         block_size: ty.block_size(),
     }))?;
+    let row_bytes =
+        ty.bytes_for(ne0 as u64).map(|b| b as usize).ok_or(wrap(QuantError::NotBlockMultiple { ty, elements: ne0, block_size: ty.block_size() }))?;
     let rows_per_task = (TASK_ELEMENTS / ne0).max(1);
     let mut out = vec![0u8; n_bytes];
     let tasks: Vec<Mutex<(&[f32], &mut [u8])>> =

@@ -95,10 +95,10 @@ impl WeightMaker {
                     let v = self.noise(n);
                     return encode(&v);
                 };
-                let bytes = ty.bytes_for(n as u64).and_then(|b| usize::try_from(b).ok()).ok_or_else(|| ConvertError::Quant {
-                    tensor: t.name.clone(),
-                    error: quant::QuantError::SizeOverflow { ty, elements: n },
-                })?;
+                let bytes = ty
+                    .bytes_for(n as u64)
+                    .and_then(|b| usize::try_from(b).ok())
+                    .ok_or_else(|| ConvertError::Quant { tensor: t.name.clone(), error: quant::QuantError::SizeOverflow { ty, elements: n } })?;
                 let mut out = vec![0u8; bytes];
                 tiler.fill(&mut out, &mut self.rng);
                 Ok(out)

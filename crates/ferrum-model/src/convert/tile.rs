@@ -96,8 +96,7 @@ impl Tiler {
         let unit_elems = if ty.is_quantized() { ty.block_size() } else { 32 };
         let unit_bytes = ty.bytes_for(unit_elems as u64).unwrap_or(0) as usize;
         let noise: Vec<f32> = (0..POOL * unit_elems).map(|_| rng.gauss() * std).collect();
-        let pool = quant::quantize(ty, &noise)
-            .map_err(|error| ConvertError::Quant { tensor: format!("synthetic {ty} template"), error })?;
+        let pool = quant::quantize(ty, &noise).map_err(|error| ConvertError::Quant { tensor: format!("synthetic {ty} template"), error })?;
         let factors = std::array::from_fn(|k| 0.8 * 1.5625f32.powf(k as f32 / 256.0));
         Ok(Tiler { layout, unit_elems, unit_bytes, pool, factors })
     }
@@ -140,7 +139,17 @@ mod tests {
     #[test]
     fn tiles_decode_to_sane_values() {
         let mut rng = Rng::new(7);
-        for ty in [GgmlType::Q4K, GgmlType::Q5K, GgmlType::Q6K, GgmlType::Q8_0, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::F16, GgmlType::BF16, GgmlType::F32] {
+        for ty in [
+            GgmlType::Q4K,
+            GgmlType::Q5K,
+            GgmlType::Q6K,
+            GgmlType::Q8_0,
+            GgmlType::Q5_0,
+            GgmlType::Q5_1,
+            GgmlType::F16,
+            GgmlType::BF16,
+            GgmlType::F32,
+        ] {
             let t = Tiler::new(ty, 0.02, &mut rng).unwrap();
             let n = 4096;
             let mut bytes = vec![0u8; ty.bytes_for(n as u64).unwrap() as usize];

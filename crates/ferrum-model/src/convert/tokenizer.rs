@@ -90,7 +90,11 @@ pub fn donor_kvs(path: &Path, n: usize) -> Result<Vec<Kv>> {
     let donor = |reason: String| ConvertError::Donor { path: path.to_path_buf(), reason };
     let f = GgufFile::open(path)?;
     let mut kv: Vec<Kv> = f.metadata().iter().filter(|(k, _)| k.starts_with("tokenizer.")).cloned().collect();
-    let count = f.get("tokenizer.ggml.tokens").and_then(GgufValue::as_array).map(<[_]>::len).ok_or_else(|| donor("has no tokenizer.ggml.tokens array".into()))?;
+    let count = f
+        .get("tokenizer.ggml.tokens")
+        .and_then(GgufValue::as_array)
+        .map(<[_]>::len)
+        .ok_or_else(|| donor("has no tokenizer.ggml.tokens array".into()))?;
     if count > n {
         return Err(donor(format!("has {count} tokens, more than the {n} embedding rows of this model")));
     }
@@ -240,8 +244,10 @@ pub fn hf_tokenizer_files(kv: &[Kv]) -> Option<(Value, Value)> {
         return None;
     }
     let tokens: Vec<&str> = get("tokenizer.ggml.tokens")?.as_array()?.iter().filter_map(GgufValue::as_str).collect();
-    let types: Vec<i64> = get("tokenizer.ggml.token_type").and_then(GgufValue::as_array).map_or_else(Vec::new, |a| a.iter().filter_map(GgufValue::as_i64).collect());
-    let merges: Vec<&str> = get("tokenizer.ggml.merges").and_then(GgufValue::as_array).map_or_else(Vec::new, |a| a.iter().filter_map(GgufValue::as_str).collect());
+    let types: Vec<i64> =
+        get("tokenizer.ggml.token_type").and_then(GgufValue::as_array).map_or_else(Vec::new, |a| a.iter().filter_map(GgufValue::as_i64).collect());
+    let merges: Vec<&str> =
+        get("tokenizer.ggml.merges").and_then(GgufValue::as_array).map_or_else(Vec::new, |a| a.iter().filter_map(GgufValue::as_str).collect());
     let mut vocab = Map::new();
     let mut added = Vec::new();
     for (id, t) in tokens.iter().enumerate() {
@@ -269,7 +275,9 @@ pub fn hf_tokenizer_files(kv: &[Kv]) -> Option<(Value, Value)> {
     });
     let name = |key: &str| get(key).and_then(GgufValue::as_u64).and_then(|id| tokens.get(id as usize)).map(|t| json!(t));
     let mut config = json!({"tokenizer_class": "PreTrainedTokenizerFast"});
-    for (hf, key) in [("bos_token", "tokenizer.ggml.bos_token_id"), ("eos_token", "tokenizer.ggml.eos_token_id"), ("pad_token", "tokenizer.ggml.padding_token_id")] {
+    for (hf, key) in
+        [("bos_token", "tokenizer.ggml.bos_token_id"), ("eos_token", "tokenizer.ggml.eos_token_id"), ("pad_token", "tokenizer.ggml.padding_token_id")]
+    {
         if let Some(t) = name(key) {
             config[hf] = t;
         }

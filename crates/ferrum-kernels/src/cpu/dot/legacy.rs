@@ -141,6 +141,16 @@ mod avx2 {
         _mm_add_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1))
     }
 
+    /// The f16 block scales at bytes 0..2 of `head[r]` (the first 8 bytes
+    /// of row r's block) as 4 f32 lanes. Shuffles, not 4 scalar stores and
+    /// a vector load (a store-forwarding stall per block).
+    #[inline(always)]
+    unsafe fn scales4(head: &[__m128i; 4]) -> __m128 {
+        let ab = _mm_unpacklo_epi16(head[0], head[1]);
+        let cd = _mm_unpacklo_epi16(head[2], head[3]);
+        _mm_cvtph_ps(_mm_unpacklo_epi32(ab, cd))
+    }
+
     /// Four weight rows (`w[r]`, any alignment; repeat a row to fill) of
     /// Q8_0 blocks times `MR` activation rows (`out[i][r]`): the canonical
     /// per-block sums, with the f32 steps done for the 4 rows as 4 lanes.
@@ -160,10 +170,10 @@ mod avx2 {
                 av[i] = _mm256_loadu_si256(ys[i].qs.as_ptr() as *const __m256i);
             }
             let mut v = [[_mm256_setzero_si256(); 4]; MR];
-            let mut d = [0i16; 8];
+            let mut head = [_mm_setzero_si128(); 4];
             for r in 0..4 {
                 let blk = w[r].add(34 * b);
-                d[r] = (blk as *const i16).read_unaligned();
+                head[r] = _mm_loadl_epi64(blk as *const __m128i);
                 let wv = _mm256_loadu_si256(blk.add(2) as *const __m256i);
                 let wa = _mm256_abs_epi8(wv);
                 for i in 0..MR {
@@ -173,7 +183,7 @@ mod avx2 {
                     );
                 }
             }
-            let dw = _mm_cvtph_ps(_mm_loadu_si128(d.as_ptr() as *const __m128i));
+            let dw = scales4(&head);
             for i in 0..MR {
                 let sumi = hsum4(&v[i]);
                 acc[i] = _mm_fmadd_ps(
@@ -204,20 +214,20 @@ mod avx2 {
         let ones = _mm256_set1_epi16(1);
         let bits = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
         let x10 = _mm256_set1_epi8(0x10);
-        // Byte k of the qh pair [A (bytes 0..4), B (4..8)] each output byte
-        // reads: elements 0..16 of A (low half) and of B (high half), then
-        // elements 16..32.
+        // Byte of the header pair [A bytes 0..8 | B bytes 0..8] (qh at 2..6
+        // and 10..14) each output byte reads: elements 0..16 of A (low half)
+        // and of B (high half), then elements 16..32.
         let sel_lo = _mm256_setr_epi64x(
-            0,
-            0x0101_0101_0101_0101,
-            0x0404_0404_0404_0404,
-            0x0505_0505_0505_0505,
-        );
-        let sel_hi = _mm256_setr_epi64x(
             0x0202_0202_0202_0202,
             0x0303_0303_0303_0303,
-            0x0606_0606_0606_0606,
-            0x0707_0707_0707_0707,
+            0x0a0a_0a0a_0a0a_0a0a,
+            0x0b0b_0b0b_0b0b_0b0b,
+        );
+        let sel_hi = _mm256_setr_epi64x(
+            0x0404_0404_0404_0404,
+            0x0505_0505_0505_0505,
+            0x0c0c_0c0c_0c0c_0c0c,
+            0x0d0d_0d0d_0d0d_0d0d,
         );
         let mut acc = [_mm_setzero_ps(); MR];
         for b in 0..nb {
@@ -233,12 +243,13 @@ mod avx2 {
                 ));
             }
             let mut v = [[_mm256_setzero_si256(); 2]; MR];
-            let mut d = [0i16; 8];
+            let mut head = [_mm_setzero_si128(); 4];
+            for r in 0..4 {
+                head[r] = _mm_loadl_epi64(w[r].add(bytes * b) as *const __m128i);
+            }
             for p in 0..2 {
                 let pa = w[2 * p].add(bytes * b);
                 let pb = w[2 * p + 1].add(bytes * b);
-                d[2 * p] = (pa as *const i16).read_unaligned();
-                d[2 * p + 1] = (pb as *const i16).read_unaligned();
                 let q = _mm256_set_m128i(
                     _mm_loadu_si128(pb.add(qs_off) as *const __m128i),
                     _mm_loadu_si128(pa.add(qs_off) as *const __m128i),
@@ -246,9 +257,12 @@ mod avx2 {
                 let mut lo = _mm256_and_si256(q, m4);
                 let mut hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
                 if FIVE {
-                    let ha = (pa.add(2) as *const u32).read_unaligned() as u64;
-                    let hb = (pb.add(2) as *const u32).read_unaligned() as u64;
-                    let h = _mm256_set1_epi64x((ha | hb << 32) as i64);
+                    // [A bytes 0..8 | B bytes 0..8] in both lanes; qh is
+                    // bytes 2..6 of each.
+                    let h = _mm256_broadcastsi128_si256(_mm_unpacklo_epi64(
+                        head[2 * p],
+                        head[2 * p + 1],
+                    ));
                     let set = |sel: __m256i| {
                         let x = _mm256_and_si256(_mm256_shuffle_epi8(h, sel), bits);
                         _mm256_and_si256(_mm256_cmpeq_epi8(x, bits), x10)
@@ -266,7 +280,7 @@ mod avx2 {
                     v[i][p] = _mm256_madd_epi16(p16, ones);
                 }
             }
-            let dw = _mm_cvtph_ps(_mm_loadu_si128(d.as_ptr() as *const __m128i));
+            let dw = scales4(&head);
             for i in 0..MR {
                 // v[i][0] lanes: row 0 (low half), row 1 (high); v[i][1]:
                 // rows 2, 3.
