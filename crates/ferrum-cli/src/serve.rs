@@ -73,7 +73,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
     if api_key.as_deref().is_some_and(str::is_empty) {
         bail!("--api-key is empty");
     }
-    let label = a.served_model_name.clone().unwrap_or_else(|| a.model.clone());
+    let label = served_name(&a);
     let mut cfg = ServerConfig::new(a.host.clone(), a.port, label);
     cfg.api_key = api_key;
     cfg.max_body_bytes = a.max_body_bytes;
@@ -106,14 +106,28 @@ fn load(a: &ServeArgs) -> Result<ModelBundle> {
     ecfg.max_num_seqs = a.max_num_seqs.max(1);
     ecfg.max_num_batched_tokens = a.max_num_batched_tokens.max(1);
     let engine = Engine::start(model, tok.eos_ids().to_vec(), ecfg)?;
-    let mut names = vec![a.served_model_name.clone().unwrap_or_else(|| a.model.clone())];
-    if let Some(stem) = path.file_stem().and_then(|s| s.to_str()) {
-        names.push(stem.to_string());
+    // Clients may name the model as listed, as given to -m, or by its file name.
+    let mut names = vec![served_name(a), a.model.clone()];
+    for n in [path.file_stem(), path.file_name()].into_iter().flatten() {
+        names.extend(n.to_str().map(str::to_string));
     }
-    if let Some(name) = path.file_name().and_then(|s| s.to_str()) {
-        names.push(name.to_string());
-    }
+    names.dedup();
     Ok(ModelBundle { engine, tokenizer: tok, template, names, load_time })
+}
+
+/// The name `/v1/models` lists: --served-model-name, else the file (or
+/// directory) name without extension when MODEL is a path, else MODEL.
+fn served_name(a: &ServeArgs) -> String {
+    if let Some(n) = &a.served_model_name {
+        return n.clone();
+    }
+    let p = Path::new(&a.model);
+    if p.exists() {
+        if let Some(stem) = p.file_stem().and_then(|s| s.to_str()) {
+            return stem.to_string();
+        }
+    }
+    a.model.clone()
 }
 
 /// A template from a file, given the tokenizer's BOS/EOS spellings.

@@ -136,6 +136,18 @@ fn bit_exact_everywhere() {
                             };
                             assert_eq!(bits(&run(&w, &x, m, opts)), want, "{ctx}: {opts:?}");
                         }
+                        // One activation row (decode: the 8-row kernels) over
+                        // task sizes that leave 1..7 rows in the last group.
+                        for (threads, per) in [(1, 0), (0, 1), (2, 3), (0, 9), (0, 13), (1, 20)] {
+                            let opts = MatmulOptions {
+                                kernel: Some(kernel),
+                                strategy,
+                                max_threads: threads,
+                                rows_per_task: per,
+                            };
+                            let y = run(&w, &x[c..2 * c], 1, opts);
+                            assert_eq!(bits(&y), want[rows..2 * rows], "{ctx}: m 1 {opts:?}");
+                        }
                         // One activation row at a time (decode) and odd batches.
                         let opts = MatmulOptions {
                             kernel: Some(kernel),

@@ -118,7 +118,7 @@ fn stream(bundle: Arc<ModelBundle>, mut run: Running, id: String, gp: GenParams,
             let Some((i, msg)) = run.rx.recv().await else { break };
             match msg {
                 ChoiceMsg::Delta { content, reasoning, tokens } => {
-                    if content.is_empty() && reasoning.is_empty() && !(want_logprobs && !tokens.is_empty()) {
+                    if content.is_empty() && reasoning.is_empty() && (!want_logprobs || tokens.is_empty()) {
                         continue;
                     }
                     let mut delta = serde_json::Map::new();

@@ -113,10 +113,9 @@ async fn run(state: Arc<AppState>, bundle: Arc<ModelBundle>, mut stream: Request
                     content.push_str(&rest.content);
                     reasoning.push_str(&rest.reasoning);
                 }
-                if !content.is_empty() || !reasoning.is_empty() {
-                    if tx.send((index, ChoiceMsg::Delta { content, reasoning, tokens: Vec::new() })).await.is_err() {
-                        return;
-                    }
+                let has_text = !content.is_empty() || !reasoning.is_empty();
+                if has_text && tx.send((index, ChoiceMsg::Delta { content, reasoning, tokens: Vec::new() })).await.is_err() {
+                    return;
                 }
                 let reason = if tail.stopped { "stop" } else { finish_reason_str(info.reason) };
                 finish(&state, &timing, count, reason);

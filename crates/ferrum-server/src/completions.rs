@@ -160,7 +160,7 @@ fn stream(out: Output, mut run: Running, id: String, gp: GenParams) -> Sse<impl 
                     yield Ok(text_chunk(i, &out.prompts[p].text, out.logprobs_json(p, Some(&lp), &[])));
                 }
                 ChoiceMsg::Delta { content, tokens, .. } => {
-                    if content.is_empty() && !(out.logprobs && !tokens.is_empty()) {
+                    if content.is_empty() && (!out.logprobs || tokens.is_empty()) {
                         continue;
                     }
                     let lp = if out.logprobs {

@@ -229,3 +229,53 @@ fn shutdown_deadline_cancels_in_flight() {
     let data = r.sse_data();
     assert_eq!(data.last().unwrap(), "[DONE]", "the stream ends cleanly");
 }
+
+#[test]
+fn thinking_template_splits_reasoning() {
+    let tmpl = "{% for m in messages %}{{ m.content }}\n{% endfor %}{% if add_generation_prompt %}{% if enable_thinking is defined and not enable_thinking %}<think>\n\n</think>\n\n{% else %}<think>\n{% endif %}{% endif %}";
+    let srv = TestServer::start(|_| {}, loader(64, Some(tmpl), Duration::ZERO));
+    srv.wait_ready();
+    let a = srv.addr;
+    let msgs = json!([{"role": "user", "content": "why?"}]);
+    let base = json!({"messages": msgs, "max_tokens": 8, "temperature": 0, "ignore_eos": true});
+    // The generation prompt opened <think>: everything is reasoning until </think>.
+    let v = post(a, "/v1/chat/completions", &base).json();
+    let m = &v["choices"][0]["message"];
+    let reasoning = m["reasoning_content"].as_str().unwrap().to_string();
+    assert!(!reasoning.is_empty(), "{v}");
+    assert_eq!(m["content"], "");
+    let mut streamed = base.clone();
+    streamed["stream"] = json!(true);
+    let data = post(a, "/v1/chat/completions", &streamed).sse_data();
+    let chunks: Vec<Value> = data[..data.len() - 1].iter().map(|d| serde_json::from_str(d).unwrap()).collect();
+    let r: String = chunks.iter().filter_map(|c| c["choices"][0]["delta"]["reasoning_content"].as_str()).collect();
+    assert_eq!(r, reasoning);
+    // enable_thinking = false: plain content.
+    let mut off = base.clone();
+    off["chat_template_kwargs"] = json!({"enable_thinking": false});
+    let v = post(a, "/v1/chat/completions", &off).json();
+    let m = &v["choices"][0]["message"];
+    assert!(m.get("reasoning_content").is_none(), "{v}");
+    assert!(!m["content"].as_str().unwrap().is_empty());
+    srv.shutdown().unwrap();
+}
+
+#[test]
+fn sampling_fields_reach_the_sampler() {
+    let srv = TestServer::fixture(64);
+    let a = srv.addr;
+    let ids = |v: &Value| -> Vec<String> { v["choices"][0]["logprobs"]["tokens"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_string()).collect() };
+    // A large logit bias forces one token.
+    let v = post(a, "/v1/completions", &json!({"prompt": [5, 6], "max_tokens": 4, "temperature": 0, "logprobs": 0, "logit_bias": {"65": 100}})).json();
+    let t = ids(&v);
+    assert_eq!(t.len(), 4);
+    assert!(t.iter().all(|x| x == &t[0]), "{t:?}");
+    // top_k = 1 is greedy whatever the temperature.
+    let greedy = post(a, "/v1/completions", &json!({"prompt": [5, 6], "max_tokens": 6, "temperature": 0, "logprobs": 0, "ignore_eos": true})).json();
+    let k1 = post(a, "/v1/completions", &json!({"prompt": [5, 6], "max_tokens": 6, "temperature": 1.5, "top_k": 1, "logprobs": 0, "ignore_eos": true, "seed": 3})).json();
+    assert_eq!(ids(&greedy), ids(&k1));
+    // A strong frequency penalty changes greedy output that repeats.
+    let pen = post(a, "/v1/completions", &json!({"prompt": [5, 6], "max_tokens": 6, "temperature": 0, "logprobs": 0, "ignore_eos": true, "frequency_penalty": 2, "presence_penalty": 2, "repetition_penalty": 1.3, "min_p": 0.1})).json();
+    assert_eq!(pen["choices"][0]["finish_reason"], "length");
+    srv.shutdown().unwrap();
+}
