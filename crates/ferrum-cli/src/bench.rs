@@ -5,11 +5,14 @@
 //! pp N: one forward over N random tokens from an empty cache.
 //! tg N: N single-token steps from an empty cache (B sequences decoding
 //! together with `--batch B`; tokens/s counts all B sequences).
+//!
+//! `ferrum bench serve ...` instead load-tests a running OpenAI-compatible
+//! server (see `bench_serve`).
 
 use std::time::Instant;
 
 use anyhow::{bail, Result};
-use clap::Args;
+use clap::{Args, Subcommand};
 use ferrum_kernels::{Backend, KvDType};
 use ferrum_model::{ForwardBatch, KvCache, LogitRows, Model, SeqInput, BLOCK_SIZE};
 use serde::Serialize;
@@ -17,7 +20,10 @@ use serde::Serialize;
 use crate::{loading, model_path};
 
 #[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct BenchArgs {
+    #[command(subcommand)]
+    cmd: Option<BenchCmd>,
     /// Model: a GGUF file, a Hugging Face directory, or an alias.
     #[arg(short, long, default_value = model_path::DEFAULT_ALIAS)]
     model: String,
@@ -41,6 +47,12 @@ pub struct BenchArgs {
     json: bool,
 }
 
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// Load-test a running OpenAI-compatible server (Ferrum, llama-server, vLLM).
+    Serve(crate::bench_serve::ServeBenchArgs),
+}
+
 #[derive(Serialize)]
 struct Row {
     model: String,
@@ -51,7 +63,10 @@ struct Row {
     runs: Vec<f64>,
 }
 
-pub fn run(a: BenchArgs) -> Result<()> {
+pub fn run(mut a: BenchArgs) -> Result<()> {
+    if let Some(BenchCmd::Serve(s)) = a.cmd.take() {
+        return crate::bench_serve::run(s);
+    }
     if a.backend != "cpu" {
         bail!("backend `{}` is not available in this build (available: cpu)", a.backend);
     }

@@ -1,6 +1,7 @@
 //! The `ferrum` binary: run, perplexity, inspect.
 
 mod bench;
+mod bench_serve;
 mod chat;
 mod generate;
 mod hub;

@@ -144,6 +144,12 @@ impl<'a, const G: usize, const S: usize> QPlan<'a, G, S> {
         // Group g takes row g of each quarter of the task, so each of the 4
         // rows is one long sequential stream for the prefetchers (4
         // consecutive short rows would restart 4 streams every few blocks).
+        if m == 1 {
+            if let Some(f8) = d.f1x8 {
+                self.run_direct8(f8, r0, r1, out);
+                return;
+            }
+        }
         let stride = (r1 - r0).div_ceil(4);
         for gi in 0..stride {
             let first = r0 + gi;
@@ -180,6 +186,32 @@ impl<'a, const G: usize, const S: usize> QPlan<'a, G, S> {
                 } else {
                     emit(i, &unsafe { (d.f1)(ws, [ap(i)], nb) }[0]);
                     i += 1;
+                }
+            }
+        }
+    }
+
+    /// One activation row, weight rows `r0..r1` in groups of 8 (row g of
+    /// each eighth of the range: 8 sequential streams, as in `run_direct`).
+    #[cfg(target_arch = "x86_64")]
+    fn run_direct8(&self, f8: Direct8Fn, r0: usize, r1: usize, out: Out) {
+        let w = &self.w;
+        let rb = w.cols / G * self.kind.block_bytes;
+        let a = self.act.as_ptr() as *const u8;
+        let stride = (r1 - r0).div_ceil(8);
+        for first in r0..r0 + stride {
+            let rows: [usize; 8] = std::array::from_fn(|k| first + k * stride);
+            // SAFETY: rows past the task repeat `first` (< r1), so every
+            // pointer is in bounds.
+            let ws =
+                rows.map(|j| unsafe { w.data.as_ptr().add(if j < r1 { j } else { first } * rb) });
+            // SAFETY: AVX2 detected; the activation row has cols / G blocks.
+            let v = unsafe { f8(ws, a, w.cols / G) };
+            for (&lane_row, &vk) in dot::legacy::NIB8_LANE_ROW.iter().zip(&v) {
+                let j = rows[lane_row];
+                if j < r1 {
+                    // SAFETY: output (0, j) belongs to this task.
+                    unsafe { out.set(j, vk) };
                 }
             }
         }
@@ -259,8 +291,15 @@ impl<T> ActPtr<T> {
 type DirectFn<const MR: usize> =
     unsafe fn([*const u8; 4], [*const u8; MR], usize) -> [[f32; 4]; MR];
 
+/// A direct kernel for one activation row and 8 weight rows (lanes in the
+/// order of `legacy::NIB8_LANE_ROW`).
+#[cfg(target_arch = "x86_64")]
+type Direct8Fn = unsafe fn([*const u8; 8], *const u8, usize) -> [f32; 8];
+
 #[cfg(target_arch = "x86_64")]
 struct Direct {
+    /// m = 1 with 8 weight rows per call, where it exists.
+    f1x8: Option<Direct8Fn>,
     f1: DirectFn<1>,
     f2: DirectFn<2>,
     f4: DirectFn<4>,
@@ -278,21 +317,27 @@ fn direct_kernel(ty: GgmlType) -> Option<Direct> {
     use super::dot::{kquants as k, legacy as l};
     macro_rules! direct {
         ($f:ident, $($c:expr),* ; $from:expr) => {
-            Direct { f1: $f::<1, $($c),*>, f2: $f::<2, $($c),*>, f4: $f::<4, $($c),*>, tiled_from: $from }
+            Direct { f1x8: None, f1: $f::<1, $($c),*>, f2: $f::<2, $($c),*>, f4: $f::<4, $($c),*>, tiled_from: $from }
         };
         ($f:ident ; $from:expr) => {
-            Direct { f1: $f::<1>, f2: $f::<2>, f4: $f::<4>, tiled_from: $from }
+            Direct { f1x8: None, f1: $f::<1>, f2: $f::<2>, f4: $f::<4>, tiled_from: $from }
         };
     }
     use k::{dot_k45, dot_q6_k};
-    use l::{dot_nib, dot_q8_0};
+    use l::{dot_nib, dot_nib8, dot_q8_0};
     Some(match ty {
         GgmlType::Q4K => direct!(dot_k45, false; 48),
         GgmlType::Q5K => direct!(dot_k45, true; 32),
         GgmlType::Q6K => direct!(dot_q6_k; 24),
         GgmlType::Q8_0 => direct!(dot_q8_0; 64),
-        GgmlType::Q5_0 => direct!(dot_nib, true; 64),
-        GgmlType::Q4_0 => direct!(dot_nib, false; 64),
+        GgmlType::Q5_0 => Direct {
+            f1x8: Some(dot_nib8::<true>),
+            ..direct!(dot_nib, true; 64)
+        },
+        GgmlType::Q4_0 => Direct {
+            f1x8: Some(dot_nib8::<false>),
+            ..direct!(dot_nib, false; 64)
+        },
         _ => return None,
     })
 }

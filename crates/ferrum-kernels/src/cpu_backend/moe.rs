@@ -52,8 +52,9 @@ pub fn run(x: &Mat, w: &MoeWeights<'_, CpuWeight>, spec: &MoeSpec, residual: &mu
         }
     }
     let hidden = x.cols;
-    // Un-weighted expert outputs, `[rows, top_k, hidden]`.
-    let mut outs = vec![0.0f32; x.rows * spec.top_k * hidden];
+    // Per active expert: its rows' inputs `[n, hidden]`, gate and up
+    // outputs `[n, ff]`, down output `[n, hidden]`.
+    let mut active = Vec::new();
     for (e, members) in by_expert.iter().enumerate() {
         if members.is_empty() {
             continue;
@@ -62,24 +63,48 @@ pub fn run(x: &Mat, w: &MoeWeights<'_, CpuWeight>, spec: &MoeSpec, residual: &mu
         let up = w.up.expert(e, "moe up")?;
         let down = w.down.expert(e, "moe down")?;
         check_expert(&gate, &up, &down, hidden)?;
-        let n = members.len();
-        let ff = gate.rows;
+        let (n, ff) = (members.len(), gate.rows);
         let mut xe = Vec::with_capacity(n * hidden);
         for &(r, _) in members {
             xe.extend_from_slice(x.row(r));
         }
-        let mut g = vec![0.0f32; n * ff];
-        let mut u = vec![0.0f32; n * ff];
-        cpu::matmul(&gate, &xe, n, &mut g)?;
-        cpu::matmul(&up, &xe, n, &mut u)?;
-        for (gv, &uv) in g.iter_mut().zip(&u) {
+        active.push(Expert {
+            members,
+            gate,
+            up,
+            down,
+            xe,
+            g: vec![0.0f32; n * ff],
+            u: vec![0.0f32; n * ff],
+            d: vec![0.0f32; n * hidden],
+        });
+    }
+    // Every gate and up product in one fork-join, then every down product
+    // (the same per-output arithmetic as separate `matmul` calls).
+    let mut jobs = Vec::with_capacity(2 * active.len());
+    for a in active.iter_mut() {
+        let m = a.members.len();
+        jobs.push(cpu::MatmulJob { w: a.gate, x: &a.xe, m, y: &mut a.g });
+        jobs.push(cpu::MatmulJob { w: a.up, x: &a.xe, m, y: &mut a.u });
+    }
+    cpu::matmul_many(&mut jobs)?;
+    drop(jobs);
+    let mut jobs = Vec::with_capacity(active.len());
+    for a in active.iter_mut() {
+        for (gv, &uv) in a.g.iter_mut().zip(&a.u) {
             *gv = silu(*gv) * uv;
         }
-        let mut d = vec![0.0f32; n * hidden];
-        cpu::matmul(&down, &g, n, &mut d)?;
-        for (i, &(r, rank)) in members.iter().enumerate() {
+        let m = a.members.len();
+        jobs.push(cpu::MatmulJob { w: a.down, x: &a.g, m, y: &mut a.d });
+    }
+    cpu::matmul_many(&mut jobs)?;
+    drop(jobs);
+    // Un-weighted expert outputs, `[rows, top_k, hidden]`.
+    let mut outs = vec![0.0f32; x.rows * spec.top_k * hidden];
+    for a in &active {
+        for (i, &(r, rank)) in a.members.iter().enumerate() {
             let at = (r * spec.top_k + rank) * hidden;
-            outs[at..at + hidden].copy_from_slice(&d[i * hidden..(i + 1) * hidden]);
+            outs[at..at + hidden].copy_from_slice(&a.d[i * hidden..(i + 1) * hidden]);
         }
     }
     for (r, top) in routes.iter().enumerate() {
@@ -96,6 +121,19 @@ pub fn run(x: &Mat, w: &MoeWeights<'_, CpuWeight>, spec: &MoeSpec, residual: &mu
         }
     }
     Ok(())
+}
+
+/// One expert with rows routed to it this step.
+struct Expert<'a> {
+    /// `(row, rank)` of each routed row.
+    members: &'a [(usize, usize)],
+    gate: QMatRef<'a>,
+    up: QMatRef<'a>,
+    down: QMatRef<'a>,
+    xe: Vec<f32>,
+    g: Vec<f32>,
+    u: Vec<f32>,
+    d: Vec<f32>,
 }
 
 fn check_expert(gate: &QMatRef<'_>, up: &QMatRef<'_>, down: &QMatRef<'_>, hidden: usize) -> Result<()> {

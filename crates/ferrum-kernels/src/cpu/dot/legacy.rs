@@ -200,6 +200,118 @@ mod avx2 {
         out
     }
 
+    /// Q5_0 (`FIVE`) or Q4_0, one activation row (decode) times 8 weight
+    /// rows (`w[r]`; repeat a row to fill): [`dot_nib`]'s row-pair
+    /// unpacking, with the per-block reduction and f32 steps done for 8
+    /// rows at once. The lanes of the result are rows `[0, 2, 4, 6, 1, 3, 5,
+    /// 7]` (see [`NIB8_LANE_ROW`]).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(crate) unsafe fn dot_nib8<const FIVE: bool>(
+        w: [*const u8; 8],
+        a: *const u8,
+        nb: usize,
+    ) -> [f32; 8] {
+        let (bytes, qs_off, bc) = if FIVE { (22, 6, -16) } else { (18, 2, -8) };
+        let m4 = _mm256_set1_epi8(0x0f);
+        let ones = _mm256_set1_epi16(1);
+        let bits = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+        let x10 = _mm256_set1_epi8(0x10);
+        // Header byte (qh at 2..6, per lane: A's header low, B's high) each
+        // output byte reads: elements 0..16 (`sel_lo`), then 16..32.
+        let sel_lo = _mm256_setr_epi64x(
+            0x0202_0202_0202_0202,
+            0x0303_0303_0303_0303,
+            0x0202_0202_0202_0202,
+            0x0303_0303_0303_0303,
+        );
+        let sel_hi = _mm256_setr_epi64x(
+            0x0404_0404_0404_0404,
+            0x0505_0505_0505_0505,
+            0x0404_0404_0404_0404,
+            0x0505_0505_0505_0505,
+        );
+        let mut acc = _mm256_setzero_ps();
+        for b in 0..nb {
+            let y = &*(a as *const ActQ8_32).add(b);
+            let a_lo = _mm256_broadcastsi128_si256(_mm_loadu_si128(y.qs.as_ptr() as *const __m128i));
+            let a_hi =
+                _mm256_broadcastsi128_si256(_mm_loadu_si128(y.qs.as_ptr().add(16) as *const __m128i));
+            // Block scales first (lane order of the result), so that the
+            // headers need not stay in registers.
+            let mut head = [_mm_setzero_si128(); 8];
+            for r in 0..8 {
+                head[r] = _mm_loadu_si128(w[r].add(bytes * b) as *const __m128i);
+            }
+            let even = _mm_unpacklo_epi32(
+                _mm_unpacklo_epi16(head[0], head[2]),
+                _mm_unpacklo_epi16(head[4], head[6]),
+            );
+            let odd = _mm_unpacklo_epi32(
+                _mm_unpacklo_epi16(head[1], head[3]),
+                _mm_unpacklo_epi16(head[5], head[7]),
+            );
+            let dw = _mm256_cvtph_ps(_mm_unpacklo_epi64(even, odd));
+            // Per row pair (2p, 2p + 1): i16 lanes [8 of row 2p | 8 of row
+            // 2p + 1], each the sum of 4 products (at most 4 * 31 * 127).
+            let mut pv = [_mm256_setzero_si256(); 4];
+            for p in 0..4 {
+                let pa = w[2 * p].add(bytes * b);
+                let pb = w[2 * p + 1].add(bytes * b);
+                let q = _mm256_set_m128i(
+                    _mm_loadu_si128(pb.add(qs_off) as *const __m128i),
+                    _mm_loadu_si128(pa.add(qs_off) as *const __m128i),
+                );
+                let mut lo = _mm256_and_si256(q, m4);
+                let mut hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+                if FIVE {
+                    // [A's first 16 bytes | B's]: qh at bytes 2..6 of each lane.
+                    let h = _mm256_set_m128i(
+                        _mm_loadu_si128(pb as *const __m128i),
+                        _mm_loadu_si128(pa as *const __m128i),
+                    );
+                    let x = _mm256_and_si256(_mm256_shuffle_epi8(h, sel_lo), bits);
+                    lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_cmpeq_epi8(x, bits), x10));
+                    let x = _mm256_and_si256(_mm256_shuffle_epi8(h, sel_hi), bits);
+                    hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_cmpeq_epi8(x, bits), x10));
+                }
+                pv[p] = _mm256_add_epi16(
+                    _mm256_maddubs_epi16(lo, a_lo),
+                    _mm256_maddubs_epi16(hi, a_hi),
+                );
+            }
+            // Fold pairs of 32-bit units (i16 sums of 8 products, at most
+            // 8 * 31 * 127 < 2^15: exact), then to i32: lanes [r0 r2 r0 r2 |
+            // r1 r3 r1 r3] and [r4 r6 r4 r6 | r5 r7 r5 r7].
+            let x = fold_pairs(pv[0], pv[1], ones);
+            let z = fold_pairs(pv[2], pv[3], ones);
+            let sumi = _mm256_add_epi32(
+                _mm256_add_epi32(_mm256_unpacklo_epi64(x, z), _mm256_unpackhi_epi64(x, z)),
+                _mm256_set1_epi32(bc * (y.bsums[0] as i32 + y.bsums[1] as i32)),
+            );
+            acc = _mm256_fmadd_ps(
+                _mm256_mul_ps(dw, _mm256_set1_ps(y.d)),
+                _mm256_cvtepi32_ps(sumi),
+                acc,
+            );
+        }
+        let mut out = [0.0f32; 8];
+        _mm256_storeu_ps(out.as_mut_ptr(), acc);
+        out
+    }
+
+    /// `[u0 v0 u1 v1 | ..]` 32-bit units of `u` and `v` summed in pairs as
+    /// i16, then each unit's two i16 summed as i32 (see [`dot_nib8`]).
+    #[inline(always)]
+    unsafe fn fold_pairs(u: __m256i, v: __m256i, ones: __m256i) -> __m256i {
+        _mm256_madd_epi16(
+            _mm256_add_epi16(_mm256_unpacklo_epi32(u, v), _mm256_unpackhi_epi32(u, v)),
+            ones,
+        )
+    }
+
+    /// Weight row (index into `w`) of each lane of [`dot_nib8`]'s result.
+    pub(crate) const NIB8_LANE_ROW: [usize; 8] = [0, 2, 4, 6, 1, 3, 5, 7];
+
     /// Q5_0 (`FIVE`) or Q4_0: as [`dot_q8_0`], but two weight rows share
     /// each vector (`[row A elements 0..16 | row B elements 0..16]`, then
     /// 16..32), which halves the nibble and fifth-bit unpacking per row.
@@ -214,20 +326,19 @@ mod avx2 {
         let ones = _mm256_set1_epi16(1);
         let bits = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
         let x10 = _mm256_set1_epi8(0x10);
-        // Byte of the header pair [A bytes 0..8 | B bytes 0..8] (qh at 2..6
-        // and 10..14) each output byte reads: elements 0..16 of A (low half)
-        // and of B (high half), then elements 16..32.
+        // Header byte (qh at 2..6, per lane: A's header low, B's high) each
+        // output byte reads: elements 0..16 (`sel_lo`), then 16..32.
         let sel_lo = _mm256_setr_epi64x(
             0x0202_0202_0202_0202,
             0x0303_0303_0303_0303,
-            0x0a0a_0a0a_0a0a_0a0a,
-            0x0b0b_0b0b_0b0b_0b0b,
+            0x0202_0202_0202_0202,
+            0x0303_0303_0303_0303,
         );
         let sel_hi = _mm256_setr_epi64x(
             0x0404_0404_0404_0404,
             0x0505_0505_0505_0505,
-            0x0c0c_0c0c_0c0c_0c0c,
-            0x0d0d_0d0d_0d0d_0d0d,
+            0x0404_0404_0404_0404,
+            0x0505_0505_0505_0505,
         );
         let mut acc = [_mm_setzero_ps(); MR];
         for b in 0..nb {
@@ -245,8 +356,9 @@ mod avx2 {
             let mut v = [[_mm256_setzero_si256(); 2]; MR];
             let mut head = [_mm_setzero_si128(); 4];
             for r in 0..4 {
-                head[r] = _mm_loadl_epi64(w[r].add(bytes * b) as *const __m128i);
+                head[r] = _mm_loadu_si128(w[r].add(bytes * b) as *const __m128i);
             }
+            let dw = scales4(&head);
             for p in 0..2 {
                 let pa = w[2 * p].add(bytes * b);
                 let pb = w[2 * p + 1].add(bytes * b);
@@ -257,12 +369,12 @@ mod avx2 {
                 let mut lo = _mm256_and_si256(q, m4);
                 let mut hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
                 if FIVE {
-                    // [A bytes 0..8 | B bytes 0..8] in both lanes; qh is
-                    // bytes 2..6 of each.
-                    let h = _mm256_broadcastsi128_si256(_mm_unpacklo_epi64(
-                        head[2 * p],
-                        head[2 * p + 1],
-                    ));
+                    // [A's first 16 bytes | B's]: qh at bytes 2..6 of each
+                    // lane.
+                    let h = _mm256_set_m128i(
+                        _mm_loadu_si128(pb as *const __m128i),
+                        _mm_loadu_si128(pa as *const __m128i),
+                    );
                     let set = |sel: __m256i| {
                         let x = _mm256_and_si256(_mm256_shuffle_epi8(h, sel), bits);
                         _mm256_and_si256(_mm256_cmpeq_epi8(x, bits), x10)
@@ -280,7 +392,6 @@ mod avx2 {
                     v[i][p] = _mm256_madd_epi16(p16, ones);
                 }
             }
-            let dw = scales4(&head);
             for i in 0..MR {
                 // v[i][0] lanes: row 0 (low half), row 1 (high); v[i][1]:
                 // rows 2, 3.
