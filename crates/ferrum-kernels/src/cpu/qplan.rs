@@ -206,8 +206,8 @@ impl<'a, const G: usize, const S: usize> QPlan<'a, G, S> {
             let ws =
                 rows.map(|j| unsafe { w.data.as_ptr().add(if j < r1 { j } else { first } * rb) });
             // SAFETY: AVX2 detected; the activation row has cols / G blocks.
-            let v = unsafe { f8(ws, a, w.cols / G) };
-            for (&lane_row, &vk) in dot::legacy::NIB8_LANE_ROW.iter().zip(&v) {
+            let v = unsafe { (f8.0)(ws, a, w.cols / G) };
+            for (&lane_row, &vk) in f8.1.iter().zip(&v) {
                 let j = rows[lane_row];
                 if j < r1 {
                     // SAFETY: output (0, j) belongs to this task.
@@ -291,10 +291,13 @@ impl<T> ActPtr<T> {
 type DirectFn<const MR: usize> =
     unsafe fn([*const u8; 4], [*const u8; MR], usize) -> [[f32; 4]; MR];
 
-/// A direct kernel for one activation row and 8 weight rows (lanes in the
-/// order of `legacy::NIB8_LANE_ROW`).
+/// A direct kernel for one activation row and 8 weight rows (`lanes[k]`:
+/// the row of result lane k).
 #[cfg(target_arch = "x86_64")]
-type Direct8Fn = unsafe fn([*const u8; 8], *const u8, usize) -> [f32; 8];
+type Direct8Fn = (
+    unsafe fn([*const u8; 8], *const u8, usize) -> [f32; 8],
+    [usize; 8],
+);
 
 #[cfg(target_arch = "x86_64")]
 struct Direct {
@@ -324,18 +327,21 @@ fn direct_kernel(ty: GgmlType) -> Option<Direct> {
         };
     }
     use k::{dot_k45, dot_q6_k};
-    use l::{dot_nib, dot_nib8, dot_q8_0};
+    use l::{dot_nib, dot_nib8, dot_q8_0, dot_q8_0x8};
     Some(match ty {
         GgmlType::Q4K => direct!(dot_k45, false; 48),
         GgmlType::Q5K => direct!(dot_k45, true; 32),
         GgmlType::Q6K => direct!(dot_q6_k; 24),
-        GgmlType::Q8_0 => direct!(dot_q8_0; 64),
+        GgmlType::Q8_0 => Direct {
+            f1x8: Some((dot_q8_0x8, [0, 1, 2, 3, 4, 5, 6, 7])),
+            ..direct!(dot_q8_0; 64)
+        },
         GgmlType::Q5_0 => Direct {
-            f1x8: Some(dot_nib8::<true>),
+            f1x8: Some((dot_nib8::<true>, l::NIB8_LANE_ROW)),
             ..direct!(dot_nib, true; 64)
         },
         GgmlType::Q4_0 => Direct {
-            f1x8: Some(dot_nib8::<false>),
+            f1x8: Some((dot_nib8::<false>, l::NIB8_LANE_ROW)),
             ..direct!(dot_nib, false; 64)
         },
         _ => return None,

@@ -200,6 +200,69 @@ mod avx2 {
         out
     }
 
+    /// Q8_0, one activation row (decode) times 8 weight rows: as
+    /// [`dot_q8_0`], with the reduction and f32 steps for 8 rows at once.
+    /// Lanes in row order.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(crate) unsafe fn dot_q8_0x8(w: [*const u8; 8], a: *const u8, nb: usize) -> [f32; 8] {
+        let ones = _mm256_set1_epi16(1);
+        let mut acc = _mm256_setzero_ps();
+        for b in 0..nb {
+            let y = &*(a as *const ActQ8_32).add(b);
+            let av = _mm256_loadu_si256(y.qs.as_ptr() as *const __m256i);
+            let mut head = [_mm_setzero_si128(); 8];
+            for r in 0..8 {
+                head[r] = _mm_loadl_epi64(w[r].add(34 * b) as *const __m128i);
+            }
+            let lo = _mm_unpacklo_epi32(
+                _mm_unpacklo_epi16(head[0], head[1]),
+                _mm_unpacklo_epi16(head[2], head[3]),
+            );
+            let hi = _mm_unpacklo_epi32(
+                _mm_unpacklo_epi16(head[4], head[5]),
+                _mm_unpacklo_epi16(head[6], head[7]),
+            );
+            let dw = _mm256_cvtph_ps(_mm_unpacklo_epi64(lo, hi));
+            // Rows 2p, 2p + 1 -> i32 lanes [r r' r r' | r r' r r'].
+            let mut pr = [_mm256_setzero_si256(); 4];
+            for p in 0..4 {
+                let mut v = [_mm256_setzero_si256(); 2];
+                for k in 0..2 {
+                    let wv = _mm256_loadu_si256(w[2 * p + k].add(34 * b + 2) as *const __m256i);
+                    v[k] = _mm256_madd_epi16(
+                        _mm256_maddubs_epi16(_mm256_abs_epi8(wv), _mm256_sign_epi8(av, wv)),
+                        ones,
+                    );
+                }
+                pr[p] = _mm256_add_epi32(
+                    _mm256_unpacklo_epi32(v[0], v[1]),
+                    _mm256_unpackhi_epi32(v[0], v[1]),
+                );
+            }
+            // [r0 r1 r2 r3 | r0 r1 r2 r3] and the same for rows 4..8.
+            let q0 = _mm256_add_epi32(
+                _mm256_unpacklo_epi64(pr[0], pr[1]),
+                _mm256_unpackhi_epi64(pr[0], pr[1]),
+            );
+            let q1 = _mm256_add_epi32(
+                _mm256_unpacklo_epi64(pr[2], pr[3]),
+                _mm256_unpackhi_epi64(pr[2], pr[3]),
+            );
+            let sumi = _mm256_add_epi32(
+                _mm256_permute2x128_si256(q0, q1, 0x20),
+                _mm256_permute2x128_si256(q0, q1, 0x31),
+            );
+            acc = _mm256_fmadd_ps(
+                _mm256_mul_ps(dw, _mm256_set1_ps(y.d)),
+                _mm256_cvtepi32_ps(sumi),
+                acc,
+            );
+        }
+        let mut out = [0.0f32; 8];
+        _mm256_storeu_ps(out.as_mut_ptr(), acc);
+        out
+    }
+
     /// Q5_0 (`FIVE`) or Q4_0, one activation row (decode) times 8 weight
     /// rows (`w[r]`; repeat a row to fill): [`dot_nib`]'s row-pair
     /// unpacking, with the per-block reduction and f32 steps done for 8
@@ -233,9 +296,11 @@ mod avx2 {
         let mut acc = _mm256_setzero_ps();
         for b in 0..nb {
             let y = &*(a as *const ActQ8_32).add(b);
-            let a_lo = _mm256_broadcastsi128_si256(_mm_loadu_si128(y.qs.as_ptr() as *const __m128i));
-            let a_hi =
-                _mm256_broadcastsi128_si256(_mm_loadu_si128(y.qs.as_ptr().add(16) as *const __m128i));
+            let a_lo =
+                _mm256_broadcastsi128_si256(_mm_loadu_si128(y.qs.as_ptr() as *const __m128i));
+            let a_hi = _mm256_broadcastsi128_si256(_mm_loadu_si128(
+                y.qs.as_ptr().add(16) as *const __m128i
+            ));
             // Block scales first (lane order of the result), so that the
             // headers need not stay in registers.
             let mut head = [_mm_setzero_si128(); 8];
