@@ -105,3 +105,25 @@ fn perplexity_matches_llama_cpp() {
     eprintln!("ferrum PPL = {ppl:.4}; llama.cpp 5.3158");
     assert!((ppl / 5.3158 - 1.0).abs() < 0.01, "{last}");
 }
+
+#[test]
+fn bench_reports_pp_and_tg_at_several_batch_sizes() {
+    let out = ferrum()
+        .args(["bench", "-p", "16", "-n", "4", "-r", "2", "--batch", "1,3", "--json", "-m"])
+        .arg(fixture("qwen3moe", "model-q8_0.gguf"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let tests: Vec<(String, u64)> = rows.iter().map(|r| (r["test"].as_str().unwrap().to_string(), r["batch"].as_u64().unwrap())).collect();
+    assert_eq!(tests, [("pp16".to_string(), 1), ("tg4".to_string(), 1), ("tg4".to_string(), 3)]);
+    for r in &rows {
+        assert_eq!(r["runs"].as_array().unwrap().len(), 2);
+        assert!(r["tokens_per_s_mean"].as_f64().unwrap() > 0.0);
+    }
+    let md = ferrum().args(["bench", "-p", "8", "-n", "2", "-r", "1", "-m"]).arg(fixture("qwen2", "model-f16.gguf")).output().unwrap();
+    assert!(md.status.success());
+    assert!(String::from_utf8_lossy(&md.stdout).contains("| pp8 |"));
+    let bad = ferrum().args(["bench", "--backend", "tpu", "-m"]).arg(fixture("qwen2", "model-f16.gguf")).output().unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+}
