@@ -155,18 +155,8 @@ fn tg<B: Backend>(model: &Model<B>, n: usize, b: usize) -> Result<usize> {
             .collect();
         let logits = model.forward(&ForwardBatch { seqs }, &mut kv, None)?;
         for (s, t) in next.iter_mut().enumerate() {
-            *t = argmax(logits.row(s));
+            *t = ferrum_engine::sampler::argmax(logits.row(s)).unwrap_or(0);
         }
     }
     Ok(n * b)
-}
-
-fn argmax(row: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &v) in row.iter().enumerate() {
-        if v > row[best] {
-            best = i;
-        }
-    }
-    best as u32
 }

@@ -8,31 +8,11 @@ use ferrum_format::quant::{
     can_quantize, dequantize, dequantize_to_vec, get_scale_min_k4, quantize, quantize_into,
     QuantError, IQ4NL_TABLE,
 };
-use quant_util::Rng;
-
-const DECODED: [GgmlType; 17] = [
-    GgmlType::F32,
-    GgmlType::F16,
-    GgmlType::BF16,
-    GgmlType::Q4_0,
-    GgmlType::Q4_1,
-    GgmlType::Q5_0,
-    GgmlType::Q5_1,
-    GgmlType::Q8_0,
-    GgmlType::Q8_1,
-    GgmlType::Q2K,
-    GgmlType::Q3K,
-    GgmlType::Q4K,
-    GgmlType::Q5K,
-    GgmlType::Q6K,
-    GgmlType::Q8K,
-    GgmlType::IQ4NL,
-    GgmlType::IQ4XS,
-];
+use quant_util::{decoded_types, Rng};
 
 #[test]
 fn length_mismatch_is_reported() {
-    for ty in DECODED {
+    for ty in decoded_types() {
         let n = 2 * ty.block_size();
         let bytes = 2 * ty.type_size();
         let mut out = vec![0.0; n];
@@ -136,7 +116,7 @@ fn unsupported_types() {
 fn forged_element_count_does_not_allocate() {
     // A huge claimed count with a tiny buffer fails the size check before
     // any allocation.
-    for ty in DECODED {
+    for ty in decoded_types() {
         let n = (usize::MAX / 8) / ty.block_size() * ty.block_size();
         let err = dequantize_to_vec(ty, &[0u8; 64], n).unwrap_err();
         assert!(
@@ -152,7 +132,7 @@ fn forged_element_count_does_not_allocate() {
 #[test]
 fn adversarial_bytes_do_not_panic() {
     let mut rng = Rng::new(42);
-    for ty in DECODED {
+    for ty in decoded_types() {
         let n = 4 * ty.block_size().max(64);
         let len = ty.bytes_for(n as u64).unwrap() as usize;
         let patterns: Vec<Vec<u8>> = vec![

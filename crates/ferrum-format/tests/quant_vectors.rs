@@ -7,10 +7,13 @@
 //! contract allows 1 ulp there, but we hold the stronger line). The only
 //! latitude: a reference NaN must decode to some NaN.
 
+mod quant_util;
+
 use std::path::{Path, PathBuf};
 
 use ferrum_core::GgmlType;
 use ferrum_format::quant::{dequantize, quantize, quantize_into};
+use quant_util::decoded_types;
 
 struct Vectors {
     ty: GgmlType,
@@ -73,26 +76,6 @@ fn load(ty: GgmlType) -> Vectors {
     }
 }
 
-const DECODED: [GgmlType; 17] = [
-    GgmlType::F32,
-    GgmlType::F16,
-    GgmlType::BF16,
-    GgmlType::Q4_0,
-    GgmlType::Q4_1,
-    GgmlType::Q5_0,
-    GgmlType::Q5_1,
-    GgmlType::Q8_0,
-    GgmlType::Q8_1,
-    GgmlType::Q2K,
-    GgmlType::Q3K,
-    GgmlType::Q4K,
-    GgmlType::Q5K,
-    GgmlType::Q6K,
-    GgmlType::Q8K,
-    GgmlType::IQ4NL,
-    GgmlType::IQ4XS,
-];
-
 fn assert_same(ty: GgmlType, what: &str, ours: &[f32], reference: &[f32]) {
     assert_eq!(ours.len(), reference.len());
     let mut bad = 0;
@@ -119,7 +102,7 @@ fn assert_same(ty: GgmlType, what: &str, ours: &[f32], reference: &[f32]) {
 
 #[test]
 fn dequantize_matches_gguf_py() {
-    for ty in DECODED {
+    for ty in decoded_types() {
         let v = load(ty);
         let mut out = vec![0.0f32; v.reference.len()];
         dequantize(v.ty, &v.src, &mut out).unwrap();
@@ -137,7 +120,7 @@ fn dequantize_matches_gguf_py() {
 #[test]
 fn quantize_matches_gguf_py() {
     let mut checked = Vec::new();
-    for ty in DECODED {
+    for ty in decoded_types() {
         let v = load(ty);
         if v.quant_input.is_empty() {
             continue;

@@ -3,6 +3,15 @@
 
 #![allow(dead_code)]
 
+use ferrum_core::GgmlType;
+
+/// Every type the codecs dequantize: the float and block types of the GGML
+/// type table (integer tensors and F64 are not weights).
+pub fn decoded_types() -> Vec<GgmlType> {
+    use GgmlType::*;
+    GgmlType::ALL.into_iter().filter(|t| !matches!(t, I8 | I16 | I32 | I64 | F64)).collect()
+}
+
 pub struct Rng(u64);
 
 impl Rng {
