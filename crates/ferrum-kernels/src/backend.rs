@@ -21,6 +21,9 @@ pub enum BackendError {
     Invalid { op: &'static str, detail: String },
     #[error(transparent)]
     Kernel(#[from] crate::cpu::KernelError),
+    /// A device (driver, compiler or library) call failed.
+    #[error("{op}: device error: {detail}")]
+    Device { op: &'static str, detail: String },
 }
 
 pub type Result<T> = std::result::Result<T, BackendError>;
@@ -138,6 +141,9 @@ pub trait Backend: Send + Sync {
     type Weight: Send + Sync;
     /// One layer's paged K and V pools.
     type Kv: Send;
+    /// A step's attention metadata in the form the backend's kernels read
+    /// (built once per forward call by [`Backend::plan`], shared by all layers).
+    type Plan: Send;
 
     fn name(&self) -> &'static str;
 
@@ -146,6 +152,10 @@ pub trait Backend: Send + Sync {
     fn alloc_kv(&self, spec: KvSpec) -> Result<Self::Kv>;
     /// Copy an activation back to the host as `[rows * cols]` f32.
     fn to_host(&self, x: &Self::Act) -> Result<Vec<f32>>;
+    /// Prepare a step's attention metadata for the kernels (plan/run).
+    fn plan(&self, meta: AttnMeta) -> Result<Self::Plan>;
+    /// Copy whole KV blocks `src -> dst` (copy-on-write of shared blocks).
+    fn copy_blocks(&self, kv: &mut Self::Kv, pairs: &[(u32, u32)]) -> Result<()>;
 
     /// `out[i] = table[ids[i]]` (rows of a `[vocab, hidden]` table, any type).
     fn embed(&self, table: &Self::Weight, ids: &[u32], out: &mut Self::Act) -> Result<()>;
@@ -177,12 +187,12 @@ pub trait Backend: Send + Sync {
         k_norm: Option<&Self::Weight>,
         heads: &HeadSpec,
         rope: &Rope,
-        meta: &AttnMeta,
+        plan: &Self::Plan,
         kv: &mut Self::Kv,
     ) -> Result<()>;
     /// Causal paged attention of every row against its sequence's cached
     /// keys/values (positions `0..=pos`, limited by the window).
-    fn attention(&self, q: &Self::Act, heads: &HeadSpec, meta: &AttnMeta, kv: &Self::Kv, out: &mut Self::Act) -> Result<()>;
+    fn attention(&self, q: &Self::Act, heads: &HeadSpec, plan: &Self::Plan, kv: &Self::Kv, out: &mut Self::Act) -> Result<()>;
     /// `out = silu(gate) * up`.
     fn silu_mul(&self, gate: &Self::Act, up: &Self::Act, out: &mut Self::Act) -> Result<()>;
     /// Mixture of experts: route each row, run its top-k experts

@@ -68,12 +68,13 @@ impl<B: Backend> Model<B> {
             .map(|s| SeqPlan { n_new: s.tokens.len(), start_pos: s.start_pos, block_table: s.block_table })
             .collect();
         let meta = AttnMeta::build(&plans, kv.spec.block_size, kv.spec.n_blocks, cfg.max_ctx)?;
+        let b = &self.backend;
+        let meta = b.plan(meta)?;
         let ids: Vec<u32> = batch.seqs.iter().flat_map(|s| s.tokens.iter().copied()).collect();
         if let Some(&bad) = ids.iter().find(|&&t| t as usize >= cfg.vocab_size) {
             return Err(ModelError::Batch(format!("token id {bad} >= vocabulary size {}", cfg.vocab_size)));
         }
 
-        let b = &self.backend;
         let n = ids.len();
         let mut s = Scratch {
             x: b.alloc(n, cfg.hidden)?,

@@ -23,6 +23,14 @@ impl<B: Backend> KvCache<B> {
         Ok(KvCache { spec, layers })
     }
 
+    /// Copy blocks `src -> dst` in every layer (copy-on-write of a shared block).
+    pub fn copy_blocks(&mut self, backend: &B, pairs: &[(u32, u32)]) -> Result<()> {
+        for layer in &mut self.layers {
+            backend.copy_blocks(layer, pairs)?;
+        }
+        Ok(())
+    }
+
     pub fn n_blocks(&self) -> usize {
         self.spec.n_blocks
     }

@@ -127,6 +127,13 @@ impl KvStore {
         }
     }
 
+    fn copy_block(&mut self, src: usize, dst: usize, len: usize) {
+        match self {
+            KvStore::F32(d) => d.copy_within(src..src + len, dst),
+            KvStore::F16(d) => d.copy_within(src..src + len, dst),
+        }
+    }
+
     fn read(&self, at: usize, dst: &mut [f32]) {
         match self {
             KvStore::F32(d) => dst.copy_from_slice(&d[at..at + dst.len()]),
@@ -151,6 +158,7 @@ impl Backend for CpuBackend {
     type Act = Mat;
     type Weight = CpuWeight;
     type Kv = CpuKv;
+    type Plan = AttnMeta;
 
     fn name(&self) -> &'static str {
         "cpu"
@@ -196,6 +204,25 @@ impl Backend for CpuBackend {
 
     fn to_host(&self, x: &Mat) -> Result<Vec<f32>> {
         Ok(x.data.clone())
+    }
+
+    fn plan(&self, meta: AttnMeta) -> Result<AttnMeta> {
+        Ok(meta)
+    }
+
+    fn copy_blocks(&self, kv: &mut CpuKv, pairs: &[(u32, u32)]) -> Result<()> {
+        let block = kv.spec.block_size * kv.spec.n_kv_heads * kv.spec.head_dim;
+        for &(src, dst) in pairs {
+            if src as usize >= kv.spec.n_blocks || dst as usize >= kv.spec.n_blocks {
+                return Err(BackendError::Invalid {
+                    op: "copy_blocks",
+                    detail: format!("block {src} -> {dst} outside the pool of {}", kv.spec.n_blocks),
+                });
+            }
+            kv.k.copy_block(src as usize * block, dst as usize * block, block);
+            kv.v.copy_block(src as usize * block, dst as usize * block, block);
+        }
+        Ok(())
     }
 
     fn embed(&self, table: &CpuWeight, ids: &[u32], out: &mut Mat) -> Result<()> {
