@@ -148,6 +148,10 @@ pub trait Backend: Send + Sync {
     fn name(&self) -> &'static str;
 
     fn upload(&self, w: HostWeight) -> Result<Self::Weight>;
+    /// Join weights along their output rows into one (QKV, gate+up), so one
+    /// `linear` computes them all: 2-D parts share the input dimension (their
+    /// types may differ); 1-D parts (biases) are joined end to end.
+    fn fuse(&self, parts: Vec<Self::Weight>) -> Result<Self::Weight>;
     fn alloc(&self, rows: usize, cols: usize) -> Result<Self::Act>;
     fn alloc_kv(&self, spec: KvSpec) -> Result<Self::Kv>;
     /// Copy an activation back to the host as `[rows * cols]` f32.
@@ -174,15 +178,15 @@ pub trait Backend: Send + Sync {
     fn add(&self, residual: &mut Self::Act, delta: &Self::Act) -> Result<()>;
     /// `out = x · wᵀ (+ bias)`; `w` is `[out, in]` dense or quantized.
     fn linear(&self, x: &Self::Act, w: &Self::Weight, bias: Option<&Self::Weight>, out: &mut Self::Act) -> Result<()>;
-    /// Per-head QK RMSNorm (optional), rotary embedding at each row's
-    /// position, and the write of K and V into the paged cache at each row's
-    /// slot. `q` is rotated in place; `k`, `v` are `[rows, n_kv_heads*head_dim]`.
+    /// Split a fused `qkv` row `[q | k | v]` (`[rows, (n_heads + 2·n_kv_heads)·head_dim]`),
+    /// apply the per-head QK RMSNorm (optional) and the rotary embedding at each
+    /// row's position, write K and V into the paged cache at each row's slot,
+    /// and the rotated Q to `q` (`[rows, n_heads·head_dim]`).
     #[allow(clippy::too_many_arguments)]
     fn qk_rope_store(
         &self,
+        qkv: &Self::Act,
         q: &mut Self::Act,
-        k: &mut Self::Act,
-        v: &Self::Act,
         q_norm: Option<&Self::Weight>,
         k_norm: Option<&Self::Weight>,
         heads: &HeadSpec,
@@ -193,8 +197,8 @@ pub trait Backend: Send + Sync {
     /// Causal paged attention of every row against its sequence's cached
     /// keys/values (positions `0..=pos`, limited by the window).
     fn attention(&self, q: &Self::Act, heads: &HeadSpec, plan: &Self::Plan, kv: &Self::Kv, out: &mut Self::Act) -> Result<()>;
-    /// `out = silu(gate) * up`.
-    fn silu_mul(&self, gate: &Self::Act, up: &Self::Act, out: &mut Self::Act) -> Result<()>;
+    /// `out = silu(gate) * up` of a fused `[gate | up]` row (`[rows, 2·ff]` -> `[rows, ff]`).
+    fn silu_mul(&self, gate_up: &Self::Act, out: &mut Self::Act) -> Result<()>;
     /// Mixture of experts: route each row, run its top-k experts
     /// (`down(silu(gate(x)) * up(x))`) and add the weighted sum to `residual`.
     fn moe(&self, x: &Self::Act, w: &MoeWeights<'_, Self::Weight>, spec: &MoeSpec, residual: &mut Self::Act) -> Result<()>;

@@ -60,6 +60,19 @@ fn ref_attention(q: &[f32], k: &[f32], v: &[f32], pos: &[usize], h: &HeadSpec) -
     out
 }
 
+/// `[q | k | v]` per row, as the fused QKV projection produces.
+fn fuse_rows(parts: &[&Mat]) -> Mat {
+    let rows = parts[0].rows;
+    let cols: usize = parts.iter().map(|p| p.cols).sum();
+    let mut data = Vec::with_capacity(rows * cols);
+    for r in 0..rows {
+        for p in parts {
+            data.extend_from_slice(p.row(r));
+        }
+    }
+    Mat::from_vec(data, rows, cols).unwrap()
+}
+
 fn check_attention(n_heads: usize, n_kv: usize, hd: usize, prefix: usize, chunk: usize, window: Option<usize>, dtype: KvDType) {
     let b = CpuBackend;
     let h = HeadSpec { n_heads, n_kv_heads: n_kv, head_dim: hd, scale: 1.0 / (hd as f32).sqrt(), window, norm_eps: 1e-6 };
@@ -82,10 +95,15 @@ fn check_attention(n_heads: usize, n_kv: usize, hd: usize, prefix: usize, chunk:
             continue;
         }
         let meta = AttnMeta::build(&[SeqPlan { n_new: n, start_pos: start, block_table: &table }], 16, n_blocks, 1 << 20).unwrap();
-        let mut q = Mat::from_vec(q_all[start * n_heads * hd..(start + n) * n_heads * hd].to_vec(), n, n_heads * hd).unwrap();
-        let mut k = Mat::from_vec(k_all[start * kvw..(start + n) * kvw].to_vec(), n, kvw).unwrap();
+        let q = Mat::from_vec(q_all[start * n_heads * hd..(start + n) * n_heads * hd].to_vec(), n, n_heads * hd).unwrap();
+        let k = Mat::from_vec(k_all[start * kvw..(start + n) * kvw].to_vec(), n, kvw).unwrap();
         let v = Mat::from_vec(v_all[start * kvw..(start + n) * kvw].to_vec(), n, kvw).unwrap();
-        b.qk_rope_store(&mut q, &mut k, &v, None, None, &h, &rope, &meta, &mut kv).unwrap();
+        let q = {
+            let qkv = fuse_rows(&[&q, &k, &v]);
+            let mut out = Mat::default();
+            b.qk_rope_store(&qkv, &mut out, None, None, &h, &rope, &meta, &mut kv).unwrap();
+            out
+        };
         b.attention(&q, &h, &meta, &kv, &mut out).unwrap();
     }
     let round = |x: &[f32]| -> Vec<f32> {
@@ -123,11 +141,18 @@ fn rope_layouts_match_reference() {
         let table = [0u32];
         let meta = AttnMeta::build(&[SeqPlan { n_new: 3, start_pos: 5, block_table: &table }], 16, 1, 100).unwrap();
         let x: Vec<f32> = (0..3 * hd).map(|i| (i as f32 * 0.37).sin()).collect();
-        let mut q = Mat::from_vec(x.clone(), 3, hd).unwrap();
-        let mut k = q.clone();
-        let v = q.clone();
+        let x3 = Mat::from_vec(x.clone(), 3, hd).unwrap();
+        let qkv = fuse_rows(&[&x3, &x3, &x3]);
+        let mut q = Mat::default();
         let mut kv = b.alloc_kv(KvSpec { n_blocks: 1, block_size: 16, n_kv_heads: 1, head_dim: hd, dtype: KvDType::F32 }).unwrap();
-        b.qk_rope_store(&mut q, &mut k, &v, None, None, &h, &rope, &meta, &mut kv).unwrap();
+        b.qk_rope_store(&qkv, &mut q, None, None, &h, &rope, &meta, &mut kv).unwrap();
+        // K is rotated by the same code path: a second call with the same input
+        // must give the same Q (and writes the same cache slots).
+        let k = {
+            let mut k = Mat::default();
+            b.qk_rope_store(&qkv, &mut k, None, None, &h, &rope, &meta, &mut kv).unwrap();
+            k
+        };
         for r in 0..3 {
             let p = (5 + r) as f64;
             for i in 0..hd / 2 {
@@ -220,12 +245,11 @@ fn bad_plans_are_errors() {
     let h = HeadSpec { n_heads: 2, n_kv_heads: 1, head_dim: 8, scale: 1.0, window: None, norm_eps: 1e-6 };
     let table = [0u32];
     let meta = AttnMeta::build(&[SeqPlan { n_new: 2, start_pos: 0, block_table: &table }], 16, 1, 100).unwrap();
-    let q = Mat::zeros(3, 16); // 3 rows but the plan has 2
     let kv = b.alloc_kv(KvSpec { n_blocks: 1, block_size: 16, n_kv_heads: 1, head_dim: 8, dtype: KvDType::F32 }).unwrap();
     let mut out = Mat::default();
-    let mut q2 = q.clone();
-    let mut k = Mat::zeros(3, 8);
+    let mut q2 = Mat::default();
     let mut kv2 = kv;
-    assert!(b.qk_rope_store(&mut q2, &mut k, &Mat::zeros(3, 8), None, None, &h, &Rope { style: RopeStyle::NeoX, inv_freq: vec![0.0; 4] }, &meta, &mut kv2).is_err());
+    // 3 rows but the plan has 2.
+    assert!(b.qk_rope_store(&Mat::zeros(3, 32), &mut q2, None, None, &h, &Rope { style: RopeStyle::NeoX, inv_freq: vec![0.0; 4] }, &meta, &mut kv2).is_err());
     assert!(b.attention(&Mat::zeros(2, 15), &h, &meta, &kv2, &mut out).is_err());
 }

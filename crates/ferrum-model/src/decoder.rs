@@ -25,13 +25,11 @@ pub struct Model<B: Backend> {
 struct Scratch<A> {
     x: A,
     h: A,
+    qkv: A,
     q: A,
-    k: A,
-    v: A,
     attn: A,
     o: A,
-    gate: A,
-    up: A,
+    gate_up: A,
     act: A,
 }
 
@@ -79,13 +77,11 @@ impl<B: Backend> Model<B> {
         let mut s = Scratch {
             x: b.alloc(n, cfg.hidden)?,
             h: b.alloc(n, cfg.hidden)?,
+            qkv: b.alloc(n, cfg.q_dim() + 2 * cfg.kv_dim())?,
             q: b.alloc(n, cfg.q_dim())?,
-            k: b.alloc(n, cfg.kv_dim())?,
-            v: b.alloc(n, cfg.kv_dim())?,
             attn: b.alloc(n, cfg.q_dim())?,
             o: b.alloc(n, cfg.hidden)?,
-            gate: b.alloc(0, 0)?,
-            up: b.alloc(0, 0)?,
+            gate_up: b.alloc(0, 0)?,
             act: b.alloc(0, 0)?,
         };
         let w = &self.weights;
@@ -103,13 +99,10 @@ impl<B: Backend> Model<B> {
             b.rms_norm(&s.x, &lw.attn_norm, cfg.rms_eps, &mut s.h)?;
             tr("attn_norm", l, &s.h)?;
             let a = &lw.attn;
-            b.linear(&s.h, &a.q, a.q_bias.as_ref(), &mut s.q)?;
-            b.linear(&s.h, &a.k, a.k_bias.as_ref(), &mut s.k)?;
-            b.linear(&s.h, &a.v, a.v_bias.as_ref(), &mut s.v)?;
-            tr("q", l, &s.q)?;
-            tr("k", l, &s.k)?;
-            tr("v", l, &s.v)?;
-            b.qk_rope_store(&mut s.q, &mut s.k, &s.v, a.q_norm.as_ref(), a.k_norm.as_ref(), &self.heads, &self.rope, &meta, &mut kv.layers[li])?;
+            // [rows, q_dim + 2·kv_dim]: one projection, split by the rope kernel.
+            b.linear(&s.h, &a.qkv, a.qkv_bias.as_ref(), &mut s.qkv)?;
+            tr("qkv", l, &s.qkv)?;
+            b.qk_rope_store(&s.qkv, &mut s.q, a.q_norm.as_ref(), a.k_norm.as_ref(), &self.heads, &self.rope, &meta, &mut kv.layers[li])?;
             tr("q_rope", l, &s.q)?;
             b.attention(&s.q, &self.heads, &meta, &kv.layers[li], &mut s.attn)?;
             tr("attn", l, &s.attn)?;
@@ -118,10 +111,9 @@ impl<B: Backend> Model<B> {
             b.add_rms_norm(&mut s.x, &s.o, &lw.ffn_norm, cfg.rms_eps, &mut s.h)?;
             tr("ffn_norm", l, &s.h)?;
             match (&lw.ffn, &cfg.ffn) {
-                (FfnWeights::Dense { gate, up, down }, _) => {
-                    b.linear(&s.h, gate, None, &mut s.gate)?;
-                    b.linear(&s.h, up, None, &mut s.up)?;
-                    b.silu_mul(&s.gate, &s.up, &mut s.act)?;
+                (FfnWeights::Dense { gate_up, down }, _) => {
+                    b.linear(&s.h, gate_up, None, &mut s.gate_up)?;
+                    b.silu_mul(&s.gate_up, &mut s.act)?;
                     b.linear(&s.act, down, None, &mut s.o)?;
                     tr("ffn_out", l, &s.o)?;
                     b.add(&mut s.x, &s.o)?;

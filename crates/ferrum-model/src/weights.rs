@@ -8,17 +8,15 @@ use crate::error::{ModelError, Result};
 use crate::source::TensorSource;
 
 pub enum FfnWeights<W> {
-    Dense { gate: W, up: W, down: W },
+    /// `gate_up`: gate and up fused along the output rows, `[2·ff, hidden]`.
+    Dense { gate_up: W, down: W },
     Moe { router: W, gate: W, up: W, down: W },
 }
 
 pub struct AttnWeights<W> {
-    pub q: W,
-    pub k: W,
-    pub v: W,
-    pub q_bias: Option<W>,
-    pub k_bias: Option<W>,
-    pub v_bias: Option<W>,
+    /// Q, K and V fused along the output rows: `[q_dim + 2·kv_dim, hidden]`.
+    pub qkv: W,
+    pub qkv_bias: Option<W>,
     pub q_norm: Option<W>,
     pub k_norm: Option<W>,
     pub o: W,
@@ -106,21 +104,31 @@ pub fn load<B: Backend>(
     let mut layers = Vec::with_capacity(cfg.n_layers);
     for i in 0..cfg.n_layers {
         let n = |s: &str| format!("blk.{i}.{s}");
+        let qkv = vec![
+            l.get(&n("attn_q.weight"), &[h, qd])?,
+            l.get(&n("attn_k.weight"), &[h, kvd])?,
+            l.get(&n("attn_v.weight"), &[h, kvd])?,
+        ];
+        let qkv_bias = if cfg.qkv_bias {
+            let parts = vec![
+                l.get(&n("attn_q.bias"), &[qd])?,
+                l.get(&n("attn_k.bias"), &[kvd])?,
+                l.get(&n("attn_v.bias"), &[kvd])?,
+            ];
+            Some(backend.fuse(parts)?)
+        } else {
+            None
+        };
         let attn = AttnWeights {
-            q: l.get(&n("attn_q.weight"), &[h, qd])?,
-            k: l.get(&n("attn_k.weight"), &[h, kvd])?,
-            v: l.get(&n("attn_v.weight"), &[h, kvd])?,
-            q_bias: l.opt(&n("attn_q.bias"), &[qd], cfg.qkv_bias)?,
-            k_bias: l.opt(&n("attn_k.bias"), &[kvd], cfg.qkv_bias)?,
-            v_bias: l.opt(&n("attn_v.bias"), &[kvd], cfg.qkv_bias)?,
+            qkv: backend.fuse(qkv)?,
+            qkv_bias,
             q_norm: l.opt(&n("attn_q_norm.weight"), &[hd], cfg.qk_norm)?,
             k_norm: l.opt(&n("attn_k_norm.weight"), &[hd], cfg.qk_norm)?,
             o: l.get(&n("attn_output.weight"), &[qd, h])?,
         };
         let ffn = match cfg.ffn {
             Ffn::Dense { ff } => FfnWeights::Dense {
-                gate: l.get(&n("ffn_gate.weight"), &[h, ff])?,
-                up: l.get(&n("ffn_up.weight"), &[h, ff])?,
+                gate_up: backend.fuse(vec![l.get(&n("ffn_gate.weight"), &[h, ff])?, l.get(&n("ffn_up.weight"), &[h, ff])?])?,
                 down: l.get(&n("ffn_down.weight"), &[ff, h])?,
             },
             Ffn::Moe { n_experts, ff, .. } => FfnWeights::Moe {

@@ -6,6 +6,7 @@
 //! bit-identical whether a sequence runs alone, batched or chunked.
 
 mod attention;
+mod fuse;
 mod moe;
 mod norm;
 mod rope;
@@ -57,6 +58,9 @@ pub struct CpuWeight {
     bytes: HostBytes,
     vector: Option<Vec<f32>>,
     name: String,
+    /// Parts of a fused weight whose types differ, in output-row order
+    /// (empty for a plain weight).
+    parts: Vec<CpuWeight>,
 }
 
 impl CpuWeight {
@@ -186,7 +190,11 @@ impl Backend for CpuBackend {
             }
             None
         };
-        Ok(CpuWeight { ty: w.ty, dims: w.dims, bytes: w.bytes, vector, name: w.name })
+        Ok(CpuWeight { ty: w.ty, dims: w.dims, bytes: w.bytes, vector, name: w.name, parts: Vec::new() })
+    }
+
+    fn fuse(&self, parts: Vec<CpuWeight>) -> Result<CpuWeight> {
+        fuse::fuse(parts)
     }
 
     fn alloc(&self, rows: usize, cols: usize) -> Result<Mat> {
@@ -269,13 +277,17 @@ impl Backend for CpuBackend {
     }
 
     fn linear(&self, x: &Mat, w: &CpuWeight, bias: Option<&CpuWeight>, out: &mut Mat) -> Result<()> {
-        let m = w.mat("linear")?;
-        check_cols("linear", x, m.cols)?;
-        out.reshape(x.rows, m.rows);
-        cpu::matmul(&m, &x.data, x.rows, &mut out.data)?;
+        if w.parts.is_empty() {
+            let m = w.mat("linear")?;
+            check_cols("linear", x, m.cols)?;
+            out.reshape(x.rows, m.rows);
+            cpu::matmul(&m, &x.data, x.rows, &mut out.data)?;
+        } else {
+            fuse::linear_parts(x, &w.parts, out)?;
+        }
         if let Some(b) = bias {
-            let b = b.vector(m.rows, "linear bias")?;
-            for row in out.data.chunks_exact_mut(m.rows) {
+            let b = b.vector(out.cols, "linear bias")?;
+            for row in out.data.chunks_exact_mut(out.cols) {
                 for (o, &bv) in row.iter_mut().zip(b) {
                     *o += bv;
                 }
@@ -286,9 +298,8 @@ impl Backend for CpuBackend {
 
     fn qk_rope_store(
         &self,
+        qkv: &Mat,
         q: &mut Mat,
-        k: &mut Mat,
-        v: &Mat,
         q_norm: Option<&CpuWeight>,
         k_norm: Option<&CpuWeight>,
         heads: &HeadSpec,
@@ -297,29 +308,27 @@ impl Backend for CpuBackend {
         kv: &mut CpuKv,
     ) -> Result<()> {
         let hd = heads.head_dim;
-        check_cols("qk_rope_store q", q, heads.n_heads * hd)?;
-        check_cols("qk_rope_store k", k, heads.n_kv_heads * hd)?;
-        check_cols("qk_rope_store v", v, heads.n_kv_heads * hd)?;
-        if q.rows != meta.n_rows() || k.rows != q.rows || v.rows != q.rows {
-            return Err(BackendError::Shape { op: "qk_rope_store", detail: format!("{} rows vs plan of {}", q.rows, meta.n_rows()) });
+        let (qd, kvd) = (heads.n_heads * hd, heads.n_kv_heads * hd);
+        check_cols("qk_rope_store qkv", qkv, qd + 2 * kvd)?;
+        if qkv.rows != meta.n_rows() {
+            return Err(BackendError::Shape { op: "qk_rope_store", detail: format!("{} rows vs plan of {}", qkv.rows, meta.n_rows()) });
         }
         if kv.spec.n_kv_heads != heads.n_kv_heads || kv.spec.head_dim != hd || kv.spec.block_size != meta.block_size {
             return Err(BackendError::Shape { op: "qk_rope_store", detail: format!("KV pool {:?} vs heads {heads:?}", kv.spec) });
         }
         let qn = q_norm.map(|w| w.vector(hd, "q_norm")).transpose()?;
         let kn = k_norm.map(|w| w.vector(hd, "k_norm")).transpose()?;
-        let kv_width = heads.n_kv_heads * hd;
         let capacity = kv.spec.n_blocks * kv.spec.block_size;
+        q.reshape(qkv.rows, qd);
+        let mut k = vec![0.0f32; kvd];
         for (r, row) in meta.rows.iter().enumerate() {
             let pos = row.pos as usize;
-            for head in q.data[r * q.cols..(r + 1) * q.cols].chunks_exact_mut(hd) {
-                if let Some(w) = qn {
-                    norm::rms_norm_in_place(head, w, heads.norm_eps);
-                }
-                rope::apply(head, pos, rope);
-            }
-            for head in k.data[r * k.cols..(r + 1) * k.cols].chunks_exact_mut(hd) {
-                if let Some(w) = kn {
+            let src = qkv.row(r);
+            let q_row = &mut q.data[r * qd..(r + 1) * qd];
+            q_row.copy_from_slice(&src[..qd]);
+            k.copy_from_slice(&src[qd..qd + kvd]);
+            for (head, w) in q_row.chunks_exact_mut(hd).map(|h| (h, qn)).chain(k.chunks_exact_mut(hd).map(|h| (h, kn))) {
+                if let Some(w) = w {
                     norm::rms_norm_in_place(head, w, heads.norm_eps);
                 }
                 rope::apply(head, pos, rope);
@@ -328,8 +337,8 @@ impl Backend for CpuBackend {
             if slot >= capacity {
                 return Err(BackendError::Invalid { op: "qk_rope_store", detail: format!("slot {slot} outside the pool") });
             }
-            kv.k.write(slot * kv_width, k.row(r));
-            kv.v.write(slot * kv_width, v.row(r));
+            kv.k.write(slot * kvd, &k);
+            kv.v.write(slot * kvd, &src[qd + kvd..]);
         }
         Ok(())
     }
@@ -344,13 +353,17 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
-    fn silu_mul(&self, gate: &Mat, up: &Mat, out: &mut Mat) -> Result<()> {
-        if gate.rows != up.rows || gate.cols != up.cols {
-            return Err(BackendError::Shape { op: "silu_mul", detail: format!("[{}, {}] vs [{}, {}]", gate.rows, gate.cols, up.rows, up.cols) });
+    fn silu_mul(&self, gate_up: &Mat, out: &mut Mat) -> Result<()> {
+        if gate_up.cols % 2 != 0 {
+            return Err(BackendError::Shape { op: "silu_mul", detail: format!("[{}, {}] is not [gate | up]", gate_up.rows, gate_up.cols) });
         }
-        out.reshape(gate.rows, gate.cols);
-        for ((o, &g), &u) in out.data.iter_mut().zip(&gate.data).zip(&up.data) {
-            *o = norm::silu(g) * u;
+        let ff = gate_up.cols / 2;
+        out.reshape(gate_up.rows, ff);
+        for (o, gu) in out.data.chunks_exact_mut(ff).zip(gate_up.data.chunks_exact(2 * ff)) {
+            let (g, u) = gu.split_at(ff);
+            for ((o, &g), &u) in o.iter_mut().zip(g).zip(u) {
+                *o = norm::silu(g) * u;
+            }
         }
         Ok(())
     }
