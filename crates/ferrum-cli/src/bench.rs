@@ -14,6 +14,7 @@ use std::time::Instant;
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
 use ferrum_kernels::{Backend, KvDType};
+use ferrum_model::load::ModelFile;
 use ferrum_model::{ForwardBatch, KvCache, LogitRows, Model, SeqInput, BLOCK_SIZE};
 use serde::Serialize;
 
@@ -39,9 +40,8 @@ pub struct BenchArgs {
     /// Decode batch sizes for tg (comma-separated).
     #[arg(long, value_delimiter = ',', default_value = "1")]
     batch: Vec<usize>,
-    /// Compute backend.
-    #[arg(long, default_value = "cpu")]
-    backend: String,
+    #[command(flatten)]
+    backend: loading::BackendArgs,
     /// Print JSON instead of a markdown table.
     #[arg(long)]
     json: bool,
@@ -67,44 +67,52 @@ pub fn run(mut a: BenchArgs) -> Result<()> {
     if let Some(BenchCmd::Serve(s)) = a.cmd.take() {
         return crate::bench_serve::run(s);
     }
-    if a.backend != "cpu" {
-        bail!("backend `{}` is not available in this build (available: cpu)", a.backend);
-    }
     if a.repetitions == 0 || a.batch.iter().any(|&b| b == 0) {
         bail!("--repetitions and every --batch size must be at least 1");
     }
     let path = model_path::resolve(&a.model)?;
-    let (_, model) = loading::load(&path)?;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("model").to_string();
-    let mut rows = Vec::new();
-    if a.n_prompt > 0 {
-        let runs = measure(a.repetitions, || pp(&model, a.n_prompt))?;
-        rows.push(row(&name, format!("pp{}", a.n_prompt), 1, runs));
-    }
-    if a.n_gen > 0 {
-        for &b in &a.batch {
-            let runs = measure(a.repetitions, || tg(&model, a.n_gen, b))?;
-            rows.push(row(&name, format!("tg{}", a.n_gen), b, runs));
+    let backend = a.backend.clone();
+    loading::with_model(&path, &backend, Bench { a, name })
+}
+
+struct Bench {
+    a: BenchArgs,
+    name: String,
+}
+
+impl loading::ModelTask for Bench {
+    type Out = ();
+
+    fn run<B: Backend + 'static>(self, _: ModelFile, model: Model<B>, info: loading::BackendInfo) -> Result<()> {
+        let Bench { a, name } = self;
+        let kv = info.kv_dtype;
+        let mut rows = Vec::new();
+        if a.n_prompt > 0 {
+            let runs = measure(a.repetitions, || pp(&model, kv, a.n_prompt))?;
+            rows.push(row(&name, format!("pp{}", a.n_prompt), 1, runs));
         }
-    }
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
-    } else {
-        println!("| model | backend | threads | test | batch | t/s |");
-        println!("|---|---|---:|---|---:|---:|");
-        for r in &rows {
-            println!(
-                "| {} | cpu | {} | {} | {} | {:.2} ± {:.2} |",
-                r.model,
-                ferrum_kernels::cpu::num_threads(),
-                r.test,
-                r.batch,
-                r.tokens_per_s_mean,
-                r.tokens_per_s_std
-            );
+        if a.n_gen > 0 {
+            for &b in &a.batch {
+                let runs = measure(a.repetitions, || tg(&model, kv, a.n_gen, b))?;
+                rows.push(row(&name, format!("tg{}", a.n_gen), b, runs));
+            }
         }
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&rows)?);
+        } else {
+            let threads = if info.name == "cpu" { ferrum_kernels::cpu::num_threads().to_string() } else { "-".into() };
+            println!("| model | backend | threads | test | batch | t/s |");
+            println!("|---|---|---:|---|---:|---:|");
+            for r in &rows {
+                println!(
+                    "| {} | {} | {} | {} | {} | {:.2} ± {:.2} |",
+                    r.model, info.name, threads, r.test, r.batch, r.tokens_per_s_mean, r.tokens_per_s_std
+                );
+            }
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 fn row(model: &str, test: String, batch: usize, runs: Vec<f64>) -> Row {
@@ -130,13 +138,13 @@ fn tokens(vocab: usize, n: usize, salt: usize) -> Vec<u32> {
     (0..n).map(|i| ((i * 7919 + salt * 104_729 + 17) % vocab) as u32).collect()
 }
 
-fn cache<B: Backend>(model: &Model<B>, seqs: usize, len: usize) -> Result<(KvCache<B>, usize)> {
+fn cache<B: Backend>(model: &Model<B>, dtype: KvDType, seqs: usize, len: usize) -> Result<(KvCache<B>, usize)> {
     let per = len.div_ceil(BLOCK_SIZE);
-    Ok((KvCache::new(&model.backend, &model.cfg, seqs * per, KvDType::F32)?, per))
+    Ok((KvCache::new(&model.backend, &model.cfg, seqs * per, dtype)?, per))
 }
 
-fn pp<B: Backend>(model: &Model<B>, n: usize) -> Result<usize> {
-    let (mut kv, per) = cache(model, 1, n)?;
+fn pp<B: Backend>(model: &Model<B>, dtype: KvDType, n: usize) -> Result<usize> {
+    let (mut kv, per) = cache(model, dtype, 1, n)?;
     let table: Vec<u32> = (0..per as u32).collect();
     let toks = tokens(model.cfg.vocab_size, n, 0);
     let batch = ForwardBatch { seqs: vec![SeqInput { tokens: &toks, start_pos: 0, block_table: &table, logits: LogitRows::Last }] };
@@ -144,8 +152,8 @@ fn pp<B: Backend>(model: &Model<B>, n: usize) -> Result<usize> {
     Ok(n)
 }
 
-fn tg<B: Backend>(model: &Model<B>, n: usize, b: usize) -> Result<usize> {
-    let (mut kv, per) = cache(model, b, n)?;
+fn tg<B: Backend>(model: &Model<B>, dtype: KvDType, n: usize, b: usize) -> Result<usize> {
+    let (mut kv, per) = cache(model, dtype, b, n)?;
     let tables: Vec<Vec<u32>> = (0..b).map(|s| ((s * per) as u32..((s + 1) * per) as u32).collect()).collect();
     let mut next: Vec<u32> = (0..b).map(|s| tokens(model.cfg.vocab_size, 1, s)[0]).collect();
     for pos in 0..n {

@@ -10,7 +10,9 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use ferrum_engine::sampler::SamplingParams;
 use ferrum_format::hf_config::GenerationConfig;
+use ferrum_kernels::{Backend, KvDType};
 use ferrum_model::load::ModelFile;
+use ferrum_model::Model;
 use ferrum_text::{ChatTemplate, Tokenizer};
 
 use crate::session::{GenRequest, Generation, Session};
@@ -85,6 +87,8 @@ pub struct RunArgs {
     /// Turn thinking off in templates that support it (Qwen3's enable_thinking = false).
     #[arg(long)]
     pub no_think: bool,
+    #[command(flatten)]
+    pub backend: loading::BackendArgs,
 }
 
 /// Ctrl-C during generation sets this; the answer ends, the program does not.
@@ -126,9 +130,9 @@ impl Runner {
     }
 
     /// Runs one generation with Ctrl-C armed; text goes to `emit`.
-    pub fn generate(
+    pub fn generate<B: Backend>(
         &self,
-        session: &mut Session<'_>,
+        session: &mut Session<'_, B>,
         prompt: &[u32],
         emit: &mut dyn FnMut(&str) -> Result<()>,
     ) -> Result<Generation> {
@@ -151,9 +155,24 @@ pub fn run(a: RunArgs) -> Result<()> {
         bail!("--json needs a PROMPT");
     }
     let path = model_path::resolve(&a.model)?;
-    let t_load = Instant::now();
-    let (file, model) = loading::load(&path)?;
-    let load_s = t_load.elapsed().as_secs_f64();
+    let backend = a.backend.clone();
+    loading::with_model(&path, &backend, Generate { a, t_load: Instant::now() })
+}
+
+struct Generate {
+    a: RunArgs,
+    t_load: Instant,
+}
+
+impl loading::ModelTask for Generate {
+    type Out = ();
+
+    fn run<B: Backend + 'static>(self, file: ModelFile, model: Model<B>, info: loading::BackendInfo) -> Result<()> {
+        answer(self.a, self.t_load.elapsed().as_secs_f64(), file, &model, info.kv_dtype)
+    }
+}
+
+fn answer<B: Backend>(a: RunArgs, load_s: f64, file: ModelFile, model: &Model<B>, kv_dtype: KvDType) -> Result<()> {
     let tok = load_tokenizer(&file)?;
     let template = if a.raw {
         None
@@ -175,7 +194,7 @@ pub fn run(a: RunArgs) -> Result<()> {
     if a.raw && a.system.is_some() {
         eprintln!("warning: --system is ignored with --raw");
     }
-    let mut session = Session::new(&model, a.ctx)?;
+    let mut session = Session::new(model, a.ctx, kv_dtype)?;
     install_interrupt_handler();
     let Some(prompt) = &a.prompt else {
         return repl::run(&runner, &mut session);

@@ -1,15 +1,104 @@
-//! Loading a model for a command, with a progress bar on stderr.
+//! Choosing the compute backend and loading a model onto it, with a progress
+//! bar on stderr. Commands are written once, generic over the backend, as a
+//! [`ModelTask`] that `with_model` runs on whichever backend was chosen.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
-use ferrum_kernels::CpuBackend;
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+use ferrum_kernels::cuda::{self, CudaBackend, CudaOptions};
+use ferrum_kernels::{Backend, CpuBackend, KvDType};
 use ferrum_model::load::ModelFile;
-use ferrum_model::Model;
+use ferrum_model::{KvCache, Model};
 use indicatif::{ProgressBar, ProgressStyle};
 
-pub fn load(path: &Path) -> Result<(ModelFile, Model<CpuBackend>)> {
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum BackendKind {
+    /// CUDA when a GPU is present, else the CPU.
+    #[default]
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+/// The backend options every model-running command takes.
+#[derive(Args, Clone, Debug)]
+pub struct BackendArgs {
+    /// Compute backend.
+    #[arg(long, value_enum, default_value_t = BackendKind::Auto)]
+    pub backend: BackendKind,
+    /// CUDA device ordinal.
+    #[arg(long, default_value_t = 0)]
+    pub device: usize,
+    /// Fraction of the GPU's memory Ferrum may use (weights, activations and KV cache).
+    #[arg(long, default_value_t = 0.9)]
+    pub gpu_memory_utilization: f64,
+}
+
+impl BackendArgs {
+}
+
+/// What a task learns about the backend besides the model.
+pub struct BackendInfo {
+    pub name: &'static str,
+    /// Element type of the KV cache (f16 on GPUs, as llama.cpp; f32 on the CPU).
+    pub kv_dtype: KvDType,
+    /// Bytes the KV cache may take (`None`: the command's own default).
+    pub kv_budget: Option<usize>,
+}
+
+impl BackendInfo {
+    /// KV capacity in tokens for `model` within the budget, else `default`.
+    pub fn kv_tokens<B: Backend>(&self, model: &Model<B>, default: usize) -> usize {
+        let per_token = KvCache::<B>::bytes_per_token(&model.cfg, self.kv_dtype).max(1);
+        self.kv_budget.map(|b| b / per_token).unwrap_or(default)
+    }
+}
+
+/// A command body that runs on any backend.
+pub trait ModelTask {
+    type Out;
+    fn run<B: Backend + 'static>(self, file: ModelFile, model: Model<B>, info: BackendInfo) -> Result<Self::Out>;
+}
+
+/// Compiled kernels are cached here between runs.
+fn kernel_cache() -> Option<PathBuf> {
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/ferrum/cuda"))
+}
+
+/// Load the model at `path` on the chosen backend and run `task` with it.
+pub fn with_model<T: ModelTask>(path: &Path, b: &BackendArgs, task: T) -> Result<T::Out> {
+    if !(0.05..=1.0).contains(&b.gpu_memory_utilization) {
+        bail!("--gpu-memory-utilization must be in [0.05, 1], got {}", b.gpu_memory_utilization);
+    }
+    let use_cuda = match b.backend {
+        BackendKind::Cpu => false,
+        BackendKind::Cuda => true,
+        BackendKind::Auto => cuda::device_available(),
+    };
     let file = ModelFile::open(path).with_context(|| format!("opening {}", path.display()))?;
+    if !use_cuda {
+        let model = load(&file, path, CpuBackend)?;
+        return task.run(file, model, BackendInfo { name: "cpu", kv_dtype: KvDType::F32, kv_budget: None });
+    }
+    let gpu = CudaBackend::new(&CudaOptions { device: b.device, cache_dir: kernel_cache() }).context("starting the CUDA backend")?;
+    let (_, total) = gpu.mem_info()?;
+    eprintln!("cuda: {} (sm_{}{}), {:.1} GiB", gpu.device_name, gpu.compute_capability.0, gpu.compute_capability.1, total as f64 / (1u64 << 30) as f64);
+    let model = load(&file, path, gpu)?;
+    model.backend.synchronize()?;
+    let (free, total) = model.backend.mem_info()?;
+    // Keep room for activations and scratch buffers (prefill of a few thousand tokens).
+    let reserve = 2usize << 30;
+    let allowed = (total as f64 * b.gpu_memory_utilization) as usize;
+    let used = total.saturating_sub(free);
+    let budget = allowed.saturating_sub(used).saturating_sub(reserve);
+    if budget == 0 {
+        bail!("no GPU memory left for the KV cache: {:.1} GiB used of {:.1} GiB allowed", used as f64 / 1e9 * 0.931, allowed as f64 / 1e9 * 0.931);
+    }
+    task.run(file, model, BackendInfo { name: "cuda", kv_dtype: KvDType::F16, kv_budget: Some(budget) })
+}
+
+fn load<B: Backend>(file: &ModelFile, path: &Path, backend: B) -> Result<Model<B>> {
     let bar = ProgressBar::new(0);
     bar.set_style(
         ProgressStyle::with_template("loading {msg} [{bar:30}] {pos}/{len} tensors")
@@ -17,11 +106,11 @@ pub fn load(path: &Path) -> Result<(ModelFile, Model<CpuBackend>)> {
     );
     bar.set_message(path.file_name().and_then(|n| n.to_str()).unwrap_or("model").to_string());
     let model = file
-        .load(CpuBackend, &mut |done, total| {
+        .load(backend, &mut |done, total| {
             bar.set_length(total as u64);
             bar.set_position(done as u64);
         })
         .with_context(|| format!("loading {}", path.display()))?;
     bar.finish_and_clear();
-    Ok((file, model))
+    Ok(model)
 }

@@ -7,9 +7,9 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use ferrum_kernels::KvDType;
+use ferrum_kernels::{Backend, KvDType};
 use ferrum_model::load::ModelFile;
-use ferrum_model::{ForwardBatch, KvCache, LogitRows, SeqInput, BLOCK_SIZE};
+use ferrum_model::{ForwardBatch, KvCache, LogitRows, Model, SeqInput, BLOCK_SIZE};
 
 use crate::{loading, model_path};
 
@@ -26,6 +26,8 @@ pub struct PerplexityArgs {
     /// Score at most this many chunks.
     #[arg(long)]
     chunks: Option<usize>,
+    #[command(flatten)]
+    backend: loading::BackendArgs,
 }
 
 pub fn run(a: PerplexityArgs) -> Result<()> {
@@ -34,12 +36,29 @@ pub fn run(a: PerplexityArgs) -> Result<()> {
     }
     let text = std::fs::read_to_string(&a.file).with_context(|| format!("reading {}", a.file.display()))?;
     let path = model_path::resolve(&a.model)?;
-    let (file, model) = loading::load(&path)?;
+    let backend = a.backend.clone();
+    loading::with_model(&path, &backend, Perplexity { a, text })
+}
+
+struct Perplexity {
+    a: PerplexityArgs,
+    text: String,
+}
+
+impl loading::ModelTask for Perplexity {
+    type Out = ();
+
+    fn run<B: Backend + 'static>(self, file: ModelFile, model: Model<B>, info: loading::BackendInfo) -> Result<()> {
+        score(self.a, &self.text, file, model, info.kv_dtype)
+    }
+}
+
+fn score<B: Backend>(a: PerplexityArgs, text: &str, file: ModelFile, model: Model<B>, kv_dtype: KvDType) -> Result<()> {
     let tok = match &file {
         ModelFile::Gguf(g) => ferrum_text::Tokenizer::from_gguf(g)?,
         ModelFile::Hf { dir, .. } => ferrum_text::Tokenizer::from_file(&dir.join("tokenizer.json"))?,
     };
-    let tokens = tok.encode(&text, false, true)?;
+    let tokens = tok.encode(text, false, true)?;
     let mut n_chunks = tokens.len() / a.ctx;
     if let Some(c) = a.chunks {
         n_chunks = n_chunks.min(c);
@@ -49,7 +68,7 @@ pub fn run(a: PerplexityArgs) -> Result<()> {
     }
     eprintln!("perplexity: {} tokens, {n_chunks} chunks of {}", tokens.len(), a.ctx);
     let n_blocks = a.ctx.div_ceil(BLOCK_SIZE);
-    let mut kv = KvCache::new(&model.backend, &model.cfg, n_blocks, KvDType::F32)?;
+    let mut kv = KvCache::new(&model.backend, &model.cfg, n_blocks, kv_dtype)?;
     let table: Vec<u32> = (0..n_blocks as u32).collect();
     let first = a.ctx / 2;
     let (mut nll, mut nll2, mut count) = (0.0f64, 0.0f64, 0usize);

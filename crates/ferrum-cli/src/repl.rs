@@ -13,6 +13,7 @@ use crate::chat;
 use crate::generate::Runner;
 use crate::run_output;
 use crate::session::Session;
+use ferrum_kernels::Backend;
 
 const HELP: &str = "commands: /clear (forget the conversation), /exit or /quit (leave), /help; Ctrl-C stops an answer, Ctrl-D leaves";
 
@@ -27,7 +28,7 @@ enum Transcript {
     Raw(String),
 }
 
-pub fn run(runner: &Runner, session: &mut Session<'_>) -> Result<()> {
+pub fn run<B: Backend>(runner: &Runner, session: &mut Session<'_, B>) -> Result<()> {
     if !runner.raw {
         runner.template()?;
     }

@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use ferrum_engine::runner::{Engine, EngineConfig};
-use ferrum_kernels::KvDType;
-use ferrum_model::KvCache;
+use ferrum_kernels::Backend;
+use ferrum_model::load::ModelFile;
+use ferrum_model::{KvCache, Model};
 use ferrum_server::{ModelBundle, ServerConfig};
 use ferrum_text::{ChatTemplate, Tokenizer};
 
@@ -55,6 +56,8 @@ pub struct ServeArgs {
     /// Seconds in-flight requests may run on after SIGINT/SIGTERM before they are cancelled.
     #[arg(long, default_value_t = 30)]
     pub shutdown_timeout: u64,
+    #[command(flatten)]
+    pub backend: loading::BackendArgs,
 }
 
 pub fn run(a: ServeArgs) -> Result<()> {
@@ -86,33 +89,49 @@ pub fn run(a: ServeArgs) -> Result<()> {
 fn load(a: &ServeArgs) -> Result<ModelBundle> {
     let t = Instant::now();
     let path = model_path::resolve(&a.model)?;
-    let (file, model) = loading::load(&path)?;
-    let load_time = t.elapsed();
-    let tok = generate::load_tokenizer(&file)?;
-    let template = match &a.chat_template {
-        Some(f) => Some(template_file(f, &tok)?),
-        None => chat::load_template(&file, &tok)?,
-    };
-    let model_ctx = model.cfg.max_ctx;
-    let max_model_len = match a.max_model_len {
-        Some(n) if n > model_ctx => bail!("--max-model-len {n} exceeds the model's context length {model_ctx}"),
-        Some(0) => bail!("--max-model-len must be at least 1"),
-        Some(n) => n,
-        None => model_ctx.min(8192),
-    };
-    let per_token = KvCache::<ferrum_kernels::CpuBackend>::bytes_per_token(&model.cfg, KvDType::F32).max(1);
-    let kv_tokens = a.kv_cache_tokens.unwrap_or_else(|| 16384.min((2usize << 30) / per_token)).max(max_model_len);
-    let mut ecfg = EngineConfig::new(max_model_len, kv_tokens);
-    ecfg.max_num_seqs = a.max_num_seqs.max(1);
-    ecfg.max_num_batched_tokens = a.max_num_batched_tokens.max(1);
-    let engine = Engine::start(model, tok.eos_ids().to_vec(), ecfg)?;
-    // Clients may name the model as listed, as given to -m, or by its file name.
-    let mut names = vec![served_name(a), a.model.clone()];
-    for n in [path.file_stem(), path.file_name()].into_iter().flatten() {
-        names.extend(n.to_str().map(str::to_string));
+    loading::with_model(&path, &a.backend, Serve { a, path: &path, t })
+}
+
+struct Serve<'a> {
+    a: &'a ServeArgs,
+    path: &'a Path,
+    t: Instant,
+}
+
+impl loading::ModelTask for Serve<'_> {
+    type Out = ModelBundle;
+
+    fn run<B: Backend + 'static>(self, file: ModelFile, model: Model<B>, info: loading::BackendInfo) -> Result<ModelBundle> {
+        let Serve { a, path, t } = self;
+        let load_time = t.elapsed();
+        let tok = generate::load_tokenizer(&file)?;
+        let template = match &a.chat_template {
+            Some(f) => Some(template_file(f, &tok)?),
+            None => chat::load_template(&file, &tok)?,
+        };
+        let model_ctx = model.cfg.max_ctx;
+        let max_model_len = match a.max_model_len {
+            Some(n) if n > model_ctx => bail!("--max-model-len {n} exceeds the model's context length {model_ctx}"),
+            Some(0) => bail!("--max-model-len must be at least 1"),
+            Some(n) => n,
+            None => model_ctx.min(8192),
+        };
+        // The CPU default: 16k tokens within 2 GiB; a GPU sizes the cache from its free memory.
+        let cpu_default = 16384.min((2usize << 30) / KvCache::<B>::bytes_per_token(&model.cfg, info.kv_dtype).max(1));
+        let kv_tokens = a.kv_cache_tokens.unwrap_or_else(|| info.kv_tokens(&model, cpu_default)).max(max_model_len);
+        let mut ecfg = EngineConfig::new(max_model_len, kv_tokens);
+        ecfg.max_num_seqs = a.max_num_seqs.max(1);
+        ecfg.max_num_batched_tokens = a.max_num_batched_tokens.max(1);
+        ecfg.kv_dtype = info.kv_dtype;
+        let engine = Engine::start(model, tok.eos_ids().to_vec(), ecfg)?;
+        // Clients may name the model as listed, as given to -m, or by its file name.
+        let mut names = vec![served_name(a), a.model.clone()];
+        for n in [path.file_stem(), path.file_name()].into_iter().flatten() {
+            names.extend(n.to_str().map(str::to_string));
+        }
+        names.dedup();
+        Ok(ModelBundle { engine, tokenizer: tok, template, names, load_time })
     }
-    names.dedup();
-    Ok(ModelBundle { engine, tokenizer: tok, template, names, load_time })
 }
 
 /// The name `/v1/models` lists: --served-model-name, else the file (or

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Result};
 use ferrum_engine::sampler::{Sampled, Sampler, SamplingParams};
-use ferrum_kernels::{CpuBackend, KvDType};
+use ferrum_kernels::{Backend, KvDType};
 use ferrum_model::{ForwardBatch, KvCache, LogitRows, Model, SeqInput, BLOCK_SIZE};
 use ferrum_text::{Detokenizer, StopMatcher, Tokenizer};
 
@@ -64,21 +64,21 @@ pub struct Generation {
     pub decode_s: f64,
 }
 
-pub struct Session<'m> {
-    model: &'m Model<CpuBackend>,
-    kv: KvCache<CpuBackend>,
+pub struct Session<'m, B: Backend> {
+    model: &'m Model<B>,
+    kv: KvCache<B>,
     table: Vec<u32>,
     ctx: usize,
     /// Tokens at positions `0..cached.len()` of the cache.
     cached: Vec<u32>,
 }
 
-impl<'m> Session<'m> {
+impl<'m, B: Backend> Session<'m, B> {
     /// A cache for `ctx` tokens (at most the model's context length).
-    pub fn new(model: &'m Model<CpuBackend>, ctx: usize) -> Result<Self> {
+    pub fn new(model: &'m Model<B>, ctx: usize, kv_dtype: KvDType) -> Result<Self> {
         let ctx = ctx.min(model.cfg.max_ctx).max(1);
         let n_blocks = ctx.div_ceil(BLOCK_SIZE);
-        let kv = KvCache::new(&model.backend, &model.cfg, n_blocks, KvDType::F32)?;
+        let kv = KvCache::new(&model.backend, &model.cfg, n_blocks, kv_dtype)?;
         let table = (0..n_blocks as u32).collect();
         Ok(Session {
             model,

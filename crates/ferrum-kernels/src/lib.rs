@@ -3,7 +3,8 @@
 //! - [`backend`]: the `Backend` trait the decoder is written against;
 //! - [`attn_meta`]: the per-step attention plan shared by all layers;
 //! - [`cpu`]: CPU kernels (quantized matmul, worker pool, dense GEMM);
-//! - [`cpu_backend`]: the CPU implementation of `Backend`.
+//! - [`cpu_backend`]: the CPU implementation of `Backend`;
+//! - `cuda` (feature `cuda`): the CUDA implementation of `Backend`.
 
 pub mod attn_meta;
 pub mod backend;
@@ -13,3 +14,8 @@ pub mod cpu_backend;
 pub use attn_meta::{AttnMeta, RowMeta, SeqMeta, SeqPlan};
 pub use backend::*;
 pub use cpu_backend::{CpuBackend, CpuKv, CpuWeight, Mat};
+
+#[cfg(feature = "cuda")]
+pub mod cuda;
+#[cfg(feature = "cuda")]
+pub use cuda::{CudaBackend, CudaOptions};

@@ -5,58 +5,12 @@
 
 mod common;
 
-use std::path::PathBuf;
 
 use ferrum_kernels::{CpuBackend, KvDType};
 use ferrum_model::load::load_model;
-use ferrum_model::{ForwardBatch, KvCache, LogitRows, Model, SeqInput};
+use ferrum_model::{ForwardBatch, KvCache, LogitRows, SeqInput};
 
-const FAMILIES: [&str; 4] = ["llama", "qwen2", "qwen3", "qwen3moe"];
-
-#[derive(serde::Deserialize)]
-struct Reference {
-    results: Vec<RefResult>,
-}
-
-#[derive(serde::Deserialize)]
-struct RefResult {
-    prompt: Vec<u32>,
-    greedy: Vec<u32>,
-    prefill_logits: Vec<Vec<f32>>,
-    decode_logits: Vec<Vec<f32>>,
-}
-
-fn dir(family: &str) -> PathBuf {
-    common::repo_root().join("tests/fixtures/models").join(family)
-}
-
-fn reference(family: &str) -> Reference {
-    reference_file(family, "reference.json")
-}
-
-fn reference_file(family: &str, file: &str) -> Reference {
-    let text = std::fs::read_to_string(dir(family).join(file)).unwrap();
-    serde_json::from_str(&text).unwrap()
-}
-
-/// Worst relative L2 error over every prefill and decode row, and whether the
-/// greedy chain matches.
-fn compare(model: &Model<CpuBackend>, r: &Reference) -> (f64, bool) {
-    let mut worst = 0.0f64;
-    let mut same = true;
-    for res in &r.results {
-        let rows = common::all_logits(model, &res.prompt);
-        for (got, want) in rows.iter().zip(&res.prefill_logits) {
-            worst = worst.max(common::rel_l2(got, want));
-        }
-        let (greedy, decode_rows) = common::greedy(model, &res.prompt, res.greedy.len());
-        same &= greedy == res.greedy;
-        for (got, want) in decode_rows.iter().zip(&res.decode_logits) {
-            worst = worst.max(common::rel_l2(got, want));
-        }
-    }
-    (worst, same)
-}
+use common::{compare, dir, reference, reference_file, FAMILIES};
 
 #[test]
 fn logits_match_transformers() {

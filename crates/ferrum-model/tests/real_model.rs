@@ -6,39 +6,13 @@ mod common;
 use ferrum_kernels::CpuBackend;
 use ferrum_model::load::load_model;
 
-#[derive(serde::Deserialize)]
-struct RefCase {
-    id: String,
-    prompt_tokens: Vec<u32>,
-    completion_tokens: Vec<u32>,
-    top5_per_step: Vec<serde_json::Value>,
-}
-
 #[test]
 fn greedy_tokens_match_llama_cpp() {
     let Some(path) = common::default_model() else { return };
     let model = load_model(&path, CpuBackend).unwrap();
-    let text = std::fs::read_to_string(common::repo_root().join("tests/fixtures/reference/visible_ref.json")).unwrap();
-    let cases: Vec<RefCase> = serde_json::from_str(&text).unwrap();
-    let mut matched = 0;
-    for c in &cases {
-        let n = c.completion_tokens.len();
-        let (got, rows) = common::greedy(&model, &c.prompt_tokens, n);
-        match got.iter().zip(&c.completion_tokens).position(|(a, b)| a != b) {
-            None => matched += 1,
-            Some(i) => {
-                let row = &rows[i];
-                let gap = row[got[i] as usize] - row[c.completion_tokens[i] as usize];
-                eprintln!(
-                    "{}: first divergence at step {i}: ours {} vs llama.cpp {} (logit gap {gap:.4}; llama.cpp top-5 {})",
-                    c.id, got[i], c.completion_tokens[i], c.top5_per_step[i]
-                );
-            }
-        }
-    }
-    eprintln!("{matched}/{} prompts match llama.cpp's 48 greedy tokens", cases.len());
+    let (matched, total) = common::llama_cpp_greedy_matches(&model);
     // Target 7/8; see docs/bench/cpu-default-model.md for why near-ties differ.
-    assert!(matched >= 5, "only {matched}/{} prompts match", cases.len());
+    assert!(matched >= 5, "only {matched}/{total} prompts match");
 }
 
 /// Log-probabilities of llama.cpp's top-5 tokens at every step where the
@@ -47,8 +21,7 @@ fn greedy_tokens_match_llama_cpp() {
 fn top5_logprobs_close_to_llama_cpp() {
     let Some(path) = common::default_model() else { return };
     let model = load_model(&path, CpuBackend).unwrap();
-    let text = std::fs::read_to_string(common::repo_root().join("tests/fixtures/reference/visible_ref.json")).unwrap();
-    let cases: Vec<RefCase> = serde_json::from_str(&text).unwrap();
+    let cases = common::llama_cpp_cases();
     let mut worst = 0.0f64;
     let mut sum = 0.0f64;
     let mut n = 0usize;

@@ -1,0 +1,172 @@
+//! Attention on the device: the step's plan uploaded once (plan/run), the
+//! fused split + QK-norm + RoPE + paged-cache write, and paged attention.
+
+use std::sync::Mutex;
+
+use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+
+use super::kernels::ATTN_MAX_SMEM;
+use super::{launch, CudaAct, CudaBackend, CudaKv, CudaWeight};
+use crate::attn_meta::AttnMeta;
+use crate::backend::{BackendError, HeadSpec, KvDType, Result, Rope};
+
+/// Keys per shared-memory tile and warps per block; as in attention.cu.
+const KT: usize = 32;
+const ATT_WARPS: usize = 4;
+
+/// A step's attention metadata on the device, in one buffer:
+/// `[pos (rows) | slot (rows) | block-table offset (seqs) | block tables]`.
+pub struct CudaPlan {
+    pub meta: AttnMeta,
+    buf: CudaSlice<u32>,
+    n_rows: usize,
+    n_seqs: usize,
+    /// Row tiles `(seq, first row, rows)` per tile height, built on first use.
+    tiles: Mutex<Vec<(usize, CudaSlice<u32>, usize)>>,
+}
+
+impl CudaPlan {
+    pub fn new(be: &CudaBackend, meta: AttnMeta) -> Result<CudaPlan> {
+        let (n_rows, n_seqs) = (meta.rows.len(), meta.seqs.len());
+        let mut v: Vec<u32> = Vec::with_capacity(2 * n_rows + n_seqs + meta.seqs.iter().map(|s| s.block_table.len()).sum::<usize>());
+        v.extend(meta.rows.iter().map(|r| r.pos));
+        v.extend(meta.rows.iter().map(|r| r.slot));
+        let mut off = 0u32;
+        for s in &meta.seqs {
+            v.push(off);
+            off += s.block_table.len() as u32;
+        }
+        for s in &meta.seqs {
+            v.extend_from_slice(&s.block_table);
+        }
+        let buf = be.upload_slice(&v)?;
+        Ok(CudaPlan { meta, buf, n_rows, n_seqs, tiles: Mutex::new(Vec::new()) })
+    }
+
+    fn pos(&self, be: &CudaBackend) -> u64 {
+        be.ptr(&self.buf)
+    }
+    fn slot(&self, be: &CudaBackend) -> u64 {
+        be.ptr(&self.buf) + 4 * self.n_rows as u64
+    }
+    fn bt_off(&self, be: &CudaBackend) -> u64 {
+        be.ptr(&self.buf) + 8 * self.n_rows as u64
+    }
+    fn tables(&self, be: &CudaBackend) -> u64 {
+        be.ptr(&self.buf) + 4 * (2 * self.n_rows + self.n_seqs) as u64
+    }
+
+    /// Device tiles of at most `qt` consecutive rows of one sequence, and their count.
+    fn tiles(&self, be: &CudaBackend, qt: usize) -> Result<(u64, usize)> {
+        let mut t = self.tiles.lock().map_err(|_| BackendError::Invalid { op: "attention", detail: "lock poisoned".into() })?;
+        if let Some((_, d, n)) = t.iter().find(|(q, _, _)| *q == qt) {
+            return Ok((be.ptr(d), *n));
+        }
+        let mut v = Vec::new();
+        for (si, s) in self.meta.seqs.iter().enumerate() {
+            let mut r = 0;
+            while r < s.n_rows {
+                let n = qt.min(s.n_rows - r);
+                v.extend_from_slice(&[si as u32, (s.row_start + r) as u32, n as u32]);
+                r += n;
+            }
+        }
+        let n = v.len() / 3;
+        let d = be.upload_slice(&v)?;
+        let p = be.ptr(&d);
+        t.push((qt, d, n));
+        Ok((p, n))
+    }
+}
+
+fn check_kv(op: &'static str, kv: &CudaKv, heads: &HeadSpec, plan: &CudaPlan) -> Result<()> {
+    if kv.spec.n_kv_heads != heads.n_kv_heads || kv.spec.head_dim != heads.head_dim || kv.spec.block_size != plan.meta.block_size {
+        return Err(BackendError::Shape { op, detail: format!("KV pool {:?} vs heads {heads:?}", kv.spec) });
+    }
+    if heads.n_kv_heads == 0 || heads.n_heads % heads.n_kv_heads != 0 || heads.head_dim > 256 || heads.head_dim % 2 != 0 {
+        return Err(BackendError::Invalid { op, detail: format!("unsupported head geometry {heads:?}") });
+    }
+    if let Some(bad) = plan.meta.rows.iter().map(|r| r.slot).find(|&s| s as usize >= kv.spec.n_blocks * kv.spec.block_size) {
+        return Err(BackendError::Invalid { op, detail: format!("slot {bad} outside the pool") });
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn qk_rope_store(
+    be: &CudaBackend,
+    qkv: &CudaAct,
+    q: &mut CudaAct,
+    q_norm: Option<&CudaWeight>,
+    k_norm: Option<&CudaWeight>,
+    heads: &HeadSpec,
+    rope: &Rope,
+    plan: &CudaPlan,
+    kv: &mut CudaKv,
+) -> Result<()> {
+    let hd = heads.head_dim;
+    let (qd, kvd) = (heads.n_heads * hd, heads.n_kv_heads * hd);
+    if qkv.cols != qd + 2 * kvd || qkv.rows != plan.n_rows {
+        return Err(BackendError::Shape {
+            op: "qk_rope_store",
+            detail: format!("qkv [{}, {}] vs plan of {} rows and {} columns", qkv.rows, qkv.cols, plan.n_rows, qd + 2 * kvd),
+        });
+    }
+    check_kv("qk_rope_store", kv, heads, plan)?;
+    if rope.inv_freq.len() != hd / 2 {
+        return Err(BackendError::Shape { op: "qk_rope_store", detail: format!("{} rope frequencies for head dim {hd}", rope.inv_freq.len()) });
+    }
+    be.shape(q, qkv.rows, qd)?;
+    if qkv.rows == 0 {
+        return Ok(());
+    }
+    let qn = q_norm.map(|w| be.vector(w, hd, "q_norm").map(|v| be.ptr(v))).transpose()?.unwrap_or(0);
+    let kn = k_norm.map(|w| be.vector(w, hd, "k_norm").map(|v| be.ptr(v))).transpose()?.unwrap_or(0);
+    let freq = be.rope_table(rope)?;
+    let (qkvp, qp, pos, slot, kp, vp) = (be.ptr(&qkv.buf), be.ptr(&q.buf), plan.pos(be), plan.slot(be), be.ptr(&kv.k), be.ptr(&kv.v));
+    let f16 = i32::from(kv.spec.dtype == KvDType::F16);
+    let (nh, nkv, hdi) = (heads.n_heads as i32, heads.n_kv_heads as i32, hd as i32);
+    let neox = i32::from(rope.style == crate::backend::RopeStyle::NeoX);
+    let cfg = LaunchConfig { grid_dim: (qkv.rows as u32, (heads.n_heads + heads.n_kv_heads) as u32, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
+    launch!(be, &be.k.qk_rope_store, cfg, &qkvp, &qp, &qn, &kn, &freq, &pos, &slot, &kp, &vp, &f16, &nh, &nkv, &hdi, &neox, &heads.norm_eps)
+}
+
+pub fn attention(be: &CudaBackend, q: &CudaAct, heads: &HeadSpec, plan: &CudaPlan, kv: &CudaKv, out: &mut CudaAct) -> Result<()> {
+    let hd = heads.head_dim;
+    if q.cols != heads.n_heads * hd || q.rows != plan.n_rows {
+        return Err(BackendError::Shape { op: "attention", detail: format!("q [{}, {}] vs plan of {} rows", q.rows, q.cols, plan.n_rows) });
+    }
+    check_kv("attention", kv, heads, plan)?;
+    be.shape(out, q.rows, q.cols)?;
+    if q.rows == 0 {
+        return Ok(());
+    }
+    // Dims per lane picks the kernel; items (row, head) per warp bound the tile height.
+    let (kernel, max_items) = match hd.div_ceil(32) {
+        1 => (0, 8),
+        2 => (1, 8),
+        3 | 4 => (2, 8),
+        _ => (3, 4),
+    };
+    let group = heads.n_heads / heads.n_kv_heads;
+    if group > ATT_WARPS * max_items {
+        return Err(BackendError::Invalid { op: "attention", detail: format!("{group} query heads per KV head (at most {})", ATT_WARPS * max_items) });
+    }
+    let qt = (ATT_WARPS * max_items / group).max(1);
+    let smem = 4 * (qt * group * hd + KT * (hd + 1) + KT * hd);
+    if smem > ATTN_MAX_SMEM {
+        return Err(BackendError::Invalid { op: "attention", detail: format!("{smem} bytes of shared memory for {heads:?}") });
+    }
+    let (tiles, n_tiles) = plan.tiles(be, qt)?;
+    let (qp, op, kp, vp) = (be.ptr(&q.buf), be.ptr(&out.buf), be.ptr(&kv.k), be.ptr(&kv.v));
+    let f16 = i32::from(kv.spec.dtype == KvDType::F16);
+    let (pos, bt_off, tables) = (plan.pos(be), plan.bt_off(be), plan.tables(be));
+    let (nh, nkv, hdi, bs) = (heads.n_heads as i32, heads.n_kv_heads as i32, hd as i32, plan.meta.block_size as i32);
+    let window = heads.window.map(|w| w as i32).unwrap_or(0);
+    let cfg = LaunchConfig {
+        grid_dim: (n_tiles as u32, heads.n_kv_heads as u32, 1),
+        block_dim: (32 * ATT_WARPS as u32, 1, 1),
+        shared_mem_bytes: smem as u32,
+    };
+    launch!(be, &be.k.attention[kernel], cfg, &qp, &op, &kp, &vp, &f16, &tiles, &pos, &bt_off, &tables, &nh, &nkv, &hdi, &bs, &heads.scale, &window)
+}

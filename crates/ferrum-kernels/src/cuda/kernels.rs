@@ -1,0 +1,107 @@
+//! The loaded kernel functions, looked up by name once at start-up; the hot
+//! path indexes typed fields (per weight type: a table indexed by GGUF id).
+
+use std::sync::Arc;
+
+use cudarc::driver::sys::CUfunction_attribute_enum;
+use cudarc::driver::{CudaFunction, CudaModule};
+use ferrum_core::GgmlType;
+
+use super::dev_err;
+use crate::backend::{BackendError, Result};
+
+/// The weight types the CUDA kernels decode, with their kernel-name suffix.
+pub const TYPES: [(GgmlType, &str); 13] = [
+    (GgmlType::F32, "f32"),
+    (GgmlType::F16, "f16"),
+    (GgmlType::BF16, "bf16"),
+    (GgmlType::Q4_0, "q4_0"),
+    (GgmlType::Q4_1, "q4_1"),
+    (GgmlType::Q5_0, "q5_0"),
+    (GgmlType::Q5_1, "q5_1"),
+    (GgmlType::Q8_0, "q8_0"),
+    (GgmlType::Q2K, "q2_k"),
+    (GgmlType::Q3K, "q3_k"),
+    (GgmlType::Q4K, "q4_k"),
+    (GgmlType::Q5K, "q5_k"),
+    (GgmlType::Q6K, "q6_k"),
+];
+
+/// Kernels instantiated for one weight type.
+pub struct TypeKernels {
+    pub gemv: CudaFunction,
+    pub moe_gate_up: CudaFunction,
+    pub moe_down: CudaFunction,
+    pub dequant_f16: CudaFunction,
+    pub embed: CudaFunction,
+}
+
+pub struct Kernels {
+    by_type: Vec<Option<TypeKernels>>,
+    pub rms_norm: CudaFunction,
+    pub add_rms_norm: CudaFunction,
+    pub add_inplace: CudaFunction,
+    pub add_bias: CudaFunction,
+    pub silu_mul: CudaFunction,
+    pub gather_rows: CudaFunction,
+    pub to_f16: CudaFunction,
+    pub copy_blocks: CudaFunction,
+    pub qk_rope_store: CudaFunction,
+    /// Attention for head dims up to 32, 64, 128 and 256.
+    pub attention: [CudaFunction; 4],
+    pub moe_route: CudaFunction,
+    pub moe_sort: CudaFunction,
+    pub moe_combine: CudaFunction,
+}
+
+/// Largest dynamic shared memory an attention block asks for.
+pub const ATTN_MAX_SMEM: usize = 160 * 1024;
+
+impl Kernels {
+    pub fn load(m: &Arc<CudaModule>) -> Result<Kernels> {
+        let f = |name: &str| m.load_function(name).map_err(|e| BackendError::Device { op: "load kernels", detail: format!("{name}: {e:?}") });
+        let mut by_type: Vec<Option<TypeKernels>> = (0..=GgmlType::BF16.id() as usize).map(|_| None).collect();
+        for (ty, s) in TYPES {
+            let k = TypeKernels {
+                gemv: f(&format!("gemv_{s}"))?,
+                moe_gate_up: f(&format!("moe_gate_up_{s}"))?,
+                moe_down: f(&format!("moe_down_{s}"))?,
+                dequant_f16: f(&format!("dequant_f16_{s}"))?,
+                embed: f(&format!("embed_{s}"))?,
+            };
+            by_type[ty.id() as usize] = Some(k);
+        }
+        let attention = [f("attention_d1")?, f("attention_d2")?, f("attention_d4")?, f("attention_d8")?];
+        for a in &attention {
+            a.set_attribute(CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, ATTN_MAX_SMEM as i32)
+                .map_err(|e| dev_err("attention smem", e))?;
+        }
+        Ok(Kernels {
+            by_type,
+            rms_norm: f("rms_norm")?,
+            add_rms_norm: f("add_rms_norm")?,
+            add_inplace: f("add_inplace")?,
+            add_bias: f("add_bias")?,
+            silu_mul: f("silu_mul")?,
+            gather_rows: f("gather_rows")?,
+            to_f16: f("to_f16")?,
+            copy_blocks: f("copy_blocks")?,
+            qk_rope_store: f("qk_rope_store")?,
+            attention,
+            moe_route: f("moe_route")?,
+            moe_sort: f("moe_sort")?,
+            moe_combine: f("moe_combine")?,
+        })
+    }
+
+    pub fn supports(&self, ty: GgmlType) -> bool {
+        self.by_type.get(ty.id() as usize).map(|k| k.is_some()).unwrap_or(false)
+    }
+
+    pub fn for_type(&self, ty: GgmlType) -> Result<&TypeKernels> {
+        self.by_type
+            .get(ty.id() as usize)
+            .and_then(|k| k.as_ref())
+            .ok_or(BackendError::UnsupportedType { op: "cuda kernel", ty, backend: "cuda" })
+    }
+}

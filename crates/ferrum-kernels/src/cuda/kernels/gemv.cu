@@ -1,0 +1,158 @@
+// Quantized matrix-vector products for decode and small batches: y = x · Wᵀ
+// with W `[rows, cols]` in its GGUF encoding, decoded in registers.
+//
+// One warp computes one output row for up to GEMV_M activation rows; the
+// lanes take the row's 32-element chunks in turn, so adjacent lanes read
+// adjacent bytes of the weight row. Each activation row's sum is formed in
+// the same order whatever the batch size.
+
+#define GEMV_WARPS 4
+#define GEMV_M 8
+
+__device__ __forceinline__ float dot32(const float* w, const float* x) {
+    const float4* x4 = (const float4*)x;
+    float s = 0.0f;
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+        float4 v = x4[i];
+        s += w[4 * i] * v.x + w[4 * i + 1] * v.y + w[4 * i + 2] * v.z + w[4 * i + 3] * v.w;
+    }
+    return s;
+}
+
+// grid: (ceil(rows / GEMV_WARPS), ceil(m / GEMV_M)); block: 32 * GEMV_WARPS.
+// x: [m, cols] (row stride cols); y: [m, ldy], written at columns y_off + r.
+template <int T>
+__device__ void gemv(const u8* W, const float* x, float* y, int rows, int cols, int m, int ldy, int y_off) {
+    int lane = threadIdx.x & 31;
+    int r = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5);
+    if (r >= rows) return;
+    int m0 = blockIdx.y * GEMV_M;
+    int mm = min(GEMV_M, m - m0);
+    const u8* row = W + (size_t)r * row_bytes<T>(cols);
+    const float* xb = x + (size_t)m0 * cols;
+    float acc[GEMV_M];
+#pragma unroll
+    for (int t = 0; t < GEMV_M; t++) acc[t] = 0.0f;
+    int nch = cols >> 5;
+    for (int c = lane; c < nch; c += WARP) {
+        float w[32];
+        Q<T>::dq32(row, c, w);
+#pragma unroll
+        for (int t = 0; t < GEMV_M; t++)
+            if (t < mm) acc[t] += dot32(w, xb + (size_t)t * cols + 32 * c);
+    }
+#pragma unroll
+    for (int t = 0; t < GEMV_M; t++) {
+        if (t < mm) {
+            float s = warp_sum(acc[t]);
+            if (lane == 0) y[(size_t)(m0 + t) * ldy + y_off + r] = s;
+        }
+    }
+}
+
+// Mixture-of-experts products over assignments (token, slot): each
+// assignment `a` runs expert `ids[a]`, sliced in place from the 3-D tensor.
+// `order` (optional) lists the assignments grouped by expert so that blocks
+// running at the same time share an expert's weights in L2.
+//
+// gate_up: act[a, r] = silu(x[a / top_k] · gate_e[r]) * (x[a / top_k] · up_e[r]); act [n_assign, ff].
+// grid: (ceil(ff / GEMV_WARPS), n_assign).
+template <int T>
+__device__ void moe_gate_up(const u8* G, const u8* U, const int* ids, const int* order, const float* x,
+                            float* act, int ff, int hidden, int top_k) {
+    int lane = threadIdx.x & 31;
+    int r = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5);
+    if (r >= ff) return;
+    int a = order ? order[blockIdx.y] : blockIdx.y;
+    size_t rb = row_bytes<T>(hidden);
+    size_t off = (size_t)ids[a] * ff * rb + (size_t)r * rb;
+    const u8* g = G + off;
+    const u8* u = U + off;
+    const float* xr = x + (size_t)(a / top_k) * hidden;
+    float sg = 0.0f, su = 0.0f;
+    int nch = hidden >> 5;
+    for (int c = lane; c < nch; c += WARP) {
+        float w[32];
+        Q<T>::dq32(g, c, w);
+        sg += dot32(w, xr + 32 * c);
+        Q<T>::dq32(u, c, w);
+        su += dot32(w, xr + 32 * c);
+    }
+    sg = warp_sum(sg);
+    su = warp_sum(su);
+    if (lane == 0) act[(size_t)a * ff + r] = silu(sg) * su;
+}
+
+// down: y[a, r] = act[a] · down_e[r]; y [n_assign, hidden]. grid: (ceil(hidden / GEMV_WARPS), n_assign).
+template <int T>
+__device__ void moe_down(const u8* D, const int* ids, const int* order, const float* act, float* y, int hidden, int ff) {
+    int lane = threadIdx.x & 31;
+    int r = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5);
+    if (r >= hidden) return;
+    int a = order ? order[blockIdx.y] : blockIdx.y;
+    size_t rb = row_bytes<T>(ff);
+    const u8* row = D + (size_t)ids[a] * hidden * rb + (size_t)r * rb;
+    const float* xr = act + (size_t)a * ff;
+    float s = 0.0f;
+    int nch = ff >> 5;
+    for (int c = lane; c < nch; c += WARP) {
+        float w[32];
+        Q<T>::dq32(row, c, w);
+        s += dot32(w, xr + 32 * c);
+    }
+    s = warp_sum(s);
+    if (lane == 0) y[(size_t)a * hidden + r] = s;
+}
+
+// Dequantize W [rows, cols] to f16 rows of `out` (row stride cols, starting
+// at row `row_off`), for the tensor-core GEMM of large batches.
+// grid: (ceil(rows * cols / 32 / 128)); block 128: one chunk per thread.
+template <int T>
+__device__ void dequant_f16(const u8* W, u16* out, int rows, int cols, int row_off) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    int nch = cols >> 5;
+    if (i >= (size_t)rows * nch) return;
+    int r = (int)(i / nch), c = (int)(i % nch);
+    float w[32];
+    Q<T>::dq32(W + (size_t)r * row_bytes<T>(cols), c, w);
+    u32* o = (u32*)(out + (size_t)(row_off + r) * cols + 32 * c);
+#pragma unroll
+    for (int k = 0; k < 16; k++) o[k] = (u32)f2h(w[2 * k]) | ((u32)f2h(w[2 * k + 1]) << 16);
+}
+
+// Rows of an embedding table: out[i] = table[ids[i]]. grid: n_ids; block 128.
+template <int T>
+__device__ void embed(const u8* table, const u32* ids, float* out, int cols) {
+    const u8* row = table + (size_t)ids[blockIdx.x] * row_bytes<T>(cols);
+    float* o = out + (size_t)blockIdx.x * cols;
+    for (int c = threadIdx.x; c < (cols >> 5); c += blockDim.x) {
+        float w[32];
+        Q<T>::dq32(row, c, w);
+#pragma unroll
+        for (int k = 0; k < 32; k++) o[32 * c + k] = w[k];
+    }
+}
+
+#define GEMV_ENTRY(T, S)                                                                                          \
+    extern "C" __global__ void __launch_bounds__(32 * GEMV_WARPS) gemv_##S(                                      \
+        const u8* W, const float* x, float* y, int rows, int cols, int m, int ldy, int y_off) {                   \
+        gemv<T>(W, x, y, rows, cols, m, ldy, y_off);                                                              \
+    }                                                                                                             \
+    extern "C" __global__ void __launch_bounds__(32 * GEMV_WARPS) moe_gate_up_##S(                               \
+        const u8* G, const u8* U, const int* ids, const int* order, const float* x, float* act, int ff,           \
+        int hidden, int top_k) {                                                                                  \
+        moe_gate_up<T>(G, U, ids, order, x, act, ff, hidden, top_k);                                              \
+    }                                                                                                             \
+    extern "C" __global__ void __launch_bounds__(32 * GEMV_WARPS) moe_down_##S(                                  \
+        const u8* D, const int* ids, const int* order, const float* act, float* y, int hidden, int ff) {          \
+        moe_down<T>(D, ids, order, act, y, hidden, ff);                                                           \
+    }                                                                                                             \
+    extern "C" __global__ void dequant_f16_##S(const u8* W, u16* out, int rows, int cols, int row_off) {          \
+        dequant_f16<T>(W, out, rows, cols, row_off);                                                              \
+    }                                                                                                             \
+    extern "C" __global__ void embed_##S(const u8* table, const u32* ids, float* out, int cols) {                 \
+        embed<T>(table, ids, out, cols);                                                                          \
+    }
+
+FOR_EACH_TYPE(GEMV_ENTRY)

@@ -1,0 +1,94 @@
+// Mixture-of-experts routing on the device: softmax over the router logits,
+// top-k (ties to the lower expert id), optional renormalisation; bucketing of
+// the assignments by expert; the weighted sum of the expert outputs added to
+// the residual.
+
+#define MOE_MAX_PER_LANE 8
+
+// One warp per token. logits [tokens, n_exp]; ids, wts [tokens, top_k].
+extern "C" __global__ void moe_route(const float* logits, int n_tokens, int n_exp, int top_k, int renorm, int* ids,
+                                     float* wts) {
+    int lane = threadIdx.x & 31;
+    int t = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    if (t >= n_tokens) return;
+    const float* lg = logits + (size_t)t * n_exp;
+    float p[MOE_MAX_PER_LANE];
+    float mx = NEG_INF;
+#pragma unroll
+    for (int i = 0; i < MOE_MAX_PER_LANE; i++) {
+        int e = lane + 32 * i;
+        p[i] = e < n_exp ? lg[e] : NEG_INF;
+        mx = fmaxf(mx, p[i]);
+    }
+    mx = warp_max(mx);
+    float sum = 0.0f;
+#pragma unroll
+    for (int i = 0; i < MOE_MAX_PER_LANE; i++) {
+        int e = lane + 32 * i;
+        p[i] = e < n_exp ? expf(p[i] - mx) : 0.0f;
+        sum += p[i];
+    }
+    sum = warp_sum(sum);
+#pragma unroll
+    for (int i = 0; i < MOE_MAX_PER_LANE; i++) {
+        int e = lane + 32 * i;
+        p[i] = e < n_exp ? p[i] / sum : -1.0f;
+    }
+    float picked = 0.0f;
+    for (int k = 0; k < top_k; k++) {
+        // Lane-local best (lowest id on ties), then across the warp.
+        float best = -2.0f;
+        int be = 0x7fffffff;
+#pragma unroll
+        for (int i = 0; i < MOE_MAX_PER_LANE; i++) {
+            if (p[i] > best) {
+                best = p[i];
+                be = lane + 32 * i;
+            }
+        }
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) {
+            float ob = __shfl_xor_sync(0xffffffffu, best, o);
+            int oe = __shfl_xor_sync(0xffffffffu, be, o);
+            if (ob > best || (ob == best && oe < be)) {
+                best = ob;
+                be = oe;
+            }
+        }
+        if (lane == 0) {
+            ids[t * top_k + k] = be;
+            wts[t * top_k + k] = best;
+        }
+        picked += best;
+        if ((be & 31) == lane) p[be >> 5] = -1.0f;
+    }
+    if (renorm) {
+        __syncwarp();
+        if (lane < top_k) wts[t * top_k + lane] /= picked;
+    }
+}
+
+// Order the assignments by expert (a counting sort in one block of 1024
+// threads): order[] lists assignment indices grouped by expert id.
+extern "C" __global__ void moe_sort(const int* ids, int n_assign, int n_exp, int* order) {
+    extern __shared__ int counts[];  // [n_exp + 1]
+    for (int e = threadIdx.x; e <= n_exp; e += blockDim.x) counts[e] = 0;
+    __syncthreads();
+    for (int a = threadIdx.x; a < n_assign; a += blockDim.x) atomicAdd(&counts[ids[a] + 1], 1);
+    __syncthreads();
+    if (threadIdx.x == 0)
+        for (int e = 1; e <= n_exp; e++) counts[e] += counts[e - 1];
+    __syncthreads();
+    for (int a = threadIdx.x; a < n_assign; a += blockDim.x) order[atomicAdd(&counts[ids[a]], 1)] = a;
+}
+
+// res[t, i] += sum_k wts[t, k] * y[t * top_k + k, i] (slots in order).
+extern "C" __global__ void moe_combine(float* res, const float* y, const float* wts, int n_tokens, int hidden,
+                                       int top_k) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n_tokens * hidden) return;
+    int t = i / hidden, c = i % hidden;
+    float s = 0.0f;
+    for (int k = 0; k < top_k; k++) s += wts[t * top_k + k] * y[((size_t)t * top_k + k) * hidden + c];
+    res[i] += s;
+}

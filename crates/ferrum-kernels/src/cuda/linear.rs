@@ -1,0 +1,152 @@
+//! `linear` on the device: small batches run the quantized GEMV kernels
+//! (weights decoded in registers, read once per 8 activation rows); larger
+//! batches dequantize the weight to f16 in a reusable scratch buffer and
+//! multiply on the tensor cores through cuBLAS (f32 accumulation).
+
+use std::ffi::c_void;
+use std::sync::{Arc, Mutex};
+
+use cudarc::cublas::{result as blas, sys as bsys};
+use cudarc::driver::{CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
+
+use ferrum_core::GgmlType;
+
+use super::{grid1, launch, CudaAct, CudaBackend, CudaWeight};
+use crate::backend::{BackendError, Result};
+
+/// Activation rows from which the dequantize + tensor-core path is used.
+pub const GEMM_MIN_ROWS: usize = 16;
+/// Warps (output rows) per GEMV block and activation rows per GEMV pass; as in gemv.cu.
+const GEMV_WARPS: usize = 4;
+const GEMV_M: usize = 8;
+
+fn blas_err(op: &'static str, e: impl std::fmt::Debug) -> BackendError {
+    BackendError::Device { op, detail: format!("cuBLAS: {e:?}") }
+}
+
+/// The cuBLAS handle and the f16 scratch buffers of the GEMM path.
+pub struct Blas {
+    handle: cudarc::cublas::CudaBlas,
+    scratch: Mutex<Scratch>,
+}
+
+#[derive(Default)]
+struct Scratch {
+    w: Option<CudaSlice<u16>>,
+    x: Option<CudaSlice<u16>>,
+}
+
+impl Blas {
+    pub fn new(stream: &Arc<CudaStream>) -> Result<Blas> {
+        let handle = cudarc::cublas::CudaBlas::new(stream.clone()).map_err(|e| blas_err("init", e))?;
+        Ok(Blas { handle, scratch: Mutex::new(Scratch::default()) })
+    }
+}
+
+fn grow(be: &CudaBackend, slot: &mut Option<CudaSlice<u16>>, n: usize) -> Result<u64> {
+    if slot.as_ref().map(|s| s.len() < n).unwrap_or(true) {
+        *slot = Some(be.buffer::<u16>(n)?);
+    }
+    Ok(slot.as_ref().map(|s| be.ptr(s)).unwrap_or(0))
+}
+
+pub fn run(be: &CudaBackend, x: &CudaAct, w: &CudaWeight, bias: Option<&CudaWeight>, out: &mut CudaAct) -> Result<()> {
+    if w.dims.len() != 2 || w.parts.is_empty() {
+        return Err(BackendError::Shape { op: "linear", detail: format!("{} is not a 2-D weight: {:?}", w.name, w.dims) });
+    }
+    let (cols, rows) = (w.dims[0], w.dims[1]);
+    if x.cols != cols {
+        return Err(BackendError::Shape { op: "linear", detail: format!("{}: input has {} columns, weight {cols}", w.name, x.cols) });
+    }
+    be.shape(out, x.rows, rows)?;
+    let m = x.rows;
+    if m == 0 {
+        return Ok(());
+    }
+    if m >= GEMM_MIN_ROWS {
+        gemm(be, x, w, out)?;
+    } else {
+        let (xp, op) = (be.ptr(&x.buf), be.ptr(&out.buf));
+        let mut off = 0usize;
+        for p in &w.parts {
+            let k = &be.k.for_type(p.ty)?.gemv;
+            let cfg = LaunchConfig {
+                grid_dim: (p.rows.div_ceil(GEMV_WARPS) as u32, m.div_ceil(GEMV_M) as u32, 1),
+                block_dim: (32 * GEMV_WARPS as u32, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            let (wp, r, c, mi, ldy, yo) = (be.ptr(&p.buf), p.rows as i32, cols as i32, m as i32, rows as i32, off as i32);
+            launch!(be, k, cfg, &wp, &xp, &op, &r, &c, &mi, &ldy, &yo)?;
+            off += p.rows;
+        }
+    }
+    if let Some(b) = bias {
+        let bv = be.vector(b, rows, "linear bias")?;
+        let (op, bp, r, c) = (be.ptr(&out.buf), be.ptr(bv), m as i32, rows as i32);
+        launch!(be, &be.k.add_bias, grid1(m * rows, 256), &op, &bp, &r, &c)?;
+    }
+    Ok(())
+}
+
+/// out [m, rows] = x [m, cols] · Wᵀ on the tensor cores: f16 copies of a
+/// quantized or f16 weight and of x; f32 weights multiply in f32 as they are.
+fn gemm(be: &CudaBackend, x: &CudaAct, w: &CudaWeight, out: &mut CudaAct) -> Result<()> {
+    let (cols, rows, m) = (w.dims[0], w.dims[1], x.rows);
+    let op = be.ptr(&out.buf);
+    if w.parts.iter().all(|p| p.ty == GgmlType::F32) {
+        let mut off = 0usize;
+        for p in &w.parts {
+            let c = op + 4 * off as u64;
+            gemm_ex(be, p.rows, m, cols, be.ptr(&p.buf), be.ptr(&x.buf), bsys::cudaDataType_t::CUDA_R_32F, c, rows)?;
+            off += p.rows;
+        }
+        return Ok(());
+    }
+    let mut s = be.blas.scratch.lock().map_err(|_| BackendError::Invalid { op: "linear", detail: "lock poisoned".into() })?;
+    let wp = grow(be, &mut s.w, rows * cols)?;
+    let xp16 = grow(be, &mut s.x, m * cols)?;
+    let mut row_off = 0usize;
+    for p in &w.parts {
+        let k = &be.k.for_type(p.ty)?.dequant_f16;
+        let chunks = p.rows * (cols / 32);
+        let (src, r, c, ro) = (be.ptr(&p.buf), p.rows as i32, cols as i32, row_off as i32);
+        launch!(be, k, grid1(chunks, 128), &src, &wp, &r, &c, &ro)?;
+        row_off += p.rows;
+    }
+    let (xp, n) = (be.ptr(&x.buf), (m * cols) as i32);
+    launch!(be, &be.k.to_f16, grid1(m * cols, 256), &xp, &xp16, &n)?;
+    gemm_ex(be, rows, m, cols, wp, xp16, bsys::cudaDataType_t::CUDA_R_16F, op, rows)
+}
+
+/// Column-major view: C (n_out × m, ld `ldc`) = op(A)ᵀ·B with A = W
+/// (cols × n_out, ld cols) and B = X (cols × m, ld cols), which is
+/// `out [m, ldc]` row-major. A and B are of type `ty`; C is f32.
+#[allow(clippy::too_many_arguments)]
+fn gemm_ex(be: &CudaBackend, n_out: usize, m: usize, cols: usize, a: u64, b: u64, ty: bsys::cudaDataType_t, c: u64, ldc: usize) -> Result<()> {
+    let (alpha, beta) = (1.0f32, 0.0f32);
+    // SAFETY: the pointers are live device buffers of the sizes given.
+    unsafe {
+        blas::gemm_ex(
+            *be.blas.handle.handle(),
+            bsys::cublasOperation_t::CUBLAS_OP_T,
+            bsys::cublasOperation_t::CUBLAS_OP_N,
+            n_out as i32,
+            m as i32,
+            cols as i32,
+            &alpha as *const f32 as *const c_void,
+            a as *const c_void,
+            ty,
+            cols as i32,
+            b as *const c_void,
+            ty,
+            cols as i32,
+            &beta as *const f32 as *const c_void,
+            c as *mut c_void,
+            bsys::cudaDataType_t::CUDA_R_32F,
+            ldc as i32,
+            bsys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+            bsys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+        )
+    }
+    .map_err(|e| blas_err("linear", e))
+}

@@ -1,0 +1,406 @@
+//! The CUDA implementation of [`Backend`]: f32 activations on the device,
+//! weights kept in their GGUF encoding and decoded inside the kernels, f16 or
+//! f32 paged KV. Kernels are compiled at start-up by NVRTC for the device's
+//! architecture (see `compile.rs`); the CUDA libraries are loaded
+//! dynamically, so a build needs no CUDA toolkit.
+
+pub mod compile;
+mod kernels;
+mod linear;
+mod attention;
+mod moe;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DevicePtr, DriverError, LaunchConfig, PushKernelArg};
+use ferrum_core::GgmlType;
+
+use crate::attn_meta::AttnMeta;
+use crate::backend::{Backend, BackendError, HeadSpec, HostWeight, KvDType, KvSpec, MoeSpec, MoeWeights, Result, Rope};
+use kernels::Kernels;
+
+pub use attention::CudaPlan;
+
+/// Options of the CUDA backend, parsed once by the caller.
+#[derive(Clone, Debug, Default)]
+pub struct CudaOptions {
+    /// Device ordinal.
+    pub device: usize,
+    /// Where compiled kernels are cached (`None`: compile every start).
+    pub cache_dir: Option<PathBuf>,
+}
+
+pub(crate) fn dev_err(op: &'static str, e: DriverError) -> BackendError {
+    BackendError::Device { op, detail: format!("{e:?}") }
+}
+
+/// Whether a CUDA driver and at least one device are present.
+pub fn device_available() -> bool {
+    // SAFETY: only tries to open the driver library.
+    if !unsafe { cudarc::driver::sys::is_culib_present() } {
+        return false;
+    }
+    cudarc::driver::result::init().is_ok() && cudarc::driver::result::device::get_count().map(|n| n > 0).unwrap_or(false)
+}
+
+/// Launch `$f` with `$cfg` and the given argument references.
+macro_rules! launch {
+    ($be:expr, $f:expr, $cfg:expr, $($a:expr),* $(,)?) => {{
+        let mut b = $be.stream.launch_builder($f);
+        $( b.arg($a); )*
+        // SAFETY: every kernel's parameter list is matched by its launcher.
+        unsafe { b.launch($cfg) }.map(|_| ()).map_err(|e| $crate::cuda::dev_err("launch", e))
+    }};
+}
+pub(crate) use launch;
+
+pub(crate) fn grid1(n: usize, block: u32) -> LaunchConfig {
+    LaunchConfig { grid_dim: ((n as u32).div_ceil(block).max(1), 1, 1), block_dim: (block, 1, 1), shared_mem_bytes: 0 }
+}
+
+pub struct CudaBackend {
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    k: Kernels,
+    blas: linear::Blas,
+    /// `(major, minor)` compute capability.
+    pub compute_capability: (i32, i32),
+    pub device_name: String,
+    /// Rotary frequencies on the device (one table per model).
+    rope: Mutex<Option<(Vec<f32>, CudaSlice<f32>)>>,
+}
+
+/// A row-major f32 matrix `[rows, cols]` on the device. The buffer may be
+/// larger than `rows * cols` (reused across steps).
+pub struct CudaAct {
+    buf: CudaSlice<f32>,
+    pub rows: usize,
+    pub cols: usize,
+}
+
+/// One part of a (possibly fused) weight: `rows` output rows of one type.
+struct Part {
+    ty: GgmlType,
+    rows: usize,
+    buf: CudaSlice<u8>,
+}
+
+/// A weight on the device. 2-D and 3-D weights hold their GGUF bytes as one
+/// or more parts (fused weights keep parts of different types); 1-D weights
+/// (norms, biases) are f32 vectors.
+pub struct CudaWeight {
+    pub ty: GgmlType,
+    pub dims: Vec<usize>,
+    name: String,
+    parts: Vec<Part>,
+    vector: Option<CudaSlice<f32>>,
+}
+
+/// One layer's paged K/V pools, `[n_blocks * block_size, n_kv_heads * head_dim]`
+/// of f16 or f32.
+pub struct CudaKv {
+    pub spec: KvSpec,
+    k: CudaSlice<u8>,
+    v: CudaSlice<u8>,
+}
+
+impl CudaBackend {
+    pub fn new(opts: &CudaOptions) -> Result<CudaBackend> {
+        if !device_available() {
+            return Err(BackendError::Device { op: "init", detail: "no CUDA driver or device found".into() });
+        }
+        let ctx = CudaContext::new(opts.device).map_err(|e| dev_err("init", e))?;
+        // One stream: ordering is the stream's, so per-buffer events are not needed.
+        // SAFETY: every buffer is used on this one stream only.
+        unsafe { ctx.disable_event_tracking() };
+        let stream = ctx.default_stream();
+        let cc = ctx.compute_capability().map_err(|e| dev_err("init", e))?;
+        let device_name = ctx.name().unwrap_or_else(|_| "CUDA device".into());
+        let arch = match cc {
+            (9, 0) => "sm_90a".to_string(),
+            (ma, mi) => format!("sm_{ma}{mi}"),
+        };
+        let cubin = compile::cubin_cached(&arch, opts.cache_dir.as_deref())?;
+        let module = ctx.load_module(cudarc::nvrtc::Ptx::from_binary(cubin)).map_err(|e| dev_err("load kernels", e))?;
+        let k = Kernels::load(&module)?;
+        let blas = linear::Blas::new(&stream)?;
+        Ok(CudaBackend { ctx, stream, k, blas, compute_capability: cc, device_name, rope: Mutex::new(None) })
+    }
+
+    /// Free and total device memory in bytes.
+    pub fn mem_info(&self) -> Result<(usize, usize)> {
+        self.ctx.mem_get_info().map_err(|e| dev_err("mem_info", e))
+    }
+
+    /// Wait for all queued work.
+    pub fn synchronize(&self) -> Result<()> {
+        self.stream.synchronize().map_err(|e| dev_err("synchronize", e))
+    }
+
+    /// An activation `[rows, cols]` with the given host values (tests, tools).
+    pub fn act_from_host(&self, data: &[f32], rows: usize, cols: usize) -> Result<CudaAct> {
+        if data.len() != rows * cols {
+            return Err(BackendError::Shape { op: "act_from_host", detail: format!("{} values for [{rows}, {cols}]", data.len()) });
+        }
+        Ok(CudaAct { buf: self.upload_slice(data)?, rows, cols })
+    }
+
+    pub(crate) fn ptr<T>(&self, s: &CudaSlice<T>) -> u64 {
+        s.device_ptr(&self.stream).0
+    }
+
+    /// An uninitialised device buffer of `n` elements (at least one).
+    pub(crate) fn buffer<T: cudarc::driver::DeviceRepr>(&self, n: usize) -> Result<CudaSlice<T>> {
+        // SAFETY: every buffer is written by a kernel before it is read.
+        unsafe { self.stream.alloc::<T>(n.max(1)) }.map_err(|e| dev_err("alloc", e))
+    }
+
+    pub(crate) fn upload_slice<T: cudarc::driver::DeviceRepr>(&self, data: &[T]) -> Result<CudaSlice<T>> {
+        if data.is_empty() {
+            return self.buffer(1);
+        }
+        self.stream.clone_htod(data).map_err(|e| dev_err("upload", e))
+    }
+
+    /// Give `a` the shape `[rows, cols]`, growing its buffer when needed.
+    pub(crate) fn shape(&self, a: &mut CudaAct, rows: usize, cols: usize) -> Result<()> {
+        if a.buf.len() < rows * cols {
+            a.buf = self.buffer(rows * cols)?;
+        }
+        a.rows = rows;
+        a.cols = cols;
+        Ok(())
+    }
+
+    fn vector<'w>(&self, w: &'w CudaWeight, n: usize, op: &'static str) -> Result<&'w CudaSlice<f32>> {
+        match &w.vector {
+            Some(v) if w.dims == [n] => Ok(v),
+            _ => Err(BackendError::Shape { op, detail: format!("{} should be a vector of {n}, has dims {:?}", w.name, w.dims) }),
+        }
+    }
+
+    fn rope_table(&self, rope: &Rope) -> Result<u64> {
+        let mut guard = self.rope.lock().map_err(|_| BackendError::Invalid { op: "rope", detail: "lock poisoned".into() })?;
+        if guard.as_ref().map(|(f, _)| f != &rope.inv_freq).unwrap_or(true) {
+            *guard = Some((rope.inv_freq.clone(), self.upload_slice(&rope.inv_freq)?));
+        }
+        Ok(guard.as_ref().map(|(_, d)| self.ptr(d)).unwrap_or(0))
+    }
+}
+
+fn same_shape(op: &'static str, a: &CudaAct, b: &CudaAct) -> Result<()> {
+    if a.rows != b.rows || a.cols != b.cols {
+        return Err(BackendError::Shape { op, detail: format!("[{}, {}] vs [{}, {}]", a.rows, a.cols, b.rows, b.cols) });
+    }
+    Ok(())
+}
+
+impl Backend for CudaBackend {
+    type Act = CudaAct;
+    type Weight = CudaWeight;
+    type Kv = CudaKv;
+    type Plan = CudaPlan;
+
+    fn name(&self) -> &'static str {
+        "cuda"
+    }
+
+    fn upload(&self, w: HostWeight) -> Result<CudaWeight> {
+        let n = w.n_elements();
+        let bytes = w.bytes.as_slice();
+        if w.ty.bytes_for(n as u64).map(|b| b as usize) != Some(bytes.len()) {
+            return Err(BackendError::Shape { op: "upload", detail: format!("{}: {} bytes for {:?} of {}", w.name, bytes.len(), w.dims, w.ty) });
+        }
+        if w.dims.len() == 1 {
+            let mut v = vec![0.0f32; n];
+            ferrum_format::quant::dequantize(w.ty, bytes, &mut v)
+                .map_err(|e| BackendError::Invalid { op: "upload", detail: format!("{}: {e}", w.name) })?;
+            let vector = Some(self.upload_slice(&v)?);
+            return Ok(CudaWeight { ty: w.ty, dims: w.dims, name: w.name, parts: Vec::new(), vector });
+        }
+        if !self.k.supports(w.ty) || w.dims[0] % 32 != 0 || w.dims[0] % w.ty.block_size() != 0 {
+            return Err(BackendError::UnsupportedType { op: "upload", ty: w.ty, backend: "cuda" });
+        }
+        let part = Part { ty: w.ty, rows: w.dims[1], buf: self.upload_slice(bytes)? };
+        Ok(CudaWeight { ty: w.ty, dims: w.dims, name: w.name, parts: vec![part], vector: None })
+    }
+
+    fn fuse(&self, parts: Vec<CudaWeight>) -> Result<CudaWeight> {
+        let shape = |detail: String| BackendError::Shape { op: "fuse", detail };
+        let first = parts.first().ok_or_else(|| shape("no parts".into()))?;
+        let name = parts.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join("+");
+        let ty = first.ty;
+        if parts.iter().all(|p| p.dims.len() == 1) {
+            let n: usize = parts.iter().map(|p| p.dims[0]).sum();
+            let mut out = self.buffer::<f32>(n)?;
+            let mut off = 0;
+            for p in &parts {
+                let v = self.vector(p, p.dims[0], "fuse")?;
+                self.stream.memcpy_dtod(v, &mut out.slice_mut(off..off + p.dims[0])).map_err(|e| dev_err("fuse", e))?;
+                off += p.dims[0];
+            }
+            return Ok(CudaWeight { ty: GgmlType::F32, dims: vec![n], name, parts: Vec::new(), vector: Some(out) });
+        }
+        let cols = first.dims[0];
+        if parts.iter().any(|p| p.dims.len() != 2 || p.dims[0] != cols) {
+            let dims: Vec<_> = parts.iter().map(|p| p.dims.clone()).collect();
+            return Err(shape(format!("{name}: parts must be 2-D with one input size, got {dims:?}")));
+        }
+        let rows: usize = parts.iter().map(|p| p.dims[1]).sum();
+        let all: Vec<Part> = parts.into_iter().flat_map(|p| p.parts).collect();
+        Ok(CudaWeight { ty, dims: vec![cols, rows], name, parts: all, vector: None })
+    }
+
+    fn alloc(&self, rows: usize, cols: usize) -> Result<CudaAct> {
+        Ok(CudaAct { buf: self.buffer(rows * cols)?, rows, cols })
+    }
+
+    fn alloc_kv(&self, spec: KvSpec) -> Result<CudaKv> {
+        let el = match spec.dtype {
+            KvDType::F32 => 4,
+            KvDType::F16 => 2,
+        };
+        let bytes = spec
+            .n_blocks
+            .checked_mul(spec.block_size)
+            .and_then(|x| x.checked_mul(spec.n_kv_heads * spec.head_dim * el))
+            .ok_or_else(|| BackendError::Invalid { op: "alloc_kv", detail: format!("KV pool too large: {spec:?}") })?;
+        let zeros = |_| self.stream.alloc_zeros::<u8>(bytes.max(4)).map_err(|e| dev_err("alloc_kv", e));
+        Ok(CudaKv { spec, k: zeros(())?, v: zeros(())? })
+    }
+
+    fn to_host(&self, x: &CudaAct) -> Result<Vec<f32>> {
+        let n = x.rows * x.cols;
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        self.stream.clone_dtoh(&x.buf.slice(0..n)).map_err(|e| dev_err("to_host", e))
+    }
+
+    fn plan(&self, meta: AttnMeta) -> Result<CudaPlan> {
+        CudaPlan::new(self, meta)
+    }
+
+    fn copy_blocks(&self, kv: &mut CudaKv, pairs: &[(u32, u32)]) -> Result<()> {
+        if pairs.is_empty() {
+            return Ok(());
+        }
+        let flat: Vec<u32> = pairs.iter().flat_map(|&(s, d)| [s, d]).collect();
+        if let Some(&b) = flat.iter().find(|&&b| b as usize >= kv.spec.n_blocks) {
+            return Err(BackendError::Invalid { op: "copy_blocks", detail: format!("block {b} outside the pool of {}", kv.spec.n_blocks) });
+        }
+        let el = if kv.spec.dtype == KvDType::F16 { 2 } else { 4 };
+        let words = (kv.spec.block_size * kv.spec.n_kv_heads * kv.spec.head_dim * el / 4) as i32;
+        let d = self.upload_slice(&flat)?;
+        let (kp, vp, dp) = (self.ptr(&kv.k), self.ptr(&kv.v), self.ptr(&d));
+        let cfg = LaunchConfig { grid_dim: (pairs.len() as u32, 2, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+        launch!(self, &self.k.copy_blocks, cfg, &kp, &vp, &dp, &words)
+    }
+
+    fn embed(&self, table: &CudaWeight, ids: &[u32], out: &mut CudaAct) -> Result<()> {
+        let [part] = table.parts.as_slice() else {
+            return Err(BackendError::Shape { op: "embed", detail: format!("{} is not a plain 2-D table", table.name) });
+        };
+        let cols = table.dims[0];
+        if let Some(&bad) = ids.iter().find(|&&i| i as usize >= part.rows) {
+            return Err(BackendError::Invalid { op: "embed", detail: format!("token id {bad} >= vocabulary {}", part.rows) });
+        }
+        self.shape(out, ids.len(), cols)?;
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let d = self.upload_slice(ids)?;
+        let (tp, dp, op, c) = (self.ptr(&part.buf), self.ptr(&d), self.ptr(&out.buf), cols as i32);
+        let cfg = LaunchConfig { grid_dim: (ids.len() as u32, 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
+        launch!(self, &self.k.for_type(part.ty)?.embed, cfg, &tp, &dp, &op, &c)
+    }
+
+    fn rms_norm(&self, x: &CudaAct, w: &CudaWeight, eps: f32, out: &mut CudaAct) -> Result<()> {
+        let wv = self.vector(w, x.cols, "rms_norm")?;
+        self.shape(out, x.rows, x.cols)?;
+        if x.rows == 0 {
+            return Ok(());
+        }
+        let (xp, wp, op, c) = (self.ptr(&x.buf), self.ptr(wv), self.ptr(&out.buf), x.cols as i32);
+        let cfg = LaunchConfig { grid_dim: (x.rows as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+        launch!(self, &self.k.rms_norm, cfg, &xp, &wp, &op, &c, &eps)
+    }
+
+    fn add_rms_norm(&self, residual: &mut CudaAct, delta: &CudaAct, w: &CudaWeight, eps: f32, out: &mut CudaAct) -> Result<()> {
+        same_shape("add_rms_norm", residual, delta)?;
+        let wv = self.vector(w, residual.cols, "add_rms_norm")?;
+        self.shape(out, residual.rows, residual.cols)?;
+        if residual.rows == 0 {
+            return Ok(());
+        }
+        let (rp, dp, wp, op, c) = (self.ptr(&residual.buf), self.ptr(&delta.buf), self.ptr(wv), self.ptr(&out.buf), residual.cols as i32);
+        let cfg = LaunchConfig { grid_dim: (residual.rows as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+        launch!(self, &self.k.add_rms_norm, cfg, &rp, &dp, &wp, &op, &c, &eps)
+    }
+
+    fn add(&self, residual: &mut CudaAct, delta: &CudaAct) -> Result<()> {
+        same_shape("add", residual, delta)?;
+        let n = residual.rows * residual.cols;
+        if n == 0 {
+            return Ok(());
+        }
+        let (rp, dp, ni) = (self.ptr(&residual.buf), self.ptr(&delta.buf), n as i32);
+        launch!(self, &self.k.add_inplace, grid1(n, 256), &rp, &dp, &ni)
+    }
+
+    fn linear(&self, x: &CudaAct, w: &CudaWeight, bias: Option<&CudaWeight>, out: &mut CudaAct) -> Result<()> {
+        linear::run(self, x, w, bias, out)
+    }
+
+    fn qk_rope_store(
+        &self,
+        qkv: &CudaAct,
+        q: &mut CudaAct,
+        q_norm: Option<&CudaWeight>,
+        k_norm: Option<&CudaWeight>,
+        heads: &HeadSpec,
+        rope: &Rope,
+        plan: &CudaPlan,
+        kv: &mut CudaKv,
+    ) -> Result<()> {
+        attention::qk_rope_store(self, qkv, q, q_norm, k_norm, heads, rope, plan, kv)
+    }
+
+    fn attention(&self, q: &CudaAct, heads: &HeadSpec, plan: &CudaPlan, kv: &CudaKv, out: &mut CudaAct) -> Result<()> {
+        attention::attention(self, q, heads, plan, kv, out)
+    }
+
+    fn silu_mul(&self, gate_up: &CudaAct, out: &mut CudaAct) -> Result<()> {
+        if gate_up.cols % 2 != 0 {
+            return Err(BackendError::Shape { op: "silu_mul", detail: format!("[{}, {}] is not [gate | up]", gate_up.rows, gate_up.cols) });
+        }
+        let ff = gate_up.cols / 2;
+        self.shape(out, gate_up.rows, ff)?;
+        let n = gate_up.rows * ff;
+        if n == 0 {
+            return Ok(());
+        }
+        let (gp, op, r, f) = (self.ptr(&gate_up.buf), self.ptr(&out.buf), gate_up.rows as i32, ff as i32);
+        launch!(self, &self.k.silu_mul, grid1(n, 256), &gp, &op, &r, &f)
+    }
+
+    fn moe(&self, x: &CudaAct, w: &MoeWeights<'_, CudaWeight>, spec: &MoeSpec, residual: &mut CudaAct) -> Result<()> {
+        moe::run(self, x, w, spec, residual)
+    }
+
+    fn gather_rows(&self, x: &CudaAct, rows: &[usize], out: &mut CudaAct) -> Result<()> {
+        if let Some(&r) = rows.iter().find(|&&r| r >= x.rows) {
+            return Err(BackendError::Invalid { op: "gather_rows", detail: format!("row {r} of {}", x.rows) });
+        }
+        self.shape(out, rows.len(), x.cols)?;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let idx: Vec<u32> = rows.iter().map(|&r| r as u32).collect();
+        let d = self.upload_slice(&idx)?;
+        let (xp, dp, op, c) = (self.ptr(&x.buf), self.ptr(&d), self.ptr(&out.buf), x.cols as i32);
+        let cfg = LaunchConfig { grid_dim: (rows.len() as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+        launch!(self, &self.k.gather_rows, cfg, &xp, &dp, &op, &c)
+    }
+}

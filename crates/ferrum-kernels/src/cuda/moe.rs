@@ -1,0 +1,77 @@
+//! Mixture of experts on the device with no host round trip: router GEMV,
+//! softmax + top-k (+ renormalisation), assignments bucketed by expert,
+//! fused gate + up + SiLU per assignment, down projection, and the weighted
+//! sum added to the residual.
+
+use cudarc::driver::{LaunchConfig, PushKernelArg};
+
+use super::{grid1, launch, CudaAct, CudaBackend, CudaWeight};
+use crate::backend::{Backend, BackendError, MoeSpec, MoeWeights, Result};
+
+const GEMV_WARPS: usize = 4;
+/// Assignments from which they are ordered by expert (weights shared in L2).
+const SORT_MIN: usize = 32;
+
+pub fn run(be: &CudaBackend, x: &CudaAct, w: &MoeWeights<'_, CudaWeight>, spec: &MoeSpec, residual: &mut CudaAct) -> Result<()> {
+    let shape = |detail: String| BackendError::Shape { op: "moe", detail };
+    if residual.rows != x.rows || residual.cols != x.cols {
+        return Err(shape(format!("residual [{}, {}] vs x [{}, {}]", residual.rows, residual.cols, x.rows, x.cols)));
+    }
+    if spec.top_k == 0 || spec.top_k > spec.n_experts || spec.n_experts > 256 || spec.top_k > 32 {
+        return Err(shape(format!("top-k {} of {} experts (at most 256 experts, top-32)", spec.top_k, spec.n_experts)));
+    }
+    let hidden = x.cols;
+    let (gate, up, down) = (w.gate, w.up, w.down);
+    let dims_ok = gate.dims.len() == 3
+        && gate.dims == up.dims
+        && gate.dims[0] == hidden
+        && gate.dims[2] == spec.n_experts
+        && down.dims == [gate.dims[1], hidden, spec.n_experts];
+    if !dims_ok || gate.parts.len() != 1 || up.parts.len() != 1 || down.parts.len() != 1 {
+        return Err(shape(format!("expert tensors gate {:?} up {:?} down {:?} for hidden {hidden}", gate.dims, up.dims, down.dims)));
+    }
+    if gate.ty != up.ty {
+        return Err(shape(format!("gate ({}) and up ({}) experts must share a type", gate.ty, up.ty)));
+    }
+    let ff = gate.dims[1];
+    let (t, k) = (x.rows, spec.top_k);
+    let n_assign = t * k;
+    if t == 0 {
+        return Ok(());
+    }
+    let mut logits = be.alloc(0, 0)?;
+    be.linear(x, w.router, None, &mut logits)?;
+    if logits.cols != spec.n_experts {
+        return Err(shape(format!("router gives {} logits for {} experts", logits.cols, spec.n_experts)));
+    }
+    let ids = be.buffer::<i32>(n_assign)?;
+    let wts = be.buffer::<f32>(n_assign)?;
+    let (lp, ip, wp) = (be.ptr(&logits.buf), be.ptr(&ids), be.ptr(&wts));
+    let (ti, ne, ki, rn) = (t as i32, spec.n_experts as i32, k as i32, i32::from(spec.renormalize));
+    launch!(be, &be.k.moe_route, grid1(t * 32, 128), &lp, &ti, &ne, &ki, &rn, &ip, &wp)?;
+
+    let order = if n_assign >= SORT_MIN { Some(be.buffer::<i32>(n_assign)?) } else { None };
+    let op = order.as_ref().map(|o| be.ptr(o)).unwrap_or(0);
+    if order.is_some() {
+        let na = n_assign as i32;
+        let cfg = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (1024, 1, 1), shared_mem_bytes: 4 * (spec.n_experts as u32 + 1) };
+        launch!(be, &be.k.moe_sort, cfg, &ip, &na, &ne, &op)?;
+    }
+
+    let act = be.buffer::<f32>(n_assign * ff)?;
+    let y = be.buffer::<f32>(n_assign * hidden)?;
+    let (xp, ap, yp) = (be.ptr(&x.buf), be.ptr(&act), be.ptr(&y));
+    let (ffi, hi) = (ff as i32, hidden as i32);
+    let gk = &be.k.for_type(gate.ty)?.moe_gate_up;
+    let (gp, upp) = (be.ptr(&gate.parts[0].buf), be.ptr(&up.parts[0].buf));
+    let cfg = LaunchConfig { grid_dim: (ff.div_ceil(GEMV_WARPS) as u32, n_assign as u32, 1), block_dim: (32 * GEMV_WARPS as u32, 1, 1), shared_mem_bytes: 0 };
+    launch!(be, gk, cfg, &gp, &upp, &ip, &op, &xp, &ap, &ffi, &hi, &ki)?;
+
+    let dk = &be.k.for_type(down.ty)?.moe_down;
+    let dp = be.ptr(&down.parts[0].buf);
+    let cfg = LaunchConfig { grid_dim: (hidden.div_ceil(GEMV_WARPS) as u32, n_assign as u32, 1), block_dim: (32 * GEMV_WARPS as u32, 1, 1), shared_mem_bytes: 0 };
+    launch!(be, dk, cfg, &dp, &ip, &op, &ap, &yp, &hi, &ffi)?;
+
+    let rp = be.ptr(&residual.buf);
+    launch!(be, &be.k.moe_combine, grid1(t * hidden, 256), &rp, &yp, &wp, &ti, &hi, &ki)
+}

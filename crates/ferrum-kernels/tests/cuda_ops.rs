@@ -1,0 +1,320 @@
+//! Every CUDA op against a slow reference (f64 products on dequantized
+//! weights) or against the CPU backend (itself tested against references),
+//! at awkward sizes. Runs only where a GPU is present (scripts/gpu-check.sh
+//! sets FERRUM_REQUIRE_GPU=1 so that a missing GPU fails instead of skipping).
+#![cfg(feature = "cuda")]
+
+mod cpu_util;
+
+use cpu_util::{activations, gaussian_weights, random_blocks, Rng};
+use ferrum_core::GgmlType;
+use ferrum_kernels::cuda::{device_available, CudaBackend, CudaOptions};
+use ferrum_kernels::{AttnMeta, Backend, CpuBackend, HeadSpec, HostBytes, HostWeight, KvDType, KvSpec, Mat, MoeSpec, MoeWeights, Rope, RopeStyle, SeqPlan};
+use std::sync::Arc;
+
+/// The weight types the CUDA kernels decode.
+const TYPES: [GgmlType; 13] = [
+    GgmlType::F32,
+    GgmlType::F16,
+    GgmlType::BF16,
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q8_0,
+    GgmlType::Q2K,
+    GgmlType::Q3K,
+    GgmlType::Q4K,
+    GgmlType::Q5K,
+    GgmlType::Q6K,
+];
+
+fn gpu() -> Option<CudaBackend> {
+    if !device_available() {
+        assert!(std::env::var_os("FERRUM_REQUIRE_GPU").is_none(), "FERRUM_REQUIRE_GPU is set but no CUDA device was found");
+        eprintln!("skipped: no CUDA device");
+        return None;
+    }
+    Some(CudaBackend::new(&CudaOptions::default()).unwrap_or_else(|e| panic!("{e}")))
+}
+
+fn weight(name: &str, ty: GgmlType, dims: Vec<usize>, bytes: Vec<u8>) -> HostWeight {
+    HostWeight { name: name.into(), ty, dims, bytes: HostBytes::Owned(Arc::new(bytes)) }
+}
+
+fn f32_weight(name: &str, dims: Vec<usize>, v: &[f32]) -> HostWeight {
+    weight(name, GgmlType::F32, dims, v.iter().flat_map(|x| x.to_le_bytes()).collect())
+}
+
+fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len(), "lengths");
+    let num: f64 = a.iter().zip(b).map(|(&x, &y)| ((x - y) as f64).powi(2)).sum();
+    let den: f64 = b.iter().map(|&y| (y as f64).powi(2)).sum();
+    (num / den.max(1e-30)).sqrt()
+}
+
+/// f64 `x · Wᵀ` on the dequantized weight and the f32 activations, with
+/// Σ|w·x| per output for the tolerance.
+fn reference(ty: GgmlType, data: &[u8], rows: usize, cols: usize, x: &[f32], m: usize) -> (Vec<f64>, Vec<f64>) {
+    let w = ferrum_format::quant::dequantize_to_vec(ty, data, rows * cols).unwrap();
+    let mut y = vec![0.0; m * rows];
+    let mut mag = vec![0.0; m * rows];
+    for i in 0..m {
+        for j in 0..rows {
+            for e in 0..cols {
+                let p = w[j * cols + e] as f64 * x[i * cols + e] as f64;
+                y[i * rows + j] += p;
+                mag[i * rows + j] += p.abs();
+            }
+        }
+    }
+    (y, mag)
+}
+
+#[test]
+fn linear_every_type_matches_reference() {
+    let Some(g) = gpu() else { return };
+    let mut rng = Rng::new(7);
+    let mut failures = Vec::new();
+    for ty in TYPES {
+        for &(rows, cols) in &[(1usize, 256usize), (67, 512), (5, 768)] {
+            let data = if ty == GgmlType::Q2K || ty == GgmlType::Q3K { random_blocks(ty, rows, cols, &mut rng) } else { gaussian_weights(ty, rows, cols, &mut rng) };
+            let w = g.upload(weight("w", ty, vec![cols, rows], data.clone())).unwrap();
+            // m = 1..8 and 9 use the GEMV kernel (one and two passes), 17 and 64 the f16 GEMM.
+            for m in [1usize, 3, 8, 9, 17, 64] {
+                let x = activations(m, cols, &mut rng);
+                let xa = g.act_from_host(&x, m, cols).unwrap();
+                let mut out = g.alloc(0, 0).unwrap();
+                g.linear(&xa, &w, None, &mut out).unwrap();
+                let got = g.to_host(&out).unwrap();
+                let (want, mag) = reference(ty, &data, rows, cols, &x, m);
+                let tol = if m >= 16 { 4e-3 } else { 1e-5 };
+                let bad = got.iter().zip(want.iter().zip(&mag)).filter(|(&gv, (&wv, &mv))| (gv as f64 - wv).abs() > tol * mv + 1e-5).count();
+                if bad > 0 {
+                    failures.push(format!("{ty} [{rows}x{cols}] m={m}: {bad} outputs off"));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+#[test]
+fn fused_mixed_types_with_bias_equal_separate_products() {
+    let Some(g) = gpu() else { return };
+    let mut rng = Rng::new(11);
+    let cols = 256;
+    let parts = [(GgmlType::Q5_0, 96usize), (GgmlType::Q5_0, 32), (GgmlType::Q8_0, 32)];
+    for m in [1usize, 5, 33] {
+        let x = activations(m, cols, &mut rng);
+        let xa = g.act_from_host(&x, m, cols).unwrap();
+        let mut ws = Vec::new();
+        let mut bs = Vec::new();
+        let mut separate = Vec::new();
+        for (i, &(ty, rows)) in parts.iter().enumerate() {
+            let data = gaussian_weights(ty, rows, cols, &mut rng);
+            let b: Vec<f32> = (0..rows).map(|_| rng.gauss()).collect();
+            let w1 = g.upload(weight("p", ty, vec![cols, rows], data.clone())).unwrap();
+            let b1 = g.upload(f32_weight("b", vec![rows], &b)).unwrap();
+            let mut o = g.alloc(0, 0).unwrap();
+            g.linear(&xa, &w1, Some(&b1), &mut o).unwrap();
+            separate.push((rows, g.to_host(&o).unwrap()));
+            ws.push(g.upload(weight(&format!("p{i}"), ty, vec![cols, rows], data)).unwrap());
+            bs.push(g.upload(f32_weight("b", vec![rows], &b)).unwrap());
+        }
+        let w = g.fuse(ws).unwrap();
+        let b = g.fuse(bs).unwrap();
+        let mut out = g.alloc(0, 0).unwrap();
+        g.linear(&xa, &w, Some(&b), &mut out).unwrap();
+        let got = g.to_host(&out).unwrap();
+        let total: usize = parts.iter().map(|p| p.1).sum();
+        let mut want = vec![0.0f32; m * total];
+        let mut off = 0;
+        for (rows, v) in &separate {
+            for r in 0..m {
+                want[r * total + off..r * total + off + rows].copy_from_slice(&v[r * rows..(r + 1) * rows]);
+            }
+            off += rows;
+        }
+        assert_eq!(got, want, "m={m}");
+    }
+}
+
+fn cpu_mat(v: &[f32], rows: usize, cols: usize) -> Mat {
+    Mat::from_vec(v.to_vec(), rows, cols).unwrap()
+}
+
+#[test]
+fn embed_norms_and_elementwise_match_cpu() {
+    let Some(g) = gpu() else { return };
+    let c = CpuBackend;
+    let mut rng = Rng::new(3);
+    for ty in TYPES {
+        let (vocab, cols) = (37, 256);
+        let data = if ty == GgmlType::Q2K || ty == GgmlType::Q3K { random_blocks(ty, vocab, cols, &mut rng) } else { gaussian_weights(ty, vocab, cols, &mut rng) };
+        let ids = [0u32, 36, 5, 5, 17];
+        let (mut a, mut b) = (g.alloc(0, 0).unwrap(), Mat::default());
+        g.embed(&g.upload(weight("t", ty, vec![cols, vocab], data.clone())).unwrap(), &ids, &mut a).unwrap();
+        c.embed(&c.upload(weight("t", ty, vec![cols, vocab], data)).unwrap(), &ids, &mut b).unwrap();
+        assert_eq!(g.to_host(&a).unwrap(), b.data, "embed {ty}");
+    }
+    for &(rows, cols) in &[(1usize, 7usize), (3, 896), (17, 2048), (2, 257)] {
+        let x: Vec<f32> = (0..rows * cols).map(|_| rng.gauss()).collect();
+        let d: Vec<f32> = (0..rows * cols).map(|_| rng.gauss()).collect();
+        let wv: Vec<f32> = (0..cols).map(|_| 1.0 + 0.1 * rng.gauss()).collect();
+        let (gw, cw) = (g.upload(f32_weight("n", vec![cols], &wv)).unwrap(), c.upload(f32_weight("n", vec![cols], &wv)).unwrap());
+        let (gx, cx) = (g.act_from_host(&x, rows, cols).unwrap(), cpu_mat(&x, rows, cols));
+        let (mut go, mut co) = (g.alloc(0, 0).unwrap(), Mat::default());
+        g.rms_norm(&gx, &gw, 1e-6, &mut go).unwrap();
+        c.rms_norm(&cx, &cw, 1e-6, &mut co).unwrap();
+        assert!(rel_l2(&g.to_host(&go).unwrap(), &co.data) < 1e-6, "rms_norm {rows}x{cols}");
+        let (mut gr, mut cr) = (g.act_from_host(&x, rows, cols).unwrap(), cpu_mat(&x, rows, cols));
+        let (gd, cd) = (g.act_from_host(&d, rows, cols).unwrap(), cpu_mat(&d, rows, cols));
+        g.add_rms_norm(&mut gr, &gd, &gw, 1e-6, &mut go).unwrap();
+        c.add_rms_norm(&mut cr, &cd, &cw, 1e-6, &mut co).unwrap();
+        assert_eq!(g.to_host(&gr).unwrap(), cr.data, "residual add {rows}x{cols}");
+        assert!(rel_l2(&g.to_host(&go).unwrap(), &co.data) < 1e-6, "add_rms_norm {rows}x{cols}");
+        if cols % 2 == 0 {
+            g.silu_mul(&gx, &mut go).unwrap();
+            c.silu_mul(&cx, &mut co).unwrap();
+            assert!(rel_l2(&g.to_host(&go).unwrap(), &co.data) < 1e-6, "silu_mul {rows}x{cols}");
+        }
+        let pick = [rows - 1, 0, rows / 2];
+        g.gather_rows(&gx, &pick, &mut go).unwrap();
+        c.gather_rows(&cx, &pick, &mut co).unwrap();
+        assert_eq!(g.to_host(&go).unwrap(), co.data, "gather_rows");
+    }
+}
+
+/// One step over several sequences: each `(prefix, new)` sequence has
+/// `prefix` cached tokens (written by an earlier step) and `new` new rows.
+fn check_attention(heads: HeadSpec, seqs: &[(usize, usize)], style: RopeStyle, qk_norm: bool, dtype: KvDType) {
+    let Some(g) = gpu() else { return };
+    let c = CpuBackend;
+    let hd = heads.head_dim;
+    let mut rng = Rng::new((hd * 31 + heads.n_heads) as u64);
+    let width = (heads.n_heads + 2 * heads.n_kv_heads) * hd;
+    let inv: Vec<f32> = (0..hd / 2).map(|i| 1.0 / 10000f32.powf(2.0 * i as f32 / hd as f32)).collect();
+    let rope = Rope { style, inv_freq: inv };
+    let norms: Vec<Vec<f32>> = (0..2).map(|_| (0..hd).map(|_| 1.0 + 0.2 * rng.gauss()).collect()).collect();
+    let (gn, cn): (Vec<_>, Vec<_>) = norms.iter().map(|n| (g.upload(f32_weight("qn", vec![hd], n)).unwrap(), c.upload(f32_weight("qn", vec![hd], n)).unwrap())).unzip();
+    let n_blocks: usize = seqs.iter().map(|&(p, n)| (p + n).div_ceil(16)).sum::<usize>() + 2;
+    let spec = KvSpec { n_blocks, block_size: 16, n_kv_heads: heads.n_kv_heads, head_dim: hd, dtype };
+    let (mut gkv, mut ckv) = (g.alloc_kv(spec).unwrap(), c.alloc_kv(spec).unwrap());
+    // Reversed, interleaved block ids: tables need not be contiguous.
+    let mut free: Vec<u32> = (0..n_blocks as u32).rev().collect();
+    let tables: Vec<Vec<u32>> = seqs.iter().map(|&(p, n)| (0..(p + n).div_ceil(16)).map(|_| free.pop().unwrap()).collect()).collect();
+    let mut last = (Vec::new(), Vec::new());
+    for step in 0..2 {
+        let plans: Vec<SeqPlan<'_>> = seqs
+            .iter()
+            .zip(&tables)
+            .filter(|(&(p, _), _)| step == 1 || p > 0)
+            .map(|(&(p, n), t)| if step == 0 { SeqPlan { n_new: p, start_pos: 0, block_table: t } } else { SeqPlan { n_new: n, start_pos: p, block_table: t } })
+            .collect();
+        if plans.is_empty() {
+            continue;
+        }
+        let meta = AttnMeta::build(&plans, 16, n_blocks, 1 << 20).unwrap();
+        let rows = meta.n_rows();
+        let qkv: Vec<f32> = (0..rows * width).map(|_| rng.gauss()).collect();
+        let (gq, cq) = (g.act_from_host(&qkv, rows, width).unwrap(), cpu_mat(&qkv, rows, width));
+        let (gp, cp) = (g.plan(meta.clone()).unwrap(), c.plan(meta).unwrap());
+        let (mut gqo, mut cqo) = (g.alloc(0, 0).unwrap(), Mat::default());
+        let (qn, kn) = if qk_norm { (Some(&gn[0]), Some(&gn[1])) } else { (None, None) };
+        let (cqn, ckn) = if qk_norm { (Some(&cn[0]), Some(&cn[1])) } else { (None, None) };
+        g.qk_rope_store(&gq, &mut gqo, qn, kn, &heads, &rope, &gp, &mut gkv).unwrap();
+        c.qk_rope_store(&cq, &mut cqo, cqn, ckn, &heads, &rope, &cp, &mut ckv).unwrap();
+        let e = rel_l2(&g.to_host(&gqo).unwrap(), &cqo.data);
+        assert!(e < 1e-5, "rope q {heads:?}: {e}");
+        let (mut go, mut co) = (g.alloc(0, 0).unwrap(), Mat::default());
+        g.attention(&gqo, &heads, &gp, &gkv, &mut go).unwrap();
+        c.attention(&cqo, &heads, &cp, &ckv, &mut co).unwrap();
+        last = (g.to_host(&go).unwrap(), co.data);
+        let e = rel_l2(&last.0, &last.1);
+        assert!(e < 1e-4, "attention {heads:?} seqs {seqs:?} step {step} {dtype:?}: rel err {e}");
+    }
+    assert!(!last.0.is_empty());
+}
+
+#[test]
+fn attention_matches_cpu() {
+    let h = |n_heads, n_kv_heads, head_dim, window| HeadSpec { n_heads, n_kv_heads, head_dim, scale: 1.0 / (head_dim as f32).sqrt(), window, norm_eps: 1e-6 };
+    let mixed = [(0usize, 1usize), (0, 17), (15, 2), (16, 1), (40, 1), (17, 15), (240, 17), (3, 257)];
+    for (heads, style, norm) in [
+        (h(14, 2, 64, None), RopeStyle::NeoX, false),
+        (h(4, 2, 16, None), RopeStyle::GptJ, false),
+        (h(32, 4, 128, None), RopeStyle::NeoX, true),
+        (h(5, 5, 32, None), RopeStyle::NeoX, true),
+        (h(6, 3, 48, None), RopeStyle::GptJ, false),
+        (h(8, 1, 256, None), RopeStyle::NeoX, false),
+        (h(6, 2, 16, Some(8)), RopeStyle::NeoX, false),
+    ] {
+        check_attention(heads, &mixed, style, norm, KvDType::F32);
+        check_attention(heads, &mixed, style, norm, KvDType::F16);
+    }
+}
+
+#[test]
+fn copy_blocks_copies_k_and_v() {
+    let Some(g) = gpu() else { return };
+    let c = CpuBackend;
+    let heads = HeadSpec { n_heads: 2, n_kv_heads: 1, head_dim: 16, scale: 0.25, window: None, norm_eps: 1e-6 };
+    let spec = KvSpec { n_blocks: 3, block_size: 16, n_kv_heads: 1, head_dim: 16, dtype: KvDType::F16 };
+    let (mut gkv, mut ckv) = (g.alloc_kv(spec).unwrap(), c.alloc_kv(spec).unwrap());
+    let rope = Rope { style: RopeStyle::NeoX, inv_freq: vec![0.1; 8] };
+    let t0 = [0u32];
+    let meta = AttnMeta::build(&[SeqPlan { n_new: 5, start_pos: 0, block_table: &t0 }], 16, 3, 100).unwrap();
+    let mut rng = Rng::new(5);
+    let qkv: Vec<f32> = (0..5 * 64).map(|_| rng.gauss()).collect();
+    let (mut gq, mut cq) = (g.alloc(0, 0).unwrap(), Mat::default());
+    g.qk_rope_store(&g.act_from_host(&qkv, 5, 64).unwrap(), &mut gq, None, None, &heads, &rope, &g.plan(meta.clone()).unwrap(), &mut gkv).unwrap();
+    c.qk_rope_store(&cpu_mat(&qkv, 5, 64), &mut cq, None, None, &heads, &rope, &meta, &mut ckv).unwrap();
+    g.copy_blocks(&mut gkv, &[(0, 2)]).unwrap();
+    c.copy_blocks(&mut ckv, &[(0, 2)]).unwrap();
+    assert!(g.copy_blocks(&mut gkv, &[(0, 3)]).is_err());
+    // Attend from block 2 only: the copy must hold the same keys and values.
+    let t2 = [2u32];
+    let m2 = AttnMeta::build(&[SeqPlan { n_new: 1, start_pos: 4, block_table: &t2 }], 16, 3, 100).unwrap();
+    let q1 = g.act_from_host(&qkv[4 * 32..4 * 32 + 32], 1, 32).unwrap();
+    let (mut go, mut co) = (g.alloc(0, 0).unwrap(), Mat::default());
+    g.attention(&q1, &heads, &g.plan(m2.clone()).unwrap(), &gkv, &mut go).unwrap();
+    c.attention(&cpu_mat(&qkv[4 * 32..4 * 32 + 32], 1, 32), &heads, &m2, &ckv, &mut co).unwrap();
+    assert!(rel_l2(&g.to_host(&go).unwrap(), &co.data) < 1e-5);
+}
+
+#[test]
+fn moe_matches_cpu() {
+    let Some(g) = gpu() else { return };
+    let c = CpuBackend;
+    let mut rng = Rng::new(9);
+    for &(ty, down_ty, hidden, ff, n_exp, top_k, renorm) in &[
+        (GgmlType::Q8_0, GgmlType::Q8_0, 64usize, 32usize, 8usize, 2usize, false),
+        (GgmlType::Q4K, GgmlType::Q6K, 256, 512, 128, 8, true),
+        (GgmlType::F32, GgmlType::F16, 96, 64, 40, 3, true),
+    ] {
+        let mk = |name: &str, t: GgmlType, dims: Vec<usize>, rng: &mut Rng| {
+            let n: usize = dims.iter().product();
+            let data = gaussian_weights(t, n / dims[0], dims[0], rng);
+            weight(name, t, dims, data)
+        };
+        let router = mk("router", GgmlType::F32, vec![hidden, n_exp], &mut rng);
+        let gate = mk("gate", ty, vec![hidden, ff, n_exp], &mut rng);
+        let up = mk("up", ty, vec![hidden, ff, n_exp], &mut rng);
+        let down = mk("down", down_ty, vec![ff, hidden, n_exp], &mut rng);
+        let gw: Vec<_> = [&router, &gate, &up, &down].iter().map(|w| g.upload((*w).clone()).unwrap()).collect();
+        let cw: Vec<_> = [router, gate, up, down].into_iter().map(|w| c.upload(w).unwrap()).collect();
+        let spec = MoeSpec { n_experts: n_exp, top_k, renormalize: renorm };
+        for rows in [1usize, 3, 40] {
+            let x: Vec<f32> = (0..rows * hidden).map(|_| rng.gauss()).collect();
+            let res: Vec<f32> = (0..rows * hidden).map(|_| rng.gauss()).collect();
+            let mut gr = g.act_from_host(&res, rows, hidden).unwrap();
+            let mut cr = cpu_mat(&res, rows, hidden);
+            g.moe(&g.act_from_host(&x, rows, hidden).unwrap(), &MoeWeights { router: &gw[0], gate: &gw[1], up: &gw[2], down: &gw[3] }, &spec, &mut gr).unwrap();
+            c.moe(&cpu_mat(&x, rows, hidden), &MoeWeights { router: &cw[0], gate: &cw[1], up: &cw[2], down: &cw[3] }, &spec, &mut cr).unwrap();
+            // The CPU quantizes activations to 8 bits for its integer dot products.
+            let e = rel_l2(&g.to_host(&gr).unwrap(), &cr.data);
+            assert!(e < 2e-2, "moe {ty}/{down_ty} {n_exp}x top-{top_k} rows {rows}: rel err {e}");
+        }
+    }
+}
