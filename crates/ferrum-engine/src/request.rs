@@ -24,6 +24,11 @@ pub enum RequestStatus {
     /// Lost its blocks to preemption; waits at the queue front to be
     /// recomputed (prompt + generated tokens) without re-sending output.
     Preempted,
+    /// A sibling of an `n > 1` group (`Scheduler::add_n`): holds no blocks
+    /// and is never scheduled itself; when the group's leader has computed
+    /// the shared prompt, it samples its first token from the leader's
+    /// logits row and takes the leader's blocks by reference (fork).
+    AwaitingFork,
     Finished(FinishReason),
 }
 
@@ -41,6 +46,18 @@ pub enum RequestError {
     ZeroMaxTokens { id: RequestId },
     #[error("request {id} is already queued or running")]
     DuplicateId { id: RequestId },
+    #[error("request group is empty")]
+    EmptyGroup,
+    #[error("request {id}: a group of {n} sequences exceeds max_num_seqs {max_num_seqs}")]
+    GroupTooLarge {
+        id: RequestId,
+        n: usize,
+        max_num_seqs: usize,
+    },
+    #[error(
+        "request {id}: its prompt differs from the prompt of its group's first request {leader}"
+    )]
+    GroupPromptMismatch { id: RequestId, leader: RequestId },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -56,6 +73,11 @@ pub struct Request {
     pub(crate) status: RequestStatus,
     /// Admission order key: lower is older.
     pub(crate) arrival: u64,
+    /// Siblings (`AwaitingFork`) that fork from this request once its prompt
+    /// is computed; empty once forked (or for `n = 1`).
+    pub(crate) forks: Vec<RequestId>,
+    /// The leader this `AwaitingFork` sibling waits for.
+    pub(crate) fork_of: Option<RequestId>,
 }
 
 impl Request {
@@ -72,6 +94,8 @@ impl Request {
             num_preemptions: 0,
             status: RequestStatus::Waiting,
             arrival: 0,
+            forks: Vec::new(),
+            fork_of: None,
         }
     }
 
@@ -118,6 +142,16 @@ impl Request {
 
     pub fn status(&self) -> RequestStatus {
         self.status
+    }
+
+    /// Siblings still waiting to fork from this request (`n > 1`).
+    pub fn forks(&self) -> &[RequestId] {
+        &self.forks
+    }
+
+    /// For an `AwaitingFork` sibling, the request it will fork from.
+    pub fn fork_of(&self) -> Option<RequestId> {
+        self.fork_of
     }
 
     pub fn is_finished(&self) -> bool {

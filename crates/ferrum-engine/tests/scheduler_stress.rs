@@ -1,5 +1,6 @@
 //! Randomised scheduler runs: random configs, prompts with shared prefixes,
-//! steps, stops, aborts (also between schedule and update). After every
+//! `n > 1` groups (fork and copy-on-write), steps, stops, aborts (also
+//! between schedule and update). After every
 //! operation the scheduler and block-manager invariants hold; every plan is
 //! checked against a shadow KV cache (tests/common); at the end every block is
 //! free or cached and every request streamed exactly its tokens, once each.
@@ -17,6 +18,8 @@ enum Op {
         stem_len: u8,
         extra: u8,
         max_tokens: u8,
+        /// Sequences of the prompt (`add_n`), clamped to `max_num_seqs`.
+        n: u8,
     },
     Step,
     /// Step and stop (as on EOS) the requests whose new token hits `mask`.
@@ -33,8 +36,8 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        3 => (0u8..3, 0u8..40, 0u8..12, 1u8..20)
-            .prop_map(|(stem, stem_len, extra, max_tokens)| Op::Add { stem, stem_len, extra, max_tokens }),
+        3 => (0u8..3, 0u8..40, 0u8..12, 1u8..20, prop_oneof![2 => Just(1u8), 1 => 2u8..5])
+            .prop_map(|(stem, stem_len, extra, max_tokens, n)| Op::Add { stem, stem_len, extra, max_tokens, n }),
         6 => Just(Op::Step),
         1 => any::<u8>().prop_map(|mask| Op::StepStop { mask }),
         1 => any::<u8>().prop_map(|k| Op::StepAbortMid { k }),
@@ -72,6 +75,7 @@ fn run(cfg: SchedulerConfig, ops: Vec<Op>) {
                 stem_len,
                 extra,
                 max_tokens,
+                n,
             } => {
                 let mut p: Vec<u32> = (0..u32::from(stem_len))
                     .map(|i| 100 * u32::from(stem) + i)
@@ -82,9 +86,13 @@ fn run(cfg: SchedulerConfig, ops: Vec<Op>) {
                     p.push(7);
                 }
                 let limit = usize::from(max_tokens).min(cfg.max_model_len - p.len());
-                expected_len.insert(next_id, limit);
-                d.add_tokens(next_id, p, usize::from(max_tokens));
-                next_id += 1;
+                let n = usize::from(n).min(cfg.max_num_seqs) as u64;
+                let ids: Vec<u64> = (next_id..next_id + n).collect();
+                for &id in &ids {
+                    expected_len.insert(id, limit);
+                }
+                d.add_n_tokens(&ids, p, usize::from(max_tokens));
+                next_id += n;
             }
             Op::Step => {
                 d.step();

@@ -1,63 +1,59 @@
-//! The serving path end to end on the fixture model: concurrency,
-//! prefix caching and client disconnects, observed through HTTP and /metrics.
+//! The serving path end to end on the fixture model: concurrency, `n > 1`
+//! sharing one prefill, prefix caching and client disconnects, observed
+//! through HTTP and /metrics.
 
 mod support;
 
-use serde_json::{json, Value};
+use serde_json::json;
 use support::*;
-
-/// Streams a greedy completion of `prompt`; returns the generated text and
-/// the finish reason, checking the SSE framing on the way.
-fn stream_completion(addr: std::net::SocketAddr, prompt: &[u32], max_tokens: usize) -> (String, Vec<f64>, String) {
-    let body = json!({"model": MODEL, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "ignore_eos": true, "stream": true, "logprobs": 0});
-    let r = post(addr, "/v1/completions", &body);
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert!(r.headers.to_ascii_lowercase().contains("text/event-stream"));
-    let data = r.sse_data();
-    assert_eq!(data.iter().filter(|d| *d == "[DONE]").count(), 1, "exactly one [DONE]");
-    assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
-    let mut text = String::new();
-    let mut lps = Vec::new();
-    let mut finish = String::new();
-    for d in &data[..data.len() - 1] {
-        let v: Value = serde_json::from_str(d).unwrap();
-        let c = &v["choices"][0];
-        text.push_str(c["text"].as_str().unwrap());
-        if let Some(l) = c["logprobs"]["token_logprobs"].as_array() {
-            lps.extend(l.iter().map(|x| x.as_f64().unwrap()));
-        }
-        if let Some(f) = c["finish_reason"].as_str() {
-            finish = f.to_string();
-        }
-    }
-    assert_eq!(lps.len(), max_tokens);
-    (text, lps, finish)
-}
 
 #[test]
 fn sixteen_concurrent_streams_match_alone() {
     let lens = [1usize, 7, 16, 45, 3, 100, 17, 33, 130, 9, 64, 2, 180, 31, 15, 75];
     let reqs: Vec<(Vec<u32>, usize)> = lens.iter().enumerate().map(|(i, &l)| (tokens(l, i as u32), 5 + (i * 7) % 30)).collect();
     let alone_srv = TestServer::fixture(64);
-    let alone: Vec<_> = reqs.iter().map(|(p, m)| stream_completion(alone_srv.addr, p, *m)).collect();
+    let alone = stream_one_by_one(alone_srv.addr, &reqs);
     alone_srv.shutdown().unwrap();
 
     // 40 blocks (640 tokens) for ~1,100 tokens of demand: some preemption.
     let srv = TestServer::fixture(40);
+    let together = stream_concurrently(srv.addr, &reqs);
+    assert_same_as_alone(&alone, &together);
+    assert_engine_idle(&srv, 16);
+    assert!(metric(srv.addr, "ferrum_preemptions_total") > 0.0);
+    srv.shutdown().unwrap();
+}
+
+#[test]
+fn n_choices_share_one_prefill() {
+    // 70 tokens: 4 full blocks and a partial one the choices share, then copy.
+    let p = tokens(70, 31);
+    let greedy = |n: usize| json!({"prompt": p, "n": n, "max_tokens": 20, "temperature": 0, "ignore_eos": true, "logprobs": 0});
+    let one_srv = TestServer::fixture(64);
+    let one = choices(&post(one_srv.addr, "/v1/completions", &greedy(1)).json());
+    one_srv.shutdown().unwrap();
+
+    let srv = TestServer::fixture(64);
     let addr = srv.addr;
-    let handles: Vec<_> = reqs.iter().cloned().map(|(p, m)| std::thread::spawn(move || stream_completion(addr, &p, m))).collect();
-    let together: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
-    for (i, (a, t)) in alone.iter().zip(&together).enumerate() {
-        assert_eq!(a, t, "request {i} differs when run with 15 others");
-        assert_eq!(t.2, "length");
+    let p0 = metric(addr, "ferrum_prefill_tokens_total");
+    let r = post(addr, "/v1/completions", &greedy(3));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let three = choices(&r.json());
+    assert_eq!(three.len(), 3);
+    for (i, c) in three.iter().enumerate() {
+        assert_eq!(c, &one[0], "greedy choice {i} differs from n = 1");
     }
-    eventually("engine idle", || metric(addr, "ferrum_num_requests_running") == 0.0);
-    assert_eq!(metric(addr, "ferrum_kv_cache_blocks_used"), 0.0);
-    assert_eq!(metric(addr, "ferrum_num_requests_waiting"), 0.0);
-    let cached = metric(addr, "ferrum_kv_cache_blocks_cached");
-    assert!(cached <= metric(addr, "ferrum_kv_cache_blocks_total"));
-    srv.engine_check().unwrap();
-    assert_eq!(metric(addr, "ferrum_requests_total{finish_reason=\"length\"}"), 16.0);
+    assert_eq!(metric(addr, "ferrum_prefill_tokens_total") - p0, 70.0, "the prompt is computed once for all choices");
+    assert_eq!(r.json()["usage"]["prompt_tokens"], 70);
+    assert_eq!(r.json()["usage"]["completion_tokens"], 60);
+
+    // Sampled with a seed: the choices differ, and a repeat reproduces them.
+    let sampled = json!({"prompt": p, "n": 3, "max_tokens": 20, "temperature": 0.9, "seed": 5, "ignore_eos": true, "logprobs": 0});
+    let a = choices(&post(addr, "/v1/completions", &sampled).json());
+    assert!(a[0] != a[1] && a[0] != a[2] && a[1] != a[2], "{a:?}");
+    let b = choices(&post(addr, "/v1/completions", &sampled).json());
+    assert_eq!(a, b);
+    assert_engine_idle(&srv, 9);
     srv.shutdown().unwrap();
 }
 

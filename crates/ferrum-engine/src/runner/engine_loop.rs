@@ -5,6 +5,10 @@
 //! the rows that want logits -> `update()` -> end requests at an
 //! end-of-generation token -> send every new token to its stream. A stream
 //! whose receiver is gone is aborted at once, freeing its blocks.
+//!
+//! KV block copies the step lists (copy-on-write of blocks shared by `n > 1`
+//! siblings) are applied before the forward pass; a leader's logits row also
+//! gives each of its forking siblings a first token, from its own sampler.
 
 use std::collections::HashMap;
 use std::sync::{mpsc, Arc, Mutex};
@@ -25,8 +29,6 @@ struct Live {
     tx: UnboundedSender<Event>,
     ignore_eos: bool,
     prompt_len: usize,
-    /// Siblings (`n > 1`) to add once this request's prompt is computed.
-    held: Vec<NewSeq>,
     streamed: usize,
 }
 
@@ -100,28 +102,17 @@ impl<B: Backend> EngineLoop<B> {
                 if !self.score_prompt(&mut seqs) {
                     return true;
                 }
-                let mut it = seqs.into_iter();
-                if let Some(mut first) = it.next() {
-                    let rest: Vec<NewSeq> = it.collect();
-                    let full_blocks = first.prompt.len().saturating_sub(1) / self.sched.config().block_size;
-                    if full_blocks == 0 {
-                        // No full block to share: the siblings gain nothing by waiting.
-                        for s in rest {
-                            self.add(s);
-                        }
-                    } else {
-                        first.held = rest;
-                    }
-                    self.add(first);
+                // A group fits in max_num_seqs; a larger `n` (rare) becomes
+                // several groups, the later ones finding the prompt's full
+                // blocks in the prefix cache.
+                let max = self.sched.config().max_num_seqs.max(1);
+                let mut seqs = seqs.into_iter().peekable();
+                while seqs.peek().is_some() {
+                    let group: Vec<NewSeq> = seqs.by_ref().take(max).collect();
+                    self.add_group(group);
                 }
             }
-            Command::Cancel(id) => {
-                self.end(id, FinishReason::Abort);
-                // A sibling still waiting for its first sequence.
-                for live in self.live.values_mut() {
-                    live.held.retain(|s| s.id != id);
-                }
-            }
+            Command::Cancel(id) => self.end(id, FinishReason::Abort),
             Command::AbortAll => self.abort_all(),
             Command::CheckInvariants(tx) => {
                 let _ = tx.send(self.sched.check_invariants());
@@ -150,19 +141,22 @@ impl<B: Backend> EngineLoop<B> {
         ok
     }
 
-    /// Hands a sequence to the scheduler.
-    fn add(&mut self, mut s: NewSeq) {
-        s.sampler.observe_context(&s.prompt);
-        let prompt_len = s.prompt.len();
-        if let Err(e) = self.sched.add(Request::new(s.id, s.prompt, s.max_tokens)) {
-            let _ = s.tx.send(Event::Error(e.to_string()));
-            for sib in s.held {
-                self.add(sib);
+    /// Hands `n` sequences of one prompt to the scheduler as one group: the
+    /// first computes the prompt, the others fork from it.
+    fn add_group(&mut self, group: Vec<NewSeq>) {
+        let requests = group.iter().map(|s| Request::new(s.id, s.prompt.clone(), s.max_tokens)).collect();
+        if let Err(e) = self.sched.add_n(requests) {
+            for s in group {
+                let _ = s.tx.send(Event::Error(e.to_string()));
             }
             return;
         }
-        self.totals.prompt_tokens += prompt_len as u64;
-        self.live.insert(s.id, Live { sampler: s.sampler, tx: s.tx, ignore_eos: s.ignore_eos, prompt_len, held: s.held, streamed: 0 });
+        for mut s in group {
+            s.sampler.observe_context(&s.prompt);
+            let prompt_len = s.prompt.len();
+            self.totals.prompt_tokens += prompt_len as u64;
+            self.live.insert(s.id, Live { sampler: s.sampler, tx: s.tx, ignore_eos: s.ignore_eos, prompt_len, streamed: 0 });
+        }
     }
 
     /// Ends request `id` (if the scheduler still has it) and tells its stream.
@@ -178,28 +172,13 @@ impl<B: Backend> EngineLoop<B> {
         };
         let _ = live.tx.send(Event::Finished(info));
         self.totals.requests_finished += 1;
-        self.release_siblings(live.held);
-    }
-
-    fn release_siblings(&mut self, held: Vec<NewSeq>) {
-        for s in held {
-            if s.tx.is_closed() {
-                continue; // cancelled while waiting
-            }
-            self.add(s);
-        }
     }
 
     fn abort_all(&mut self) {
-        let ids: Vec<RequestId> = self.live.keys().copied().collect();
+        // Siblings first, so no leader's end promotes a sibling in vain.
+        let mut ids: Vec<RequestId> = self.live.keys().copied().collect();
+        ids.sort_unstable_by_key(|&id| std::cmp::Reverse(id));
         for id in ids {
-            if let Some(live) = self.live.get_mut(&id) {
-                // Siblings of an aborted request end with it.
-                for s in std::mem::take(&mut live.held) {
-                    let info = FinishInfo { reason: FinishReason::Abort, prompt_tokens: s.prompt.len(), cached_tokens: 0, completion_tokens: 0, seed: s.sampler.seed() };
-                    let _ = s.tx.send(Event::Finished(info));
-                }
-            }
             self.end(id, FinishReason::Abort);
         }
     }
@@ -229,7 +208,8 @@ impl<B: Backend> EngineLoop<B> {
                 return true;
             }
         };
-        let outputs: Vec<(RequestId, Option<u32>)> = plan.seqs.iter().map(|s| (s.id, sampled.get(&s.id).map(|x| x.id))).collect();
+        let outputs: Vec<(RequestId, Option<u32>)> =
+            plan.seqs.iter().flat_map(|s| std::iter::once(s.id).chain(s.forks.iter().copied())).map(|id| (id, sampled.get(&id).map(|x| x.id))).collect();
         let update = match self.sched.update(&outputs) {
             Ok(u) => u,
             Err(e) => {
@@ -239,13 +219,9 @@ impl<B: Backend> EngineLoop<B> {
         };
         let mut sampled = sampled;
         let mut to_stop = Vec::new();
-        let mut prefilled = Vec::new();
         for &(id, tok) in &update.tokens {
             self.totals.generation_tokens += 1;
             let Some(live) = self.live.get_mut(&id) else { continue };
-            if !live.held.is_empty() {
-                prefilled.push(id);
-            }
             if !live.ignore_eos && self.eos.contains(&tok) {
                 to_stop.push(id);
                 continue;
@@ -256,12 +232,6 @@ impl<B: Backend> EngineLoop<B> {
                 continue;
             }
             live.streamed += 1;
-        }
-        for id in prefilled {
-            if let Some(live) = self.live.get_mut(&id) {
-                let held = std::mem::take(&mut live.held);
-                self.release_siblings(held);
-            }
         }
         let mut at_length: HashMap<RequestId, Request> = update.finished.into_iter().map(|r| (r.id(), r)).collect();
         for id in to_stop {
@@ -291,14 +261,16 @@ impl<B: Backend> EngineLoop<B> {
         };
         let _ = live.tx.send(Event::Finished(info));
         self.totals.requests_finished += 1;
-        self.release_siblings(live.held);
     }
 
-    /// One forward pass over the plan, then a token for each row that wants one.
+    /// The step's KV block copies, then one forward pass over the plan, then
+    /// a token for each row that wants one and for each forking sibling.
     fn forward_and_sample(&mut self, plan: &StepPlan) -> Result<HashMap<RequestId, Sampled>, String> {
         if !plan.block_copies.is_empty() {
-            // Only forked sequences produce copies, and the runner never forks.
-            return Err(format!("the step asks for {} KV block copies, which this runner does not perform", plan.block_copies.len()));
+            // In order: a later pair may reuse a block an earlier one read.
+            let pairs: Vec<(u32, u32)> = plan.block_copies.iter().map(|c| (c.src, c.dst)).collect();
+            self.kv.copy_blocks(&self.model.backend, &pairs).map_err(|e| format!("copying KV blocks: {e}"))?;
+            self.totals.kv_block_copies += pairs.len() as u64;
         }
         for s in &plan.seqs {
             let prompt_len = self.live.get(&s.id).map_or(0, |l| l.prompt_len);
@@ -324,27 +296,41 @@ impl<B: Backend> EngineLoop<B> {
                 continue;
             }
             let row = logits.last_of(i).ok_or_else(|| format!("the model returned no logits for request {}", s.id))?;
-            let Some(live) = self.live.get_mut(&s.id) else { continue };
-            match live.sampler.sample(row) {
-                Ok(x) => {
-                    out.insert(s.id, x);
-                }
-                // This request alone fails; the step goes on for the others.
-                Err(e) => {
-                    let _ = live.tx.send(Event::Error(format!("sampling: {e}")));
-                    self.sched.abort(s.id);
-                    self.live.remove(&s.id);
-                }
+            if !self.sample_into(s.id, row, &mut out) {
+                // The leader is gone: its first sibling leads now and will
+                // compute the prompt itself.
+                continue;
+            }
+            for &sib in &s.forks {
+                self.sample_into(sib, row, &mut out);
             }
         }
         Ok(out)
+    }
+
+    /// Samples `id`'s token from `row` into `out`; false if `id` is not live
+    /// or its sampler failed (then it alone is ended with an error).
+    fn sample_into(&mut self, id: RequestId, row: &[f32], out: &mut HashMap<RequestId, Sampled>) -> bool {
+        let Some(live) = self.live.get_mut(&id) else { return false };
+        match live.sampler.sample(row) {
+            Ok(x) => {
+                out.insert(id, x);
+                true
+            }
+            // This request alone fails; the step goes on for the others.
+            Err(e) => {
+                let _ = live.tx.send(Event::Error(format!("sampling: {e}")));
+                self.sched.abort(id);
+                self.live.remove(&id);
+                false
+            }
+        }
     }
 
     fn fail(&mut self, id: RequestId, msg: &str) {
         self.sched.abort(id);
         if let Some(live) = self.live.remove(&id) {
             let _ = live.tx.send(Event::Error(msg.to_string()));
-            self.release_siblings(live.held);
         }
     }
 
@@ -359,11 +345,10 @@ impl<B: Backend> EngineLoop<B> {
     /// Copies the gauges and counters into the shared snapshot.
     fn publish(&mut self) {
         let bm = self.sched.block_manager();
-        let held: usize = self.live.values().map(|l| l.held.len()).sum();
         let pc = bm.stats();
         let s = EngineStats {
             running: self.sched.num_running(),
-            waiting: self.sched.num_waiting() + held,
+            waiting: self.sched.num_waiting() + self.sched.num_awaiting_fork(),
             kv_blocks_total: bm.num_blocks(),
             kv_blocks_used: bm.num_blocks() - bm.num_free(),
             kv_blocks_cached: bm.num_cached(),

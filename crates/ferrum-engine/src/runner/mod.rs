@@ -9,10 +9,12 @@
 //! a stop string (or whose client went away) cancels its stream, and the
 //! engine frees the request's blocks before its next step.
 //!
-//! `n > 1` ([`Engine::submit_n`]): the first sequence is scheduled at once;
-//! its siblings join when its prompt has been computed, so the prefix cache
-//! hands them every full prompt block (shared by reference count) and they
-//! compute only the prompt's last, partial block themselves.
+//! `n > 1` ([`Engine::submit_n`]): the prompt is computed once. The first
+//! sequence prefills it; its siblings each sample their first token from its
+//! last logits row and take its blocks by reference count (fork), the
+//! partial last block included. A sibling's first write into that shared
+//! block gets it a private copy (copy-on-write: the scheduler lists the
+//! copy, the engine thread performs it before the forward pass).
 
 mod engine_loop;
 mod output;
@@ -146,7 +148,7 @@ pub enum Event {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct EngineStats {
     pub running: usize,
-    /// Queued in the scheduler plus siblings waiting for their first sequence.
+    /// Queued in the scheduler plus `n > 1` siblings waiting to fork.
     pub waiting: usize,
     pub kv_blocks_total: usize,
     /// Referenced by a running sequence.
@@ -165,6 +167,8 @@ pub struct EngineStats {
     pub generation_tokens: u64,
     pub steps: u64,
     pub preemptions: u64,
+    /// KV blocks copied for copy-on-write (shared blocks of `n > 1` siblings).
+    pub kv_block_copies: u64,
     pub requests_finished: u64,
 }
 
@@ -176,12 +180,10 @@ pub(crate) struct NewSeq {
     ignore_eos: bool,
     prompt_logprobs: Option<usize>,
     tx: UnboundedSender<Event>,
-    /// Siblings (`n > 1`) to schedule once this sequence's prompt is computed.
-    held: Vec<NewSeq>,
 }
 
 pub(crate) enum Command {
-    /// The first sequence is scheduled now, the rest after its prompt is computed.
+    /// `n` sequences of one prompt: one prefill, shared blocks (fork).
     Submit(Vec<NewSeq>),
     Cancel(RequestId),
     AbortAll,
@@ -248,7 +250,9 @@ impl Engine {
     }
 
     /// Queues `n` sequences of one prompt (OpenAI's `n`); sequence `i` uses
-    /// seed `seed + i` when a seed is given.
+    /// seed `seed + i` when a seed is given. The prompt is computed once and
+    /// its KV blocks shared (an `n` above `max_num_seqs` runs as several
+    /// such groups, one after another).
     pub fn submit_n(&self, req: GenerateRequest, n: usize) -> Result<Vec<RequestStream>, SubmitError> {
         let max_tokens = self.check(&req, n)?;
         let mut seqs = Vec::with_capacity(n);
@@ -267,7 +271,6 @@ impl Engine {
                 ignore_eos: req.ignore_eos,
                 prompt_logprobs: req.prompt_logprobs,
                 tx,
-                held: Vec::new(),
             });
             streams.push(RequestStream { id, rx, cmd: self.cmd.clone(), done: false, prompt_len: req.prompt.len(), max_tokens });
         }

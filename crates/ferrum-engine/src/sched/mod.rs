@@ -11,7 +11,11 @@
 //! then the forward pass) -> `update(sampled tokens)` -> `finish` requests the
 //! caller decided to stop (EOS, stop strings) -> `schedule()` again. `abort`
 //! may be called at any time and frees the request's blocks at once.
+//!
+//! `add_n` queues `n` sequences of one prompt that share its KV blocks after
+//! a single prefill (fork + copy-on-write, see `fork.rs`).
 
+mod fork;
 mod plan;
 mod step;
 
@@ -149,40 +153,16 @@ impl Scheduler {
     /// Queues a request. Rejects an empty prompt, `max_tokens == 0`, a prompt
     /// that leaves no room for output in the context and a duplicate id;
     /// clamps `max_tokens` to `max_model_len - prompt_len`.
-    pub fn add(&mut self, mut request: Request) -> Result<(), RequestError> {
-        let id = request.id();
-        let prompt_len = request.prompt().len();
-        let max_model_len = self.config.max_model_len;
-        if self.requests.contains_key(&id) {
-            return Err(RequestError::DuplicateId { id });
-        }
-        if prompt_len == 0 {
-            return Err(RequestError::EmptyPrompt { id });
-        }
-        if request.max_tokens() == 0 {
-            return Err(RequestError::ZeroMaxTokens { id });
-        }
-        if prompt_len >= max_model_len {
-            return Err(RequestError::PromptTooLong {
-                id,
-                prompt_len,
-                max_model_len,
-            });
-        }
-        request.clamp_max_tokens(max_model_len - prompt_len);
-        request.status = RequestStatus::Waiting;
-        request.num_computed_tokens = 0;
-        request.arrival = self.next_arrival;
-        self.next_arrival += 1;
-        self.waiting.push_back(id);
-        self.requests.insert(id, request);
-        Ok(())
+    pub fn add(&mut self, request: Request) -> Result<(), RequestError> {
+        self.add_n(vec![request])
     }
 
     pub fn get(&self, id: RequestId) -> Option<&Request> {
         self.requests.get(&id)
     }
 
+    /// Requests queued for admission (siblings awaiting a fork are counted
+    /// by `num_awaiting_fork`).
     pub fn num_waiting(&self) -> usize {
         self.waiting.len()
     }
@@ -216,11 +196,22 @@ impl Scheduler {
             .requests
             .remove(&id)
             .ok_or(SchedulerError::UnknownRequest(id))?;
-        if let Some(i) = self.running.iter().position(|&r| r == id) {
-            self.running.remove(i);
-            self.blocks.free(id)?;
+        if req.status == RequestStatus::AwaitingFork {
+            self.detach_sibling(&req);
+            req.fork_of = None;
         } else {
-            self.waiting.retain(|&r| r != id);
+            // Where a promoted sibling is queued: in the leader's place, or
+            // at the front if the leader had been admitted.
+            let mut at = 0;
+            if let Some(i) = self.running.iter().position(|&r| r == id) {
+                self.running.remove(i);
+                self.blocks.free(id)?;
+            } else if let Some(i) = self.waiting.iter().position(|&r| r == id) {
+                self.waiting.remove(i);
+                at = i;
+            }
+            let forks = std::mem::take(&mut req.forks);
+            self.promote_siblings(forks, at);
         }
         req.status = RequestStatus::Finished(reason);
         Ok(req)
@@ -257,20 +248,24 @@ impl Scheduler {
         self.running.insert(at, id);
     }
 
-    /// Block manager invariants plus: waiting and running partition the
-    /// requests; running is arrival-sorted, within `max_num_seqs`, and each
+    /// Block manager invariants plus: waiting, running and awaiting-fork
+    /// partition the requests; running is arrival-sorted, within
+    /// `max_num_seqs` (with the seats reserved for siblings), and each
     /// running request's reserved slots equal its computed tokens; waiting
-    /// requests hold no blocks and have nothing computed.
+    /// requests hold no blocks and have nothing computed; the group
+    /// invariants of `fork.rs`.
     pub fn check_invariants(&self) -> Result<(), String> {
         self.blocks.check_invariants()?;
-        if self.waiting.len() + self.running.len() != self.requests.len() {
+        let awaiting = self.num_awaiting_fork();
+        if self.waiting.len() + self.running.len() + awaiting != self.requests.len() {
             return Err(format!(
-                "{} waiting + {} running but {} requests",
+                "{} waiting + {} running + {awaiting} awaiting fork but {} requests",
                 self.waiting.len(),
                 self.running.len(),
                 self.requests.len()
             ));
         }
+        self.check_forks()?;
         if self.running.len() > self.config.max_num_seqs {
             return Err(format!(
                 "{} running > max_num_seqs {}",

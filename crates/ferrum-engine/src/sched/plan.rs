@@ -18,6 +18,11 @@ pub struct ScheduledSeq {
     /// The chunk reaches the last known token: the runner returns logits for
     /// its last row and the caller samples one token for it.
     pub wants_logits: bool,
+    /// `n > 1` siblings that fork from this sequence after this step: the
+    /// caller samples one token for each from this sequence's logits row
+    /// (each with its own sampler) and reports it to `update` under the
+    /// sibling's id. Empty unless the chunk completes a leader's prompt.
+    pub forks: Vec<RequestId>,
 }
 
 /// One step: decode rows first (arrival order), then continuing prefill chunks
@@ -27,7 +32,11 @@ pub struct StepPlan {
     pub seqs: Vec<ScheduledSeq>,
     /// Requests preempted this step (blocks freed; they will be recomputed).
     pub preempted: Vec<RequestId>,
-    /// KV block copies to perform before the forward pass (copy-on-write).
+    /// KV block copies (all layers, K and V) to perform before the forward
+    /// pass, in this order: copy-on-write of a shared partial block when a
+    /// sequence first writes into it. A block freed by preemption in the
+    /// same step may be handed out again, so a later pair's `dst` can be an
+    /// earlier pair's `src`: apply them in order.
     pub block_copies: Vec<BlockCopy>,
 }
 

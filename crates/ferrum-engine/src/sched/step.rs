@@ -6,9 +6,10 @@
 //! 2. the next chunk of running requests with more than one token to compute
 //!    (an unfinished prefill, or a recompute after preemption), oldest first;
 //! 3. if nothing was preempted in this step, admit waiting requests from the
-//!    front (FCFS, stop at the first that does not fit) while fewer than
-//!    `max_num_seqs` run: the prefix cache supplies what it can, and the first
-//!    chunk needs free blocks for its slots.
+//!    front (FCFS, stop at the first that does not fit) while their sequences
+//!    (an `n > 1` leader counts its siblings too) fit in `max_num_seqs`: the
+//!    prefix cache supplies what it can, and the first chunk needs free
+//!    blocks for its slots.
 //!
 //! Preemption: when a running request cannot get slots, the newest running
 //! request not yet scheduled this step (possibly itself) is preempted, and
@@ -67,10 +68,15 @@ impl Scheduler {
         }
 
         if plan.preempted.is_empty() {
-            while budget > 0 && self.running.len() < self.config.max_num_seqs {
+            let mut seats = self.running.len() + self.reserved_seats();
+            while budget > 0 {
                 let Some(&id) = self.waiting.front() else {
                     break;
                 };
+                let group = self.group_seats(id);
+                if seats + group > self.config.max_num_seqs {
+                    break;
+                }
                 let req = self
                     .requests
                     .get(&id)
@@ -92,6 +98,7 @@ impl Scheduler {
                 req.num_computed_tokens = hit.cached_tokens;
                 let arrival = req.arrival;
                 self.insert_running(id, arrival);
+                seats += group;
                 chosen.push((id, hit.num_new_tokens));
                 budget -= hit.num_new_tokens;
             }
@@ -106,6 +113,12 @@ impl Scheduler {
             let start = req.num_computed_tokens;
             let wants_logits = start + n == req.num_tokens();
             let tokens = req.all_tokens()[start..start + n].to_vec();
+            // The chunk ends the leader's prompt: its siblings sample too.
+            let forks = if wants_logits {
+                req.forks.clone()
+            } else {
+                Vec::new()
+            };
             req.num_computed_tokens += n;
             let block_table = self
                 .blocks
@@ -118,6 +131,7 @@ impl Scheduler {
                 start_pos: start,
                 block_table,
                 wants_logits,
+                forks,
             });
             flight.push(InFlight { id, wants_logits });
         }
@@ -163,10 +177,12 @@ impl Scheduler {
     }
 
     /// Applies the step's outputs: `(id, Some(token))` for every row that
-    /// wanted logits, `None` (or no entry) for the others. Commits blocks that
-    /// became full, appends tokens, finishes requests at `max_tokens`
-    /// (freeing their blocks). Ids aborted since `schedule` are ignored. On an
-    /// error nothing is applied and the step stays in flight.
+    /// wanted logits and for every sibling in its `forks`, `None` (or no
+    /// entry) for the others. Commits blocks that became full, forks the
+    /// siblings of leaders whose prompt is now computed, appends tokens,
+    /// finishes requests at `max_tokens` (freeing their blocks). Ids aborted
+    /// since `schedule` are ignored. On an error nothing is applied and the
+    /// step stays in flight.
     pub fn update(
         &mut self,
         outputs: &[(RequestId, Option<u32>)],
@@ -189,6 +205,7 @@ impl Scheduler {
                 self.blocks.commit_full_blocks(f.id, computed)?;
             }
         }
+        self.fork_siblings(&flight)?;
         let mut out = UpdateOutput::default();
         for &(id, token) in outputs {
             let req = self
@@ -213,25 +230,42 @@ impl Scheduler {
         flight: &[InFlight],
         outputs: &[(RequestId, Option<u32>)],
     ) -> Result<(), SchedulerError> {
-        let wants: HashMap<RequestId, bool> =
-            flight.iter().map(|f| (f.id, f.wants_logits)).collect();
+        // Rows still live, and whether each needs a token; a leader's
+        // siblings need one from its row.
+        let mut live: Vec<(RequestId, bool)> = Vec::with_capacity(flight.len());
+        for f in flight {
+            let Some(r) = self
+                .requests
+                .get(&f.id)
+                .filter(|r| r.status == RequestStatus::Running)
+            else {
+                continue;
+            };
+            live.push((f.id, f.wants_logits));
+            if f.wants_logits {
+                live.extend(r.forks.iter().map(|&s| (s, true)));
+            }
+        }
+        let wants: HashMap<RequestId, bool> = live.iter().copied().collect();
         let mut given = HashSet::new();
         for &(id, token) in outputs {
             if !given.insert(id) {
                 return Err(SchedulerError::DuplicateOutput(id));
             }
-            if !self.is_running(id) {
-                continue; // aborted or finished since schedule()
-            }
-            match (wants.get(&id).copied().unwrap_or(false), token) {
+            let want = match wants.get(&id) {
+                Some(&w) => w,
+                None if self.is_running(id) => false,
+                None => continue, // aborted or finished since schedule()
+            };
+            match (want, token) {
                 (true, None) => return Err(SchedulerError::MissingToken(id)),
                 (false, Some(_)) => return Err(SchedulerError::UnexpectedToken(id)),
                 _ => {}
             }
         }
-        for f in flight {
-            if f.wants_logits && self.is_running(f.id) && !given.contains(&f.id) {
-                return Err(SchedulerError::MissingToken(f.id));
+        for &(id, w) in &live {
+            if w && !given.contains(&id) {
+                return Err(SchedulerError::MissingToken(id));
             }
         }
         Ok(())

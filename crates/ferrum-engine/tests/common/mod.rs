@@ -23,21 +23,24 @@ pub fn sample(id: RequestId, output_index: usize) -> u32 {
     1000 * (id as u32 + 1) + 500 + output_index as u32
 }
 
-/// `A:40@0[0,1,2]L`: name, tokens, start position, block table, logits flag;
-/// then ` pre[B]` if requests were preempted, ` cp[1>2]` for block copies.
+/// `A:40@0[0,1,2]L`: name, tokens, start position, block table, logits flag,
+/// `+BC` if siblings B and C fork from this row; then ` pre[B]` if requests
+/// were preempted, ` cp[1>2]` for block copies.
 pub fn render(plan: &StepPlan) -> String {
     let mut parts: Vec<String> = plan
         .seqs
         .iter()
         .map(|s| {
             let table: Vec<String> = s.block_table.iter().map(|b| b.to_string()).collect();
+            let forks: String = s.forks.iter().map(|&f| name(f)).collect();
             format!(
-                "{}:{}@{}[{}]{}",
+                "{}:{}@{}[{}]{}{}{forks}",
                 name(s.id),
                 s.tokens.len(),
                 s.start_pos,
                 table.join(","),
-                if s.wants_logits { "L" } else { "" }
+                if s.wants_logits { "L" } else { "" },
+                if forks.is_empty() { "" } else { "+" }
             )
         })
         .collect();
@@ -105,6 +108,24 @@ impl Driver {
         self.known.insert(id, prompt);
     }
 
+    /// A group of `ids.len()` sequences of one prompt (`Scheduler::add_n`);
+    /// the prompt is `prompt(ids[0], prompt_len)`.
+    pub fn add_n(&mut self, ids: &[RequestId], prompt_len: usize, max_tokens: usize) {
+        let p = prompt(ids[0], prompt_len);
+        self.add_n_tokens(ids, p, max_tokens);
+    }
+
+    pub fn add_n_tokens(&mut self, ids: &[RequestId], prompt: Vec<u32>, max_tokens: usize) {
+        let reqs = ids
+            .iter()
+            .map(|&id| Request::new(id, prompt.clone(), max_tokens))
+            .collect();
+        self.sched.add_n(reqs).unwrap();
+        for &id in ids {
+            self.known.insert(id, prompt.clone());
+        }
+    }
+
     /// Schedules, checks the plan against the shadow, "runs" it and updates
     /// with the fake sampler. Returns the plan and the update output.
     pub fn step(&mut self) -> (StepPlan, UpdateOutput) {
@@ -128,17 +149,20 @@ impl Driver {
                 );
             }
         }
-        let outputs: Vec<(RequestId, Option<u32>)> = plan
-            .seqs
-            .iter()
-            .map(|s| {
-                (
-                    s.id,
-                    s.wants_logits
-                        .then(|| sample(s.id, self.streamed.get(&s.id).map_or(0, Vec::len))),
-                )
-            })
-            .collect();
+        // Forking siblings sample from their leader's row.
+        let next = |d: &Self, id: RequestId| sample(id, d.streamed.get(&id).map_or(0, Vec::len));
+        let mut outputs: Vec<(RequestId, Option<u32>)> = Vec::new();
+        for s in &plan.seqs {
+            outputs.push((s.id, s.wants_logits.then(|| next(self, s.id))));
+            for &f in &s.forks {
+                assert!(
+                    s.wants_logits,
+                    "{} forks from a row without logits",
+                    name(s.id)
+                );
+                outputs.push((f, Some(next(self, f))));
+            }
+        }
         let out = self.sched.update(&outputs).unwrap();
         for &(id, tok) in &out.tokens {
             self.known.get_mut(&id).unwrap().push(tok);
