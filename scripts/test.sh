@@ -9,6 +9,13 @@ if [ "${FERRUM_SKIP_MODEL_TESTS:-0}" != 1 ]; then
   FERRUM_DEFAULT_MODEL=$(scripts/fetch-default-model.sh)
   export FERRUM_DEFAULT_MODEL
 fi
+# NVRTC (no GPU needed) so that a test compiles every CUDA kernel for sm_80 and sm_90a.
+nvrtc_dir="${FERRUM_CACHE:-$HOME/.cache/ferrum}/nvrtc"
+if [ ! -d "$nvrtc_dir/nvidia/cuda_nvrtc/lib" ]; then
+  python3 -m pip install -q --target "$nvrtc_dir" "nvidia-cuda-nvrtc-cu12==12.9.86"
+fi
+export LD_LIBRARY_PATH="$nvrtc_dir/nvidia/cuda_nvrtc/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export FERRUM_REQUIRE_NVRTC=1
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0

@@ -87,8 +87,9 @@ pub fn with_model<T: ModelTask>(path: &Path, b: &BackendArgs, task: T) -> Result
     let model = load(&file, path, gpu)?;
     model.backend.synchronize()?;
     let (free, total) = model.backend.mem_info()?;
-    // Keep room for activations and scratch buffers (prefill of a few thousand tokens).
-    let reserve = 2usize << 30;
+    // Keep room for activations and scratch (prefill of a few thousand tokens,
+    // f16 copies of one layer's experts).
+    let reserve = 4usize << 30;
     let allowed = (total as f64 * b.gpu_memory_utilization) as usize;
     let used = total.saturating_sub(free);
     let budget = allowed.saturating_sub(used).saturating_sub(reserve);

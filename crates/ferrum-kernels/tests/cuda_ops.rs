@@ -241,6 +241,8 @@ fn check_attention(heads: HeadSpec, seqs: &[(usize, usize)], style: RopeStyle, q
 fn attention_matches_cpu() {
     let h = |n_heads, n_kv_heads, head_dim, window| HeadSpec { n_heads, n_kv_heads, head_dim, scale: 1.0 / (head_dim as f32).sqrt(), window, norm_eps: 1e-6 };
     let mixed = [(0usize, 1usize), (0, 17), (15, 2), (16, 1), (40, 1), (17, 15), (240, 17), (3, 257)];
+    // Decode-only steps take the split-key kernel (600 keys: three splits).
+    let decode = [(40usize, 1usize), (0, 1), (300, 1), (600, 1), (15, 1)];
     for (heads, style, norm) in [
         (h(14, 2, 64, None), RopeStyle::NeoX, false),
         (h(4, 2, 16, None), RopeStyle::GptJ, false),
@@ -250,8 +252,10 @@ fn attention_matches_cpu() {
         (h(8, 1, 256, None), RopeStyle::NeoX, false),
         (h(6, 2, 16, Some(8)), RopeStyle::NeoX, false),
     ] {
-        check_attention(heads, &mixed, style, norm, KvDType::F32);
-        check_attention(heads, &mixed, style, norm, KvDType::F16);
+        for seqs in [&mixed[..], &decode[..]] {
+            check_attention(heads, seqs, style, norm, KvDType::F32);
+            check_attention(heads, seqs, style, norm, KvDType::F16);
+        }
     }
 }
 
@@ -305,7 +309,8 @@ fn moe_matches_cpu() {
         let gw: Vec<_> = [&router, &gate, &up, &down].iter().map(|w| g.upload((*w).clone()).unwrap()).collect();
         let cw: Vec<_> = [router, gate, up, down].into_iter().map(|w| c.upload(w).unwrap()).collect();
         let spec = MoeSpec { n_experts: n_exp, top_k, renormalize: renorm };
-        for rows in [1usize, 3, 40] {
+        // 160 rows × top-k 8 take the grouped (bucketed GEMM) path.
+        for rows in [1usize, 3, 40, 160] {
             let x: Vec<f32> = (0..rows * hidden).map(|_| rng.gauss()).collect();
             let res: Vec<f32> = (0..rows * hidden).map(|_| rng.gauss()).collect();
             let mut gr = g.act_from_host(&res, rows, hidden).unwrap();

@@ -94,9 +94,14 @@ impl<B: Backend> Model<B> {
 
         b.embed(&w.embed, &ids, &mut s.x)?;
         tr("embed", None, &s.x)?;
+        // Whether `s.h` already holds this layer's attention-norm input (fused
+        // into the previous layer's residual add).
+        let mut normed = false;
         for (li, lw) in w.layers.iter().enumerate() {
             let l = Some(li);
-            b.rms_norm(&s.x, &lw.attn_norm, cfg.rms_eps, &mut s.h)?;
+            if !std::mem::take(&mut normed) {
+                b.rms_norm(&s.x, &lw.attn_norm, cfg.rms_eps, &mut s.h)?;
+            }
             tr("attn_norm", l, &s.h)?;
             let a = &lw.attn;
             // [rows, q_dim + 2·kv_dim]: one projection, split by the rope kernel.
@@ -116,7 +121,14 @@ impl<B: Backend> Model<B> {
                     b.silu_mul(&s.gate_up, &mut s.act)?;
                     b.linear(&s.act, down, None, &mut s.o)?;
                     tr("ffn_out", l, &s.o)?;
-                    b.add(&mut s.x, &s.o)?;
+                    match w.layers.get(li + 1) {
+                        // Cross-layer fusion: residual add + the next layer's input norm.
+                        Some(next) => {
+                            b.add_rms_norm(&mut s.x, &s.o, &next.attn_norm, cfg.rms_eps, &mut s.h)?;
+                            normed = true;
+                        }
+                        None => b.add(&mut s.x, &s.o)?,
+                    }
                 }
                 (FfnWeights::Moe { router, gate, up, down }, Ffn::Moe { n_experts, top_k, renormalize, .. }) => {
                     let spec = MoeSpec { n_experts: *n_experts, top_k: *top_k, renormalize: *renormalize };

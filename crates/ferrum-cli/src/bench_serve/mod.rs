@@ -73,6 +73,9 @@ pub struct ServeBenchArgs {
     /// Seed of prompts and arrivals.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Sampling temperature of every request (0: greedy, as serving benchmarks usually run).
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f64,
     /// Warm-up requests sent one at a time before timing (not counted).
     #[arg(long, default_value_t = 0)]
     warmup: usize,
@@ -252,7 +255,7 @@ fn make_prompts(a: &ServeBenchArgs) -> Result<Vec<Prompt>> {
                 let ids: Vec<Value> =
                     (0..n).map(|_| Value::from(rng.range(a.token_id_min as u64, a.token_id_max as u64))).collect();
                 let max_tokens = draw_len(a.output_len, &mut rng);
-                Prompt { value: Value::Array(ids), len: Some(n), max_tokens }
+                Prompt { value: Value::Array(ids), len: Some(n), max_tokens, temperature: a.temperature }
             })
             .collect()),
         Some(path) => {
@@ -261,7 +264,7 @@ fn make_prompts(a: &ServeBenchArgs) -> Result<Vec<Prompt>> {
                 .map(|i| {
                     let value = lines[i % lines.len()].clone();
                     let len = value.as_array().map(Vec::len);
-                    Prompt { value, len, max_tokens: draw_len(a.output_len, &mut rng) }
+                    Prompt { value, len, max_tokens: draw_len(a.output_len, &mut rng), temperature: a.temperature }
                 })
                 .collect())
         }

@@ -16,6 +16,8 @@ pub struct Prompt {
     /// Prompt tokens when known without the server (token-id prompts).
     pub len: Option<usize>,
     pub max_tokens: usize,
+    /// Sampling temperature sent with the request (0: greedy).
+    pub temperature: f64,
 }
 
 /// What one request measured; times in seconds.
@@ -41,6 +43,7 @@ pub fn body(model: &str, p: &Prompt) -> Vec<u8> {
         "model": model,
         "prompt": p.value,
         "max_tokens": p.max_tokens,
+        "temperature": p.temperature,
         "ignore_eos": true,
         "stream": true,
         "stream_options": {"include_usage": true},

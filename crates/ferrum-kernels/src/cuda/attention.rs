@@ -10,9 +10,10 @@ use super::{launch, CudaAct, CudaBackend, CudaKv, CudaWeight};
 use crate::attn_meta::AttnMeta;
 use crate::backend::{BackendError, HeadSpec, KvDType, Result, Rope};
 
-/// Keys per shared-memory tile and warps per block; as in attention.cu.
+/// Keys per shared-memory tile, warps per block and keys per decode split; as in attention.cu.
 const KT: usize = 32;
 const ATT_WARPS: usize = 4;
+const DEC_SPLIT: usize = 256;
 
 /// A step's attention metadata on the device, in one buffer:
 /// `[pos (rows) | slot (rows) | block-table offset (seqs) | block tables]`.
@@ -141,6 +142,9 @@ pub fn attention(be: &CudaBackend, q: &CudaAct, heads: &HeadSpec, plan: &CudaPla
     if q.rows == 0 {
         return Ok(());
     }
+    if plan.meta.seqs.iter().all(|s| s.n_rows == 1) {
+        return decode(be, q, heads, plan, kv, out);
+    }
     // Dims per lane picks the kernel; items (row, head) per warp bound the tile height.
     let (kernel, max_items) = match hd.div_ceil(32) {
         1 => (0, 8),
@@ -169,4 +173,32 @@ pub fn attention(be: &CudaBackend, q: &CudaAct, heads: &HeadSpec, plan: &CudaPla
         shared_mem_bytes: smem as u32,
     };
     launch!(be, &be.k.attention[kernel], cfg, &qp, &op, &kp, &vp, &f16, &tiles, &pos, &bt_off, &tables, &nh, &nkv, &hdi, &bs, &heads.scale, &window)
+}
+
+/// A decode-only step (one row per sequence): split-key attention, merged
+/// by a second kernel when a context spans several splits.
+fn decode(be: &CudaBackend, q: &CudaAct, heads: &HeadSpec, plan: &CudaPlan, kv: &CudaKv, out: &mut CudaAct) -> Result<()> {
+    let rows = q.rows;
+    let max_ctx = plan.meta.seqs.iter().map(|s| s.ctx_len).max().unwrap_or(1);
+    let n_splits = max_ctx.div_ceil(DEC_SPLIT).max(1);
+    let (part_o, part_ml) = if n_splits > 1 {
+        (Some(be.buffer::<f32>(n_splits * rows * q.cols)?), Some(be.buffer::<f32>(2 * n_splits * rows * heads.n_heads)?))
+    } else {
+        (None, None)
+    };
+    let po = part_o.as_ref().map(|b| be.ptr(b)).unwrap_or(0);
+    let pml = part_ml.as_ref().map(|b| be.ptr(b)).unwrap_or(0);
+    let (qp, op, kp, vp) = (be.ptr(&q.buf), be.ptr(&out.buf), be.ptr(&kv.k), be.ptr(&kv.v));
+    let f16 = i32::from(kv.spec.dtype == KvDType::F16);
+    let (pos, bt_off, tables) = (plan.pos(be), plan.bt_off(be), plan.tables(be));
+    let (nh, nkv, hdi, bs) = (heads.n_heads as i32, heads.n_kv_heads as i32, heads.head_dim as i32, plan.meta.block_size as i32);
+    let window = heads.window.map(|w| w as i32).unwrap_or(0);
+    let cfg = LaunchConfig { grid_dim: (rows as u32, heads.n_heads as u32, n_splits as u32), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
+    launch!(be, &be.k.attention_decode, cfg, &qp, &op, &po, &pml, &kp, &vp, &f16, &pos, &bt_off, &tables, &nh, &nkv, &hdi, &bs, &heads.scale, &window)?;
+    if n_splits > 1 {
+        let ns = n_splits as i32;
+        let cfg = LaunchConfig { grid_dim: (rows as u32, heads.n_heads as u32, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
+        launch!(be, &be.k.attention_combine, cfg, &po, &pml, &op, &nh, &hdi, &ns)?;
+    }
+    Ok(())
 }

@@ -30,6 +30,8 @@ pub const TYPES: [(GgmlType, &str); 13] = [
 /// Kernels instantiated for one weight type.
 pub struct TypeKernels {
     pub gemv: CudaFunction,
+    /// GEMV for a single activation row.
+    pub gemv1: CudaFunction,
     pub moe_gate_up: CudaFunction,
     pub moe_down: CudaFunction,
     pub dequant_f16: CudaFunction,
@@ -49,9 +51,14 @@ pub struct Kernels {
     pub qk_rope_store: CudaFunction,
     /// Attention for head dims up to 32, 64, 128 and 256.
     pub attention: [CudaFunction; 4],
+    /// Decode-only batches: split-key attention and the merge of its splits.
+    pub attention_decode: CudaFunction,
+    pub attention_combine: CudaFunction,
     pub moe_route: CudaFunction,
     pub moe_sort: CudaFunction,
     pub moe_combine: CudaFunction,
+    pub moe_gather_f16: CudaFunction,
+    pub moe_combine_sorted: CudaFunction,
 }
 
 /// Largest dynamic shared memory an attention block asks for.
@@ -64,6 +71,7 @@ impl Kernels {
         for (ty, s) in TYPES {
             let k = TypeKernels {
                 gemv: f(&format!("gemv_{s}"))?,
+                gemv1: f(&format!("gemv1_{s}"))?,
                 moe_gate_up: f(&format!("moe_gate_up_{s}"))?,
                 moe_down: f(&format!("moe_down_{s}"))?,
                 dequant_f16: f(&format!("dequant_f16_{s}"))?,
@@ -88,9 +96,13 @@ impl Kernels {
             copy_blocks: f("copy_blocks")?,
             qk_rope_store: f("qk_rope_store")?,
             attention,
+            attention_decode: f("attention_decode")?,
+            attention_combine: f("attention_combine")?,
             moe_route: f("moe_route")?,
             moe_sort: f("moe_sort")?,
             moe_combine: f("moe_combine")?,
+            moe_gather_f16: f("moe_gather_f16")?,
+            moe_combine_sorted: f("moe_combine_sorted")?,
         })
     }
 

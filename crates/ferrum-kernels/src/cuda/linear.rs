@@ -28,6 +28,8 @@ fn blas_err(op: &'static str, e: impl std::fmt::Debug) -> BackendError {
 pub struct Blas {
     handle: cudarc::cublas::CudaBlas,
     scratch: Mutex<Scratch>,
+    /// Cleared when cuBLAS refuses grouped GEMMs (then they run one by one).
+    grouped_ok: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default)]
@@ -39,7 +41,7 @@ struct Scratch {
 impl Blas {
     pub fn new(stream: &Arc<CudaStream>) -> Result<Blas> {
         let handle = cudarc::cublas::CudaBlas::new(stream.clone()).map_err(|e| blas_err("init", e))?;
-        Ok(Blas { handle, scratch: Mutex::new(Scratch::default()) })
+        Ok(Blas { handle, scratch: Mutex::new(Scratch::default()), grouped_ok: std::sync::atomic::AtomicBool::new(true) })
     }
 }
 
@@ -69,7 +71,8 @@ pub fn run(be: &CudaBackend, x: &CudaAct, w: &CudaWeight, bias: Option<&CudaWeig
         let (xp, op) = (be.ptr(&x.buf), be.ptr(&out.buf));
         let mut off = 0usize;
         for p in &w.parts {
-            let k = &be.k.for_type(p.ty)?.gemv;
+            let tk = be.k.for_type(p.ty)?;
+            let k = if m == 1 { &tk.gemv1 } else { &tk.gemv };
             let cfg = LaunchConfig {
                 grid_dim: (p.rows.div_ceil(GEMV_WARPS) as u32, m.div_ceil(GEMV_M) as u32, 1),
                 block_dim: (32 * GEMV_WARPS as u32, 1, 1),
@@ -122,7 +125,7 @@ fn gemm(be: &CudaBackend, x: &CudaAct, w: &CudaWeight, out: &mut CudaAct) -> Res
 /// (cols × n_out, ld cols) and B = X (cols × m, ld cols), which is
 /// `out [m, ldc]` row-major. A and B are of type `ty`; C is f32.
 #[allow(clippy::too_many_arguments)]
-fn gemm_ex(be: &CudaBackend, n_out: usize, m: usize, cols: usize, a: u64, b: u64, ty: bsys::cudaDataType_t, c: u64, ldc: usize) -> Result<()> {
+pub(super) fn gemm_ex(be: &CudaBackend, n_out: usize, m: usize, cols: usize, a: u64, b: u64, ty: bsys::cudaDataType_t, c: u64, ldc: usize) -> Result<()> {
     let (alpha, beta) = (1.0f32, 0.0f32);
     // SAFETY: the pointers are live device buffers of the sizes given.
     unsafe {
@@ -149,4 +152,69 @@ fn gemm_ex(be: &CudaBackend, n_out: usize, m: usize, cols: usize, a: u64, b: u64
         )
     }
     .map_err(|e| blas_err("linear", e))
+}
+
+/// One GEMM of a group: `c [m, ldc]` (f32) = `b [m, cols]` · `aᵀ` with `a`
+/// `[n_out, cols]`; `a` and `b` f16.
+pub(super) struct GroupItem {
+    pub a: u64,
+    pub b: u64,
+    pub c: u64,
+    pub m: usize,
+}
+
+/// Several f16 GEMMs sharing `n_out`, `cols` and `ldc` (one per expert, with
+/// its own row count): one cuBLAS grouped call where cuBLAS supports it,
+/// else one call each.
+pub(super) fn gemm_group(be: &CudaBackend, items: &[GroupItem], n_out: usize, cols: usize, ldc: usize) -> Result<()> {
+    use std::sync::atomic::Ordering;
+    let h16 = bsys::cudaDataType_t::CUDA_R_16F;
+    if items.is_empty() {
+        return Ok(());
+    }
+    if be.blas.grouped_ok.load(Ordering::Relaxed) {
+        let g = items.len();
+        let ptrs: Vec<u64> = items.iter().map(|i| i.a).chain(items.iter().map(|i| i.b)).chain(items.iter().map(|i| i.c)).collect();
+        let d = be.upload_slice(&ptrs)?;
+        let base = be.ptr(&d);
+        let ta = vec![bsys::cublasOperation_t::CUBLAS_OP_T; g];
+        let tb = vec![bsys::cublasOperation_t::CUBLAS_OP_N; g];
+        let (ms, ns, ks) = (vec![n_out as i32; g], items.iter().map(|i| i.m as i32).collect::<Vec<_>>(), vec![cols as i32; g]);
+        let (alpha, beta) = (vec![1.0f32; g], vec![0.0f32; g]);
+        let (lda, ldcs, sizes) = (vec![cols as i32; g], vec![ldc as i32; g], vec![1i32; g]);
+        // SAFETY: host arrays of `g` entries; device pointer arrays of `g` live buffers each.
+        let status = unsafe {
+            bsys::cublasGemmGroupedBatchedEx(
+                *be.blas.handle.handle(),
+                ta.as_ptr(),
+                tb.as_ptr(),
+                ms.as_ptr(),
+                ns.as_ptr(),
+                ks.as_ptr(),
+                alpha.as_ptr() as *const c_void,
+                base as *const *const c_void,
+                h16,
+                lda.as_ptr(),
+                (base + 8 * g as u64) as *const *const c_void,
+                h16,
+                lda.as_ptr(),
+                beta.as_ptr() as *const c_void,
+                (base + 16 * g as u64) as *const *mut c_void,
+                bsys::cudaDataType_t::CUDA_R_32F,
+                ldcs.as_ptr(),
+                g as i32,
+                sizes.as_ptr(),
+                bsys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+            )
+        };
+        if status == bsys::cublasStatus_t::CUBLAS_STATUS_SUCCESS {
+            // `d` is freed in stream order, after the GEMMs that read it.
+            return Ok(());
+        }
+        be.blas.grouped_ok.store(false, Ordering::Relaxed);
+    }
+    for i in items {
+        gemm_ex(be, n_out, i.m, cols, i.a, i.b, h16, i.c, ldc)?;
+    }
+    Ok(())
 }

@@ -9,6 +9,7 @@ mod kernels;
 mod linear;
 mod attention;
 mod moe;
+mod moe_grouped;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -115,6 +116,7 @@ impl CudaBackend {
         // SAFETY: every buffer is used on this one stream only.
         unsafe { ctx.disable_event_tracking() };
         let stream = ctx.default_stream();
+        keep_freed_memory(&ctx)?;
         let cc = ctx.compute_capability().map_err(|e| dev_err("init", e))?;
         let device_name = ctx.name().unwrap_or_else(|_| "CUDA device".into());
         let arch = match cc {
@@ -189,6 +191,23 @@ impl CudaBackend {
     }
 }
 
+/// Let the device's stream-ordered allocator keep freed memory for reuse
+/// instead of returning it at every synchronisation: each step allocates and
+/// frees the same scratch sizes, which then cost no driver calls.
+fn keep_freed_memory(ctx: &Arc<CudaContext>) -> Result<()> {
+    use cudarc::driver::sys;
+    let mut pool: sys::CUmemoryPool = std::ptr::null_mut();
+    let mut threshold = u64::MAX;
+    // SAFETY: plain driver calls on the context's own device, with out-parameters.
+    unsafe {
+        sys::cuDeviceGetDefaultMemPool(&mut pool, ctx.cu_device()).result().map_err(|e| dev_err("memory pool", e))?;
+        sys::cuMemPoolSetAttribute(pool, sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD, &mut threshold as *mut u64 as *mut std::ffi::c_void)
+            .result()
+            .map_err(|e| dev_err("memory pool", e))?;
+    }
+    Ok(())
+}
+
 fn same_shape(op: &'static str, a: &CudaAct, b: &CudaAct) -> Result<()> {
     if a.rows != b.rows || a.cols != b.cols {
         return Err(BackendError::Shape { op, detail: format!("[{}, {}] vs [{}, {}]", a.rows, a.cols, b.rows, b.cols) });
@@ -248,8 +267,22 @@ impl Backend for CudaBackend {
             return Err(shape(format!("{name}: parts must be 2-D with one input size, got {dims:?}")));
         }
         let rows: usize = parts.iter().map(|p| p.dims[1]).sum();
-        let all: Vec<Part> = parts.into_iter().flat_map(|p| p.parts).collect();
-        Ok(CudaWeight { ty, dims: vec![cols, rows], name, parts: all, vector: None })
+        // Neighbouring parts of one type become one matrix (one kernel launch).
+        let mut merged: Vec<Part> = Vec::new();
+        for p in parts.into_iter().flat_map(|p| p.parts) {
+            match merged.last_mut() {
+                Some(last) if last.ty == p.ty => {
+                    let mut buf = self.buffer::<u8>(last.buf.len() + p.buf.len())?;
+                    let n = last.buf.len();
+                    self.stream.memcpy_dtod(&last.buf, &mut buf.slice_mut(0..n)).map_err(|e| dev_err("fuse", e))?;
+                    self.stream.memcpy_dtod(&p.buf, &mut buf.slice_mut(n..n + p.buf.len())).map_err(|e| dev_err("fuse", e))?;
+                    last.buf = buf;
+                    last.rows += p.rows;
+                }
+                _ => merged.push(p),
+            }
+        }
+        Ok(CudaWeight { ty, dims: vec![cols, rows], name, parts: merged, vector: None })
     }
 
     fn alloc(&self, rows: usize, cols: usize) -> Result<CudaAct> {

@@ -5,7 +5,7 @@
 
 use cudarc::driver::{LaunchConfig, PushKernelArg};
 
-use super::{grid1, launch, CudaAct, CudaBackend, CudaWeight};
+use super::{grid1, launch, moe_grouped, CudaAct, CudaBackend, CudaWeight};
 use crate::backend::{Backend, BackendError, MoeSpec, MoeWeights, Result};
 
 const GEMV_WARPS: usize = 4;
@@ -49,6 +49,9 @@ pub fn run(be: &CudaBackend, x: &CudaAct, w: &MoeWeights<'_, CudaWeight>, spec: 
     let (lp, ip, wp) = (be.ptr(&logits.buf), be.ptr(&ids), be.ptr(&wts));
     let (ti, ne, ki, rn) = (t as i32, spec.n_experts as i32, k as i32, i32::from(spec.renormalize));
     launch!(be, &be.k.moe_route, grid1(t * 32, 128), &lp, &ti, &ne, &ki, &rn, &ip, &wp)?;
+    if n_assign >= moe_grouped::GROUPED_MIN_ASSIGN {
+        return moe_grouped::run(be, x, gate, up, down, spec, &ids, &wts, residual);
+    }
 
     let order = if n_assign >= SORT_MIN { Some(be.buffer::<i32>(n_assign)?) } else { None };
     let op = order.as_ref().map(|o| be.ptr(o)).unwrap_or(0);

@@ -127,3 +127,108 @@ ATT_ENTRY(1, 8)
 ATT_ENTRY(2, 8)
 ATT_ENTRY(4, 8)
 ATT_ENTRY(8, 4)
+
+// Decode attention (one row per sequence), split over the keys for
+// parallelism (flash-decoding): block (row, query head, split) scans up to
+// DEC_SPLIT keys with its 4 warps taking keys in turn, each lane holding
+// head dims lane + 32k; the warps' online-softmax states are merged in shared
+// memory. With several splits the partial (max, sum, weighted values) go to
+// `part_*` and attention_combine merges them.
+//
+// grid: (rows, n_heads, n_splits); block: 128.
+
+#define DEC_SPLIT 256
+
+extern "C" __global__ void __launch_bounds__(128) attention_decode(
+    const float* q, float* out, float* part_o, float* part_ml, const void* kc, const void* vc, int kv_f16,
+    const u32* pos, const u32* bt_off, const u32* tables, int n_heads, int n_kv, int hd, int block_size, float scale,
+    int window) {
+    __shared__ float sm[ATT_WARPS], sl[ATT_WARPS];
+    __shared__ float so[ATT_WARPS][256];
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    int r = blockIdx.x, h = blockIdx.y, z = blockIdx.z, n_splits = gridDim.z;
+    int kvh = h / (n_heads / n_kv), kvd = n_kv * hd;
+    int p = pos[r];
+    int lo = window > 0 ? max(0, p - window + 1) : 0;
+    int j0 = max(lo, z * DEC_SPLIT), j1 = min(p + 1, (z + 1) * DEC_SPLIT);
+    const u32* bt = tables + bt_off[r];
+    float qv[8], o[8];
+#pragma unroll
+    for (int k = 0; k < 8; k++) {
+        int d = lane + 32 * k;
+        qv[k] = d < hd ? q[(size_t)r * n_heads * hd + h * hd + d] : 0.0f;
+        o[k] = 0.0f;
+    }
+    float m = NEG_INF, l = 0.0f;
+    for (int j = j0 + warp; j < j1; j += ATT_WARPS) {
+        size_t at = ((size_t)bt[j / block_size] * block_size + j % block_size) * kvd + kvh * hd;
+        float s = 0.0f;
+#pragma unroll
+        for (int k = 0; k < 8; k++) {
+            int d = lane + 32 * k;
+            if (d < hd) s += qv[k] * kv_get(kc, kv_f16, at + d);
+        }
+        s = warp_sum(s) * scale;
+        float mn = fmaxf(m, s);
+        float corr = expf(m - mn), pj = expf(s - mn);
+        l = l * corr + pj;
+#pragma unroll
+        for (int k = 0; k < 8; k++) {
+            int d = lane + 32 * k;
+            if (d < hd) o[k] = o[k] * corr + pj * kv_get(vc, kv_f16, at + d);
+        }
+        m = mn;
+    }
+    if (lane == 0) {
+        sm[warp] = m;
+        sl[warp] = l;
+    }
+#pragma unroll
+    for (int k = 0; k < 8; k++) {
+        int d = lane + 32 * k;
+        if (d < hd) so[warp][d] = o[k];
+    }
+    __syncthreads();
+    if (warp != 0) return;
+    float M = NEG_INF;
+    for (int w = 0; w < ATT_WARPS; w++) M = fmaxf(M, sm[w]);
+    float L = 0.0f, f[ATT_WARPS];
+    for (int w = 0; w < ATT_WARPS; w++) {
+        f[w] = M == NEG_INF ? 0.0f : expf(sm[w] - M);
+        L += sl[w] * f[w];
+    }
+    size_t slot = ((size_t)z * gridDim.x + r) * n_heads + h;
+    if (n_splits > 1 && lane == 0) {
+        part_ml[2 * slot] = M;
+        part_ml[2 * slot + 1] = L;
+    }
+    for (int d = lane; d < hd; d += 32) {
+        float v = 0.0f;
+        for (int w = 0; w < ATT_WARPS; w++) v += so[w][d] * f[w];
+        if (n_splits > 1) part_o[slot * hd + d] = v;
+        else out[(size_t)r * n_heads * hd + h * hd + d] = L > 0.0f ? v / L : 0.0f;
+    }
+}
+
+// Merge the splits of attention_decode. grid: (rows, n_heads); block: 128.
+extern "C" __global__ void attention_combine(const float* part_o, const float* part_ml, float* out, int n_heads, int hd,
+                                             int n_splits) {
+    int r = blockIdx.x, h = blockIdx.y, rows = gridDim.x;
+    float M = NEG_INF;
+    for (int z = 0; z < n_splits; z++) M = fmaxf(M, part_ml[2 * (((size_t)z * rows + r) * n_heads + h)]);
+    float L = 0.0f;
+    for (int z = 0; z < n_splits; z++) {
+        size_t slot = ((size_t)z * rows + r) * n_heads + h;
+        float mz = part_ml[2 * slot];
+        if (mz != NEG_INF) L += part_ml[2 * slot + 1] * expf(mz - M);
+    }
+    for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+        float v = 0.0f;
+        for (int z = 0; z < n_splits; z++) {
+            size_t slot = ((size_t)z * rows + r) * n_heads + h;
+            float mz = part_ml[2 * slot];
+            if (mz != NEG_INF) v += part_o[slot * hd + d] * expf(mz - M);
+        }
+        out[(size_t)r * n_heads * hd + h * hd + d] = L > 0.0f ? v / L : 0.0f;
+    }
+}

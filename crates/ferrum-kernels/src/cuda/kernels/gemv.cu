@@ -2,48 +2,45 @@
 // with W `[rows, cols]` in its GGUF encoding, decoded in registers.
 //
 // One warp computes one output row for up to GEMV_M activation rows; the
-// lanes take the row's 32-element chunks in turn, so adjacent lanes read
-// adjacent bytes of the weight row. Each activation row's sum is formed in
-// the same order whatever the batch size.
+// lanes take the row's 8-element groups in turn (dq8), so adjacent lanes read
+// adjacent weight bytes and adjacent activations. Each activation row's sum
+// is formed in the same order whatever the batch size.
 
 #define GEMV_WARPS 4
 #define GEMV_M 8
 
-__device__ __forceinline__ float dot32(const float* w, const float* x) {
+__device__ __forceinline__ float dot8(const float* w, const float* x) {
     const float4* x4 = (const float4*)x;
-    float s = 0.0f;
-#pragma unroll
-    for (int i = 0; i < 8; i++) {
-        float4 v = x4[i];
-        s += w[4 * i] * v.x + w[4 * i + 1] * v.y + w[4 * i + 2] * v.z + w[4 * i + 3] * v.w;
-    }
-    return s;
+    float4 a = x4[0], b = x4[1];
+    return w[0] * a.x + w[1] * a.y + w[2] * a.z + w[3] * a.w + w[4] * b.x + w[5] * b.y + w[6] * b.z + w[7] * b.w;
 }
 
-// grid: (ceil(rows / GEMV_WARPS), ceil(m / GEMV_M)); block: 32 * GEMV_WARPS.
+// grid: (ceil(rows / GEMV_WARPS), ceil(m / M)); block: 32 * GEMV_WARPS. M = 1 (decode of one
+// sequence: fewer registers) or GEMV_M.
 // x: [m, cols] (row stride cols); y: [m, ldy], written at columns y_off + r.
-template <int T>
+template <int T, int M>
 __device__ void gemv(const u8* W, const float* x, float* y, int rows, int cols, int m, int ldy, int y_off) {
     int lane = threadIdx.x & 31;
     int r = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5);
     if (r >= rows) return;
-    int m0 = blockIdx.y * GEMV_M;
-    int mm = min(GEMV_M, m - m0);
+    int m0 = blockIdx.y * M;
+    int mm = min(M, m - m0);
     const u8* row = W + (size_t)r * row_bytes<T>(cols);
     const float* xb = x + (size_t)m0 * cols;
-    float acc[GEMV_M];
+    float acc[M];
 #pragma unroll
-    for (int t = 0; t < GEMV_M; t++) acc[t] = 0.0f;
-    int nch = cols >> 5;
-    for (int c = lane; c < nch; c += WARP) {
-        float w[32];
-        Q<T>::dq32(row, c, w);
+    for (int t = 0; t < M; t++) acc[t] = 0.0f;
+    int ng = cols >> 3;
+#pragma unroll 8
+    for (int g = lane; g < ng; g += WARP) {
+        float w[8];
+        dq8<T>(row, g, w);
 #pragma unroll
-        for (int t = 0; t < GEMV_M; t++)
-            if (t < mm) acc[t] += dot32(w, xb + (size_t)t * cols + 32 * c);
+        for (int t = 0; t < M; t++)
+            if (t < mm) acc[t] += dot8(w, xb + (size_t)t * cols + 8 * g);
     }
 #pragma unroll
-    for (int t = 0; t < GEMV_M; t++) {
+    for (int t = 0; t < M; t++) {
         if (t < mm) {
             float s = warp_sum(acc[t]);
             if (lane == 0) y[(size_t)(m0 + t) * ldy + y_off + r] = s;
@@ -71,13 +68,14 @@ __device__ void moe_gate_up(const u8* G, const u8* U, const int* ids, const int*
     const u8* u = U + off;
     const float* xr = x + (size_t)(a / top_k) * hidden;
     float sg = 0.0f, su = 0.0f;
-    int nch = hidden >> 5;
-    for (int c = lane; c < nch; c += WARP) {
-        float w[32];
-        Q<T>::dq32(g, c, w);
-        sg += dot32(w, xr + 32 * c);
-        Q<T>::dq32(u, c, w);
-        su += dot32(w, xr + 32 * c);
+    int ng = hidden >> 3;
+#pragma unroll 8
+    for (int k = lane; k < ng; k += WARP) {
+        float w[8];
+        dq8<T>(g, k, w);
+        sg += dot8(w, xr + 8 * k);
+        dq8<T>(u, k, w);
+        su += dot8(w, xr + 8 * k);
     }
     sg = warp_sum(sg);
     su = warp_sum(su);
@@ -95,11 +93,12 @@ __device__ void moe_down(const u8* D, const int* ids, const int* order, const fl
     const u8* row = D + (size_t)ids[a] * hidden * rb + (size_t)r * rb;
     const float* xr = act + (size_t)a * ff;
     float s = 0.0f;
-    int nch = ff >> 5;
-    for (int c = lane; c < nch; c += WARP) {
-        float w[32];
-        Q<T>::dq32(row, c, w);
-        s += dot32(w, xr + 32 * c);
+    int ng = ff >> 3;
+#pragma unroll 8
+    for (int k = lane; k < ng; k += WARP) {
+        float w[8];
+        dq8<T>(row, k, w);
+        s += dot8(w, xr + 8 * k);
     }
     s = warp_sum(s);
     if (lane == 0) y[(size_t)a * hidden + r] = s;
@@ -137,7 +136,11 @@ __device__ void embed(const u8* table, const u32* ids, float* out, int cols) {
 #define GEMV_ENTRY(T, S)                                                                                          \
     extern "C" __global__ void __launch_bounds__(32 * GEMV_WARPS) gemv_##S(                                      \
         const u8* W, const float* x, float* y, int rows, int cols, int m, int ldy, int y_off) {                   \
-        gemv<T>(W, x, y, rows, cols, m, ldy, y_off);                                                              \
+        gemv<T, GEMV_M>(W, x, y, rows, cols, m, ldy, y_off);                                                      \
+    }                                                                                                             \
+    extern "C" __global__ void __launch_bounds__(32 * GEMV_WARPS) gemv1_##S(                                     \
+        const u8* W, const float* x, float* y, int rows, int cols, int m, int ldy, int y_off) {                   \
+        gemv<T, 1>(W, x, y, rows, cols, m, ldy, y_off);                                                           \
     }                                                                                                             \
     extern "C" __global__ void __launch_bounds__(32 * GEMV_WARPS) moe_gate_up_##S(                               \
         const u8* G, const u8* U, const int* ids, const int* order, const float* x, float* act, int ff,           \

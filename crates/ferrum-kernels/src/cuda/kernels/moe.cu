@@ -92,3 +92,23 @@ extern "C" __global__ void moe_combine(float* res, const float* y, const float* 
     for (int k = 0; k < top_k; k++) s += wts[t * top_k + k] * y[((size_t)t * top_k + k) * hidden + c];
     res[i] += s;
 }
+
+// Rows of x in expert order, as f16 for the grouped GEMMs of a large batch:
+// out[i] = f16(x[order[i] / top_k]). grid: n_assign; block: 256.
+extern "C" __global__ void moe_gather_f16(const float* x, const u32* order, u16* out, int hidden, int top_k) {
+    const float* src = x + (size_t)(order[blockIdx.x] / top_k) * hidden;
+    u16* o = out + (size_t)blockIdx.x * hidden;
+    for (int i = threadIdx.x; i < hidden; i += blockDim.x) o[i] = f2h(src[i]);
+}
+
+// As moe_combine, with the expert outputs in expert order: row of
+// assignment a is y[inv[a]].
+extern "C" __global__ void moe_combine_sorted(float* res, const float* y, const float* wts, const u32* inv, int n_tokens,
+                                              int hidden, int top_k) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n_tokens * hidden) return;
+    int t = i / hidden, c = i % hidden;
+    float s = 0.0f;
+    for (int k = 0; k < top_k; k++) s += wts[t * top_k + k] * y[(size_t)inv[t * top_k + k] * hidden + c];
+    res[i] += s;
+}

@@ -275,3 +275,192 @@ template <int T> __device__ __forceinline__ size_t row_bytes(int cols) {
     MACRO(T_Q4_K, q4_k)      \
     MACRO(T_Q5_K, q5_k)      \
     MACRO(T_Q6_K, q6_k)
+
+// ---- Eight-value decoding for the matrix-vector kernels: `dq8(row, g, w)`
+// writes elements 8g .. 8g+7 of a row. Adjacent lanes take adjacent groups,
+// so both the weight bytes and the activations they multiply are read
+// coalesced across the warp.
+
+__device__ __forceinline__ void nib8(u32 lo, u32 hi, int high, float d, float off, float* w) {
+    // Eight bytes (lo, hi words); the low or the high nibble of each.
+    int sh = high ? 4 : 0;
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        w[k] = d * (float)((lo >> (8 * k + sh)) & 15u) + off;
+        w[4 + k] = d * (float)((hi >> (8 * k + sh)) & 15u) + off;
+    }
+}
+
+template <int T> __device__ __forceinline__ void dq8(const u8* row, int g, float* w);
+
+template <> __device__ __forceinline__ void dq8<T_F32>(const u8* row, int g, float* w) {
+    const float4* p = (const float4*)(row + 32 * g);
+    float4 a = p[0], b = p[1];
+    w[0] = a.x; w[1] = a.y; w[2] = a.z; w[3] = a.w; w[4] = b.x; w[5] = b.y; w[6] = b.z; w[7] = b.w;
+}
+
+template <> __device__ __forceinline__ void dq8<T_F16>(const u8* row, int g, float* w) {
+    uint4 v = *(const uint4*)(row + 16 * g);
+    u32 u[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        w[2 * k] = h2f((u16)(u[k] & 0xffffu));
+        w[2 * k + 1] = h2f((u16)(u[k] >> 16));
+    }
+}
+
+template <> __device__ __forceinline__ void dq8<T_BF16>(const u8* row, int g, float* w) {
+    uint4 v = *(const uint4*)(row + 16 * g);
+    u32 u[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        w[2 * k] = bf2f((u16)(u[k] & 0xffffu));
+        w[2 * k + 1] = bf2f((u16)(u[k] >> 16));
+    }
+}
+
+// Legacy 32-element blocks: group g is quarter q = g % 4 of block g / 4;
+// quarters 0-1 are low nibbles of qs[8q..], quarters 2-3 high nibbles of qs[8(q-2)..].
+template <> __device__ __forceinline__ void dq8<T_Q4_0>(const u8* row, int g, float* w) {
+    const u8* b = row + 18 * (g >> 2);
+    int q = g & 3;
+    float d = h2f(ld_u16(b));
+    const u8* qs = b + 2 + 8 * (q & 1);
+    nib8(ld_u32_a2(qs), ld_u32_a2(qs + 4), q >> 1, d, -8.0f * d, w);
+}
+
+template <> __device__ __forceinline__ void dq8<T_Q4_1>(const u8* row, int g, float* w) {
+    const u8* b = row + 20 * (g >> 2);
+    int q = g & 3;
+    const u8* qs = b + 4 + 8 * (q & 1);
+    nib8(ld_u32(qs), ld_u32(qs + 4), q >> 1, h2f(ld_u16(b)), h2f(ld_u16(b + 2)), w);
+}
+
+__device__ __forceinline__ void five8(u32 lo, u32 hi, int q, u32 qh, float d, float off, float* w) {
+    int sh = (q >> 1) ? 4 : 0;
+#pragma unroll
+    for (int k = 0; k < 8; k++) {
+        u32 byte = k < 4 ? (lo >> (8 * k)) : (hi >> (8 * (k - 4)));
+        int j = 8 * q + k;
+        w[k] = d * (float)(((byte >> sh) & 15u) | (((qh >> j) & 1u) << 4)) + off;
+    }
+}
+
+template <> __device__ __forceinline__ void dq8<T_Q5_0>(const u8* row, int g, float* w) {
+    const u8* b = row + 22 * (g >> 2);
+    int q = g & 3;
+    float d = h2f(ld_u16(b));
+    const u8* qs = b + 6 + 8 * (q & 1);
+    five8(ld_u32_a2(qs), ld_u32_a2(qs + 4), q, ld_u32_a2(b + 2), d, -16.0f * d, w);
+}
+
+template <> __device__ __forceinline__ void dq8<T_Q5_1>(const u8* row, int g, float* w) {
+    const u8* b = row + 24 * (g >> 2);
+    int q = g & 3;
+    const u8* qs = b + 8 + 8 * (q & 1);
+    five8(ld_u32(qs), ld_u32(qs + 4), q, ld_u32(b + 4), h2f(ld_u16(b)), h2f(ld_u16(b + 2)), w);
+}
+
+template <> __device__ __forceinline__ void dq8<T_Q8_0>(const u8* row, int g, float* w) {
+    const u8* b = row + 34 * (g >> 2);
+    float d = h2f(ld_u16(b));
+    const u8* qs = b + 2 + 8 * (g & 3);
+    u32 lo = ld_u32_a2(qs), hi = ld_u32_a2(qs + 4);
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        w[k] = d * (float)(signed char)((lo >> (8 * k)) & 0xffu);
+        w[4 + k] = d * (float)(signed char)((hi >> (8 * k)) & 0xffu);
+    }
+}
+
+// K-quants: group g is part p = g % 4 (elements l0 = 8p .. 8p+7) of the
+// 32-element chunk s = (g / 4) % 8 of super-block g / 32.
+template <> __device__ __forceinline__ void dq8<T_Q2_K>(const u8* row, int g, float* w) {
+    const u8* b = row + 84 * (g >> 5);
+    int s = (g >> 2) & 7, l0 = 8 * (g & 3);
+    float d = h2f(ld_u16(b + 80)), dmin = h2f(ld_u16(b + 82));
+    u32 sc = b[2 * s + (l0 >> 4)];
+    float dl = d * (float)(sc & 15u), ml = dmin * (float)(sc >> 4);
+    const u8* qs = b + 16 + 32 * (s >> 2) + l0;
+    u32 lo = ld_u32(qs), hi = ld_u32(qs + 4);
+    int shift = 2 * (s & 3);
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        w[k] = dl * (float)((lo >> (8 * k + shift)) & 3u) - ml;
+        w[4 + k] = dl * (float)((hi >> (8 * k + shift)) & 3u) - ml;
+    }
+}
+
+template <> __device__ __forceinline__ void dq8<T_Q3_K>(const u8* row, int g, float* w) {
+    const u8* b = row + 110 * (g >> 5);
+    int s = (g >> 2) & 7, l0 = 8 * (g & 3);
+    float d = h2f(ld_u16(b + 108));
+    const u8* scales = b + 96;
+    int sg = 2 * s + (l0 >> 4);
+    u32 low = sg < 8 ? (scales[sg] & 15u) : (scales[sg - 8] >> 4);
+    u32 high = (scales[8 + (sg & 3)] >> (2 * (sg >> 2))) & 3u;
+    float dl = d * (float)((int)(low | (high << 4)) - 32);
+    const u8* qs = b + 32 + 32 * (s >> 2) + l0;
+    u32 lo = ld_u32_a2(qs), hi = ld_u32_a2(qs + 4);
+    u32 hlo = ld_u32_a2(b + l0), hhi = ld_u32_a2(b + l0 + 4);
+    int shift = 2 * (s & 3);
+#pragma unroll
+    for (int k = 0; k < 8; k++) {
+        u32 qv = k < 4 ? (lo >> (8 * k)) : (hi >> (8 * (k - 4)));
+        u32 hm = k < 4 ? (hlo >> (8 * k)) : (hhi >> (8 * (k - 4)));
+        int q = (int)((qv >> shift) & 3u) - (((hm >> s) & 1u) ? 0 : 4);
+        w[k] = dl * (float)q;
+    }
+}
+
+template <> __device__ __forceinline__ void dq8<T_Q4_K>(const u8* row, int g, float* w) {
+    const u8* b = row + 144 * (g >> 5);
+    int s = (g >> 2) & 7, l0 = 8 * (g & 3);
+    float sc, mn;
+    get_scale_min_k4(s, b + 4, &sc, &mn);
+    float dl = h2f(ld_u16(b)) * sc, ml = h2f(ld_u16(b + 2)) * mn;
+    const u8* qs = b + 16 + 32 * (s >> 1) + l0;
+    u32 lo = ld_u32(qs), hi = ld_u32(qs + 4);
+    int shift = 4 * (s & 1);
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        w[k] = dl * (float)((lo >> (8 * k + shift)) & 15u) - ml;
+        w[4 + k] = dl * (float)((hi >> (8 * k + shift)) & 15u) - ml;
+    }
+}
+
+template <> __device__ __forceinline__ void dq8<T_Q5_K>(const u8* row, int g, float* w) {
+    const u8* b = row + 176 * (g >> 5);
+    int s = (g >> 2) & 7, l0 = 8 * (g & 3);
+    float sc, mn;
+    get_scale_min_k4(s, b + 4, &sc, &mn);
+    float dl = h2f(ld_u16(b)) * sc, ml = h2f(ld_u16(b + 2)) * mn;
+    const u8* qs = b + 48 + 32 * (s >> 1) + l0;
+    u32 lo = ld_u32(qs), hi = ld_u32(qs + 4);
+    u32 hlo = ld_u32(b + 16 + l0), hhi = ld_u32(b + 20 + l0);
+    int shift = 4 * (s & 1);
+#pragma unroll
+    for (int k = 0; k < 8; k++) {
+        u32 qv = k < 4 ? (lo >> (8 * k)) : (hi >> (8 * (k - 4)));
+        u32 hm = k < 4 ? (hlo >> (8 * k)) : (hhi >> (8 * (k - 4)));
+        w[k] = dl * (float)(((qv >> shift) & 15u) | (((hm >> s) & 1u) << 4)) - ml;
+    }
+}
+
+template <> __device__ __forceinline__ void dq8<T_Q6_K>(const u8* row, int g, float* w) {
+    const u8* b = row + 210 * (g >> 5);
+    int s = (g >> 2) & 7, l0 = 8 * (g & 3);
+    int h = s >> 2, k4 = s & 3;
+    float dl = h2f(ld_u16(b + 208)) * (float)(signed char)b[192 + 2 * s + (l0 >> 4)];
+    const u8* ql = b + 64 * h + 32 * (k4 & 1) + l0;
+    const u8* qh = b + 128 + 32 * h + l0;
+    u32 lo = ld_u32_a2(ql), hi = ld_u32_a2(ql + 4), hlo = ld_u32_a2(qh), hhi = ld_u32_a2(qh + 4);
+    int lshift = 4 * (k4 >> 1), hshift = 2 * k4;
+#pragma unroll
+    for (int k = 0; k < 8; k++) {
+        u32 qv = k < 4 ? (lo >> (8 * k)) : (hi >> (8 * (k - 4)));
+        u32 hm = k < 4 ? (hlo >> (8 * k)) : (hhi >> (8 * (k - 4)));
+        int q = (int)(((qv >> lshift) & 15u) | (((hm >> hshift) & 3u) << 4)) - 32;
+        w[k] = dl * (float)q;
+    }
+}
