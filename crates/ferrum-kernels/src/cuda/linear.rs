@@ -111,9 +111,8 @@ fn gemm(be: &CudaBackend, x: &CudaAct, w: &CudaWeight, out: &mut CudaAct) -> Res
     let mut row_off = 0usize;
     for p in &w.parts {
         let k = &be.k.for_type(p.ty)?.dequant_f16;
-        let chunks = p.rows * (cols / 32);
         let (src, r, c, ro) = (be.ptr(&p.buf), p.rows as i32, cols as i32, row_off as i32);
-        launch!(be, k, grid1(chunks, 128), &src, &wp, &r, &c, &ro)?;
+        launch!(be, k, grid1(p.rows * (cols / 8), 256), &src, &wp, &r, &c, &ro)?;
         row_off += p.rows;
     }
     let (xp, n) = (be.ptr(&x.buf), (m * cols) as i32);

@@ -20,7 +20,7 @@ fn dequant_all(be: &CudaBackend, w: &CudaWeight) -> Result<CudaSlice<u16>> {
     let p = &w.parts[0];
     let k = &be.k.for_type(p.ty)?.dequant_f16;
     let (src, dst, r, c, zero) = (be.ptr(&p.buf), be.ptr(&out), (n_exp * rows) as i32, cols as i32, 0i32);
-    launch!(be, k, grid1(n_exp * rows * (cols / 32), 128), &src, &dst, &r, &c, &zero)?;
+    launch!(be, k, grid1(n_exp * rows * (cols / 8), 256), &src, &dst, &r, &c, &zero)?;
     Ok(out)
 }
 

@@ -54,16 +54,14 @@ __device__ void attention(const float* q, float* out, const void* kc, const void
 
     for (int j0 = first; j0 <= last; j0 += KT) {
         __syncthreads();
-        for (int i = threadIdx.x; i < KT * hd; i += blockDim.x) {
-            int jj = i / hd, d = i % hd, j = j0 + jj;
-            float kv = 0.0f, vv = 0.0f;
-            if (j <= last) {
-                size_t at = ((size_t)bt[j / block_size] * block_size + j % block_size) * kvd + kvh * hd + d;
-                kv = kv_get(kc, kv_f16, at);
-                vv = kv_get(vc, kv_f16, at);
+        // One warp per key row (no per-element division), lanes along the head dims.
+        for (int jj = warp; jj < KT; jj += ATT_WARPS) {
+            int j = j0 + jj;
+            size_t base = j <= last ? ((size_t)bt[j / block_size] * block_size + j % block_size) * kvd + kvh * hd : 0;
+            for (int d = lane; d < hd; d += 32) {
+                Ks[jj * ks + d] = j <= last ? kv_get(kc, kv_f16, base + d) : 0.0f;
+                Vs[jj * hd + d] = j <= last ? kv_get(vc, kv_f16, base + d) : 0.0f;
             }
-            Ks[jj * ks + d] = kv;
-            Vs[jj * hd + d] = vv;
         }
         __syncthreads();
 #pragma unroll

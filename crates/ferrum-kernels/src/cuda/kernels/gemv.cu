@@ -105,19 +105,23 @@ __device__ void moe_down(const u8* D, const int* ids, const int* order, const fl
 }
 
 // Dequantize W [rows, cols] to f16 rows of `out` (row stride cols, starting
-// at row `row_off`), for the tensor-core GEMM of large batches.
-// grid: (ceil(rows * cols / 32 / 128)); block 128: one chunk per thread.
+// at row `row_off`), for the tensor-core GEMM of large batches. One thread per
+// 8 values (dq8): consecutive threads read consecutive weight bytes and write
+// consecutive 16-byte pieces. grid: ceil(rows * cols / 8 / 256); block 256.
 template <int T>
 __device__ void dequant_f16(const u8* W, u16* out, int rows, int cols, int row_off) {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    int nch = cols >> 5;
-    if (i >= (size_t)rows * nch) return;
-    int r = (int)(i / nch), c = (int)(i % nch);
-    float w[32];
-    Q<T>::dq32(W + (size_t)r * row_bytes<T>(cols), c, w);
-    u32* o = (u32*)(out + (size_t)(row_off + r) * cols + 32 * c);
-#pragma unroll
-    for (int k = 0; k < 16; k++) o[k] = (u32)f2h(w[2 * k]) | ((u32)f2h(w[2 * k + 1]) << 16);
+    int ng = cols >> 3;
+    if (i >= (size_t)rows * ng) return;
+    int r = (int)(i / ng), g = (int)(i % ng);
+    float w[8];
+    dq8<T>(W + (size_t)r * row_bytes<T>(cols), g, w);
+    uint4 v;
+    v.x = (u32)f2h(w[0]) | ((u32)f2h(w[1]) << 16);
+    v.y = (u32)f2h(w[2]) | ((u32)f2h(w[3]) << 16);
+    v.z = (u32)f2h(w[4]) | ((u32)f2h(w[5]) << 16);
+    v.w = (u32)f2h(w[6]) | ((u32)f2h(w[7]) << 16);
+    *(uint4*)(out + (size_t)(row_off + r) * cols + 8 * g) = v;
 }
 
 // Rows of an embedding table: out[i] = table[ids[i]]. grid: n_ids; block 128.
