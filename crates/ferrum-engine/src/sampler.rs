@@ -418,10 +418,12 @@ pub fn raw_logprobs(logits: &[f32], id: u32, k: usize) -> (f32, Vec<TokenLogprob
         .copied()
         .filter(|x| !x.is_nan())
         .fold(f32::NEG_INFINITY, f32::max);
+    // f32 exponentials (vectorised; once per token over the whole vocabulary),
+    // summed in f64.
     let sum: f64 = logits
         .iter()
         .filter(|x| !x.is_nan())
-        .map(|&x| f64::from(x - max).exp())
+        .map(|&x| f64::from((x - max).exp()))
         .sum();
     let lse = f64::from(max) + sum.ln();
     let lp = |x: f32| (f64::from(x) - lse) as f32;
