@@ -8,26 +8,10 @@ mod cpu_util;
 
 use cpu_util::{activations, gaussian_weights, random_blocks, Rng};
 use ferrum_core::GgmlType;
-use ferrum_kernels::cuda::{device_available, CudaBackend, CudaOptions};
+use ferrum_kernels::cuda::{device_available, weight_types, CudaBackend, CudaOptions};
 use ferrum_kernels::{AttnMeta, Backend, CpuBackend, HeadSpec, HostBytes, HostWeight, KvDType, KvSpec, Mat, MoeSpec, MoeWeights, Rope, RopeStyle, SeqPlan};
 use std::sync::Arc;
 
-/// The weight types the CUDA kernels decode.
-const TYPES: [GgmlType; 13] = [
-    GgmlType::F32,
-    GgmlType::F16,
-    GgmlType::BF16,
-    GgmlType::Q4_0,
-    GgmlType::Q4_1,
-    GgmlType::Q5_0,
-    GgmlType::Q5_1,
-    GgmlType::Q8_0,
-    GgmlType::Q2K,
-    GgmlType::Q3K,
-    GgmlType::Q4K,
-    GgmlType::Q5K,
-    GgmlType::Q6K,
-];
 
 fn gpu() -> Option<CudaBackend> {
     if !device_available() {
@@ -76,7 +60,7 @@ fn linear_every_type_matches_reference() {
     let Some(g) = gpu() else { return };
     let mut rng = Rng::new(7);
     let mut failures = Vec::new();
-    for ty in TYPES {
+    for ty in weight_types() {
         for &(rows, cols) in &[(1usize, 256usize), (67, 512), (5, 768)] {
             let data = if ty == GgmlType::Q2K || ty == GgmlType::Q3K { random_blocks(ty, rows, cols, &mut rng) } else { gaussian_weights(ty, rows, cols, &mut rng) };
             let w = g.upload(weight("w", ty, vec![cols, rows], data.clone())).unwrap();
@@ -149,7 +133,7 @@ fn embed_norms_and_elementwise_match_cpu() {
     let Some(g) = gpu() else { return };
     let c = CpuBackend;
     let mut rng = Rng::new(3);
-    for ty in TYPES {
+    for ty in weight_types() {
         let (vocab, cols) = (37, 256);
         let data = if ty == GgmlType::Q2K || ty == GgmlType::Q3K { random_blocks(ty, vocab, cols, &mut rng) } else { gaussian_weights(ty, vocab, cols, &mut rng) };
         let ids = [0u32, 36, 5, 5, 17];

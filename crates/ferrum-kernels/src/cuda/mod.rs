@@ -36,6 +36,11 @@ pub(crate) fn dev_err(op: &'static str, e: DriverError) -> BackendError {
     BackendError::Device { op, detail: format!("{e:?}") }
 }
 
+/// The weight types the CUDA kernels decode (matmul, embedding, experts).
+pub fn weight_types() -> impl Iterator<Item = GgmlType> {
+    kernels::TYPES.into_iter().map(|(t, _)| t)
+}
+
 /// Whether a CUDA driver and at least one device are present.
 pub fn device_available() -> bool {
     // SAFETY: only tries to open the driver library.
