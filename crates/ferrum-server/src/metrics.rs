@@ -68,6 +68,7 @@ impl Collector for EngineCollector {
         counter(&mut enc, "generation_tokens", "Tokens sampled.", s.generation_tokens)?;
         counter(&mut enc, "engine_steps", "Forward steps run.", s.steps)?;
         counter(&mut enc, "preemptions", "Sequences preempted for lack of KV blocks.", s.preemptions)?;
+        counter(&mut enc, "kv_block_copies", "KV blocks copied for copy-on-write (n > 1 choices).", s.kv_block_copies)?;
         Ok(())
     }
 }
