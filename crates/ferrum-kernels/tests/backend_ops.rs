@@ -155,12 +155,12 @@ fn rope_layouts_match_reference() {
         };
         for r in 0..3 {
             let p = (5 + r) as f64;
-            for i in 0..hd / 2 {
+            for (i, &f) in inv.iter().enumerate() {
                 let (a, bb) = match style {
                     RopeStyle::NeoX => (i, i + hd / 2),
                     RopeStyle::GptJ => (2 * i, 2 * i + 1),
                 };
-                let ang = p * inv[i] as f64;
+                let ang = p * f as f64;
                 let (x0, x1) = (x[r * hd + a] as f64, x[r * hd + bb] as f64);
                 assert!((q.data[r * hd + a] as f64 - (x0 * ang.cos() - x1 * ang.sin())).abs() < 1e-5);
                 assert!((q.data[r * hd + bb] as f64 - (x0 * ang.sin() + x1 * ang.cos())).abs() < 1e-5);
@@ -252,4 +252,66 @@ fn bad_plans_are_errors() {
     // 3 rows but the plan has 2.
     assert!(b.qk_rope_store(&Mat::zeros(3, 32), &mut q2, None, None, &h, &Rope { style: RopeStyle::NeoX, inv_freq: vec![0.0; 4] }, &meta, &mut kv2).is_err());
     assert!(b.attention(&Mat::zeros(2, 15), &h, &meta, &kv2, &mut out).is_err());
+}
+
+fn quant_weight(name: &str, ty: GgmlType, rows: usize, cols: usize, rng: &mut Lcg) -> HostWeight {
+    let vals = rng.vec(rows * cols);
+    let bytes = ferrum_format::quant::quantize(ty, &vals).unwrap();
+    HostWeight { name: name.into(), ty, dims: vec![cols, rows], bytes: HostBytes::Owned(Arc::new(bytes)) }
+}
+
+/// A fused weight (same-type runs concatenated, mixed types kept as parts)
+/// gives exactly the separate projections side by side, with the fused bias.
+#[test]
+fn fused_linear_equals_separate_linears() {
+    let b = CpuBackend;
+    let cols = 96;
+    let mixes: [&[(GgmlType, usize)]; 4] = [
+        // Qwen2.5 Q4_K_M's Q/K/V: Q5_0, Q5_0, Q8_0.
+        &[(GgmlType::Q5_0, 56), (GgmlType::Q5_0, 8), (GgmlType::Q8_0, 8)],
+        &[(GgmlType::Q8_0, 7), (GgmlType::Q5_0, 32), (GgmlType::Q8_0, 5)],
+        &[(GgmlType::Q4_0, 16), (GgmlType::F32, 3), (GgmlType::Q4_0, 16)],
+        &[(GgmlType::Q8_0, 33), (GgmlType::Q8_0, 31)],
+    ];
+    for (mi, mix) in mixes.iter().enumerate() {
+        let mut rng = Lcg(100 + mi as u64);
+        let hosts: Vec<HostWeight> = mix
+            .iter()
+            .enumerate()
+            .map(|(k, &(ty, rows))| match ty {
+                GgmlType::F32 => f32_weight(&format!("p{k}"), vec![cols, rows], &rng.vec(rows * cols)),
+                _ => quant_weight(&format!("p{k}"), ty, rows, cols, &mut rng),
+            })
+            .collect();
+        let biases: Vec<Vec<f32>> = mix.iter().map(|&(_, rows)| rng.vec(rows)).collect();
+        let total: usize = mix.iter().map(|p| p.1).sum();
+        let parts: Vec<_> = hosts
+            .iter()
+            .map(|h| b.upload(HostWeight { name: h.name.clone(), ty: h.ty, dims: h.dims.clone(), bytes: h.bytes.clone() }).unwrap())
+            .collect();
+        let bias_parts: Vec<_> = biases.iter().enumerate().map(|(k, v)| b.upload(f32_weight(&format!("b{k}"), vec![v.len()], v)).unwrap()).collect();
+        let separate: Vec<_> = hosts.into_iter().map(|h| b.upload(h).unwrap()).collect();
+        let fused = b.fuse(parts).unwrap();
+        let fused_bias = b.fuse(bias_parts).unwrap();
+        for m in [1, 3, 4, 9, 80] {
+            let x = Mat::from_vec(rng.vec(m * cols), m, cols).unwrap();
+            let mut want = vec![0.0f32; m * total];
+            let mut col = 0;
+            for (w, bias) in separate.iter().zip(&biases) {
+                let mut y = Mat::default();
+                b.linear(&x, w, None, &mut y).unwrap();
+                for r in 0..m {
+                    for (c, (&v, &bv)) in y.row(r).iter().zip(bias).enumerate() {
+                        want[r * total + col + c] = v + bv;
+                    }
+                }
+                col += y.cols;
+            }
+            let mut got = Mat::default();
+            b.linear(&x, &fused, Some(&fused_bias), &mut got).unwrap();
+            assert_eq!((got.rows, got.cols), (m, total));
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got.data), bits(&want), "mix {mi}, m {m}");
+        }
+    }
 }

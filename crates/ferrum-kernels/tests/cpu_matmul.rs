@@ -434,3 +434,76 @@ fn matmul_many_equals_separate_calls() {
         Err(KernelError::Length { .. })
     ));
 }
+
+/// Parts of a fused weight (mixed types, one shared input) written side by
+/// side equal the parts run one by one, bit for bit, for every kernel and
+/// strategy and for batch sizes on both sides of the direct/tiled switch.
+#[test]
+fn matmul_parts_equal_separate_calls() {
+    use ferrum_kernels::cpu::matmul_parts_with;
+    let mut rng = Rng::new(11);
+    let cols = 512;
+    // Q5_0 Q/K + Q8_0 V as in Qwen2.5's Q4_K_M, plus K-quant, dense and
+    // odd-sized parts; a K-quant part next to a legacy one needs both
+    // activation formats of the same input.
+    let specs = [
+        (GgmlType::Q5_0, 37),
+        (GgmlType::Q8_0, 9),
+        (GgmlType::Q4K, 20),
+        (GgmlType::F16, 3),
+        (GgmlType::Q6K, 1),
+        (GgmlType::Q5_0, 16),
+    ];
+    let data: Vec<Vec<u8>> = specs
+        .iter()
+        .map(|&(ty, r)| gaussian_weights(ty, r, cols, &mut rng))
+        .collect();
+    let ws: Vec<QMatRef<'_>> = specs
+        .iter()
+        .zip(&data)
+        .map(|(&(ty, rows), d)| QMatRef {
+            ty,
+            data: d,
+            rows,
+            cols,
+        })
+        .collect();
+    let total: usize = specs.iter().map(|s| s.1).sum();
+    for m in [1, 2, 3, 5, 8, 70] {
+        let x = activations(m, cols, &mut rng);
+        for kernel in kernels() {
+            for strategy in [Strategy::Auto, Strategy::Direct, Strategy::Tiled] {
+                let opts = MatmulOptions {
+                    kernel: Some(kernel),
+                    strategy,
+                    ..MatmulOptions::default()
+                };
+                let mut want = vec![0u32; m * total];
+                let mut col = 0;
+                for w in &ws {
+                    let y = bits(&run(w, &x, m, opts));
+                    for i in 0..m {
+                        want[i * total + col..i * total + col + w.rows]
+                            .copy_from_slice(&y[i * w.rows..(i + 1) * w.rows]);
+                    }
+                    col += w.rows;
+                }
+                let mut y = vec![f32::NAN; m * total];
+                matmul_parts_with(&ws, &x, m, &mut y, &opts).expect("matmul_parts");
+                assert_eq!(bits(&y), want, "m {m} {kernel:?} {strategy:?}");
+            }
+        }
+    }
+    // Wrong output or input sizes are errors that name the sizes.
+    let x = activations(2, cols, &mut rng);
+    let mut short = vec![0.0f32; 2 * total - 1];
+    assert!(matches!(
+        matmul_parts_with(&ws, &x, 2, &mut short, &MatmulOptions::default()),
+        Err(KernelError::Length { .. })
+    ));
+    let mut y = vec![0.0f32; 2 * total];
+    assert!(matches!(
+        matmul_parts_with(&ws, &x[..cols], 2, &mut y, &MatmulOptions::default()),
+        Err(KernelError::Length { .. })
+    ));
+}

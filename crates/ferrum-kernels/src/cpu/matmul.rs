@@ -6,12 +6,15 @@
 //! them. Each output is computed by exactly one task with the canonical
 //! arithmetic, so neither the split nor the thread that runs a task changes
 //! any bit of the result. [`matmul_many`] runs the tasks of several products
-//! in one fork-join.
+//! in one fork-join; [`matmul_parts`] does the same for the parts of a fused
+//! weight, each writing its own columns of one output (a row stride). Every
+//! distinct input is quantized once per activation format (`act_set`).
 
-use super::dot::float;
+use super::act_set::{ActKey, ActSet};
+use super::dot::{float, QuantKind};
 use super::pool::{num_threads, par_for_limit};
 use super::qplan::QPlan;
-use super::{Kernel, KernelError, MatmulOptions, QMatRef};
+use super::{Kernel, KernelError, MatmulOptions, QMatRef, Strategy};
 use ferrum_core::GgmlType;
 
 /// `y = x · Wᵀ`: `x` is `[m, w.cols]` row-major, `y` is `[m, w.rows]`.
@@ -40,8 +43,9 @@ pub struct MatmulJob<'a> {
 }
 
 /// Several independent products in one fork-join (e.g. the experts of a MoE
-/// layer, or gate and up): saves a pool round trip per product and balances
-/// small products across threads. Results equal separate [`matmul`] calls.
+/// layer): saves a pool round trip per product and balances small products
+/// across threads. Products that read the same `x` (the same slice) share
+/// one activation quantization. Results equal separate [`matmul`] calls.
 pub fn matmul_many(jobs: &mut [MatmulJob<'_>]) -> Result<(), KernelError> {
     matmul_many_with(jobs, &MatmulOptions::default())
 }
@@ -54,6 +58,91 @@ pub fn matmul_many_with(
     for j in jobs.iter() {
         validate(&j.w, j.x.len(), j.m, j.y.len())?;
     }
+    let products: Vec<Product<'_>> = jobs
+        .iter_mut()
+        .map(|j| Product {
+            w: j.w,
+            x: j.x,
+            m: j.m,
+            out: Out::new(j.y.as_mut_ptr(), j.w.rows),
+        })
+        .collect();
+    run(&products, opts)
+}
+
+/// `y = x · [W_0; W_1; ...]ᵀ` for weights that share the input (a fused
+/// projection whose parts have different types): `x` is `[m, cols]`, `y` is
+/// `[m, Σ rows]` with part `k`'s outputs in its own column range, in part
+/// order. The input is quantized once per activation format and each part
+/// writes straight into its columns. Results equal separate [`matmul`]
+/// calls, bit for bit.
+pub fn matmul_parts(
+    ws: &[QMatRef<'_>],
+    x: &[f32],
+    m: usize,
+    y: &mut [f32],
+) -> Result<(), KernelError> {
+    matmul_parts_with(ws, x, m, y, &MatmulOptions::default())
+}
+
+/// [`matmul_parts`] with explicit scheduling options.
+pub fn matmul_parts_with(
+    ws: &[QMatRef<'_>],
+    x: &[f32],
+    m: usize,
+    y: &mut [f32],
+    opts: &MatmulOptions,
+) -> Result<(), KernelError> {
+    let mut total = 0usize;
+    for w in ws {
+        // Each part alone must fit `x`; `y` is checked for the sum below.
+        validate(w, x.len(), m, mul("outputs", m, w.rows)?)?;
+        total = total.checked_add(w.rows).ok_or(KernelError::Overflow {
+            what: "fused rows",
+            a: total,
+            b: w.rows,
+        })?;
+    }
+    let ye = mul("outputs", m, total)?;
+    if y.len() != ye {
+        return Err(KernelError::Length {
+            what: "y (fused outputs)",
+            got: y.len(),
+            m,
+            n: total,
+            expected: ye,
+        });
+    }
+    let base = y.as_mut_ptr();
+    let mut col = 0;
+    let mut products = Vec::with_capacity(ws.len());
+    for w in ws {
+        // SAFETY: col + w.rows <= total, so the offset stays inside `y`
+        // (or one past its end for an empty last part, never written).
+        let ptr = unsafe { base.add(col.min(ye)) };
+        products.push(Product {
+            w: *w,
+            x,
+            m,
+            out: Out::new(ptr, total),
+        });
+        col += w.rows;
+    }
+    run(&products, opts)
+}
+
+/// One validated product: `x` `[m, w.cols]` times `wᵀ`, output `(i, j)`
+/// written through `out.set(i, j, _)`.
+struct Product<'a> {
+    w: QMatRef<'a>,
+    x: &'a [f32],
+    m: usize,
+    out: Out,
+}
+
+/// Run validated products in one fork-join: quantize each distinct input
+/// once per format, plan each product, split weight rows into tasks.
+fn run(products: &[Product<'_>], opts: &MatmulOptions) -> Result<(), KernelError> {
     let kernel = opts.kernel.unwrap_or_else(Kernel::best);
     if !kernel.available() {
         return Err(KernelError::KernelUnavailable(kernel));
@@ -63,9 +152,22 @@ pub fn matmul_many_with(
     } else {
         opts.max_threads
     };
-    let mut plans = Vec::with_capacity(jobs.len());
-    for j in jobs.iter_mut().filter(|j| j.m > 0 && j.w.rows > 0) {
-        plans.push(Plan::new(j, kernel, opts, threads)?);
+    let live = || products.iter().filter(|p| p.m > 0 && p.w.rows > 0);
+    let mut acts = ActSet::default();
+    let mut keys = Vec::with_capacity(products.len());
+    for p in live() {
+        keys.push(match p.w.ty {
+            GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => None,
+            ty => {
+                let kind = super::dot::quant_kind(ty).ok_or(KernelError::UnsupportedType(ty))?;
+                Some((kind, acts.add(p.x, p.m, kind.group)))
+            }
+        });
+    }
+    acts.quantize(kernel, threads);
+    let mut plans = Vec::with_capacity(keys.len());
+    for (p, key) in live().zip(&keys) {
+        plans.push(Plan::new(p, *key, &acts, kernel, opts.strategy));
     }
     // Tasks: (plan, first row, end row), several per thread for balance.
     let pool_threads = threads.min(num_threads()).max(1);
@@ -141,18 +243,28 @@ fn validate(w: &QMatRef<'_>, x_len: usize, m: usize, y_len: usize) -> Result<(),
     Ok(())
 }
 
-/// A raw output pointer shared by tasks that write disjoint elements.
+/// A raw output pointer shared by tasks that write disjoint elements:
+/// element `(i, j)` (activation row `i`, weight row `j`) lives at
+/// `ptr + i * ld + j`.
 #[derive(Clone, Copy)]
-pub(super) struct Out(*mut f32);
+pub(super) struct Out {
+    ptr: *mut f32,
+    ld: usize,
+}
 // SAFETY: tasks write disjoint elements of the buffer, which outlives them.
 unsafe impl Send for Out {}
 unsafe impl Sync for Out {}
 
 impl Out {
+    fn new(ptr: *mut f32, ld: usize) -> Out {
+        Out { ptr, ld }
+    }
+
     /// # Safety
-    /// `i` is in bounds and no other task writes element `i`.
-    pub(super) unsafe fn set(self, i: usize, v: f32) {
-        *self.0.add(i) = v;
+    /// `(i, j)` is inside the product's output and no other task writes it.
+    #[inline(always)]
+    pub(super) unsafe fn set(self, i: usize, j: usize, v: f32) {
+        *self.ptr.add(i * self.ld + j) = v;
     }
 }
 
@@ -173,32 +285,33 @@ enum Body<'a> {
 }
 
 impl<'a> Plan<'a> {
+    /// `key`: the quantized-activation kind and entry for quantized types
+    /// (`None` for dense weights).
     fn new(
-        j: &'a mut MatmulJob<'_>,
+        p: &Product<'a>,
+        key: Option<(QuantKind, ActKey)>,
+        acts: &'a ActSet<'_>,
         kernel: Kernel,
-        opts: &MatmulOptions,
-        threads: usize,
-    ) -> Result<Self, KernelError> {
-        let (w, x, m) = (j.w, j.x, j.m);
-        let body = match w.ty {
-            GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => Body::Dense,
-            ty => {
-                let kind = super::dot::quant_kind(ty).ok_or(KernelError::UnsupportedType(ty))?;
-                if kind.group == 32 {
-                    Body::Legacy(QPlan::new(w, kind, x, m, kernel, opts.strategy, threads))
-                } else {
-                    Body::KQuant(QPlan::new(w, kind, x, m, kernel, opts.strategy, threads))
-                }
+        strategy: Strategy,
+    ) -> Self {
+        let (w, m) = (p.w, p.m);
+        let body = match key {
+            None => Body::Dense,
+            Some((kind, k)) if kind.group == 32 => {
+                Body::Legacy(QPlan::new(w, kind, acts.get32(k), m, kernel, strategy))
+            }
+            Some((kind, k)) => {
+                Body::KQuant(QPlan::new(w, kind, acts.get256(k), m, kernel, strategy))
             }
         };
-        Ok(Plan {
+        Plan {
             w,
-            x,
+            x: p.x,
             m,
             kernel,
-            out: Out(j.y.as_mut_ptr()),
+            out: p.out,
             body,
-        })
+        }
     }
 
     /// Weight rows per task: about 4 tasks per thread, rounded to what the
@@ -230,7 +343,7 @@ impl<'a> Plan<'a> {
             unsafe { dense_avx2(w, x, m, r0, r1, out) };
             return;
         }
-        let (rows, cols) = (w.rows, w.cols);
+        let cols = w.cols;
         let rb = cols * w.ty.type_size();
         for j in r0..r1 {
             let row = &w.data[j * rb..(j + 1) * rb];
@@ -238,7 +351,8 @@ impl<'a> Plan<'a> {
                 // SAFETY: (i, j) belongs to this task only; in bounds.
                 unsafe {
                     out.set(
-                        i * rows + j,
+                        i,
+                        j,
                         float::dot_scalar(w.ty, row, &x[i * cols..(i + 1) * cols]),
                     )
                 };
@@ -268,7 +382,7 @@ unsafe fn dense_avx2_t<const T: u8>(
     r1: usize,
     out: Out,
 ) {
-    let (rows, cols) = (w.rows, w.cols);
+    let cols = w.cols;
     let rb = cols * w.ty.type_size();
     let wp = |j: usize| w.data.as_ptr().add(j * rb);
     let xp = |i: usize| x.as_ptr().add(i * cols);
@@ -282,7 +396,7 @@ unsafe fn dense_avx2_t<const T: u8>(
             float::tile::<T, 4, 2>([wp(j), wp(j + n - 1)], xs, cols, &mut o);
             for (r, orow) in o.iter().enumerate() {
                 for (c, &v) in orow.iter().enumerate().take(n) {
-                    out.set((i + r) * rows + j + c, v);
+                    out.set(i + r, j + c, v);
                 }
             }
             j += n;
@@ -302,7 +416,7 @@ unsafe fn dense_avx2_t<const T: u8>(
             let mut o = [[0.0f32; 4]; 1];
             float::tile::<T, 1, 4>(ws, [xp(i)], cols, &mut o);
             for (c, &v) in o[0].iter().enumerate().take(n) {
-                out.set(i * rows + j + c, v);
+                out.set(i, j + c, v);
             }
             j += n;
         }

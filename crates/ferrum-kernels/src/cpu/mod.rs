@@ -8,6 +8,7 @@
 //! or the kernel (AVX2 or scalar).
 
 pub mod act_quant;
+mod act_set;
 mod dense;
 mod dot;
 mod matmul;
@@ -15,7 +16,9 @@ mod pool;
 mod qplan;
 
 pub use dense::gemm_f32;
-pub use matmul::{matmul, matmul_many, matmul_many_with, matmul_with, MatmulJob};
+pub use matmul::{
+    matmul, matmul_many, matmul_many_with, matmul_parts, matmul_parts_with, matmul_with, MatmulJob,
+};
 pub use pool::{num_threads, par_for, par_for_limit};
 
 use ferrum_core::GgmlType;

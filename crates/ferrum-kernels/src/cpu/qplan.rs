@@ -1,14 +1,14 @@
-//! Quantized-weight matmul plans: activation quantization once per call,
-//! then per task (a range of weight rows) either the direct kernels (small
-//! m) or weight panels unpacked for the tiled kernel (large m, and the types
-//! without direct kernels). The scalar kernel always uses panels.
+//! Quantized-weight matmul plans: given the activations quantized once per
+//! call (see `act_set`), per task (a range of weight rows) either the direct
+//! kernels (small m) or weight panels unpacked for the tiled kernel (large
+//! m, and the types without direct kernels). The scalar kernel always uses
+//! panels.
 
 use std::cell::RefCell;
 
-use super::act_quant::{quantize_row, ActBlock};
+use super::act_quant::ActBlock;
 use super::dot::{self, fill_side, Panel, QuantKind, Side};
 use super::matmul::Out;
-use super::pool::par_for_limit;
 use super::{Kernel, QMatRef, Strategy};
 #[cfg(target_arch = "x86_64")]
 use ferrum_core::GgmlType;
@@ -20,43 +20,24 @@ pub(super) struct QPlan<'a, const G: usize, const S: usize> {
     kind: QuantKind,
     m: usize,
     kernel: Kernel,
-    act: Vec<ActBlock<G, S>>,
+    act: &'a [ActBlock<G, S>],
     side: Vec<Side>,
     #[cfg(target_arch = "x86_64")]
     direct: Option<Direct>,
 }
 
 impl<'a, const G: usize, const S: usize> QPlan<'a, G, S> {
-    /// Quantize the activations (in parallel for large inputs) and choose
-    /// the kernels. `x` is `[m, w.cols]`, already validated.
+    /// Choose the kernels for `act` (`[m, w.cols / G]`, the quantized
+    /// activations, possibly shared with other products).
     pub fn new(
         w: QMatRef<'a>,
         kind: QuantKind,
-        x: &[f32],
+        act: &'a [ActBlock<G, S>],
         m: usize,
         kernel: Kernel,
         strategy: Strategy,
-        threads: usize,
     ) -> Self {
-        let cols = w.cols;
-        let nb = cols / G;
-        let mut act = vec![ActBlock::<G, S>::ZERO; m * nb];
-        if m * cols >= 1 << 16 {
-            let per = 4usize;
-            let ap = ActPtr(act.as_mut_ptr());
-            par_for_limit(m.div_ceil(per), threads, &|t| {
-                for i in t * per..((t + 1) * per).min(m) {
-                    // SAFETY: row i's blocks are written by this task only.
-                    let blocks =
-                        unsafe { std::slice::from_raw_parts_mut(ap.get().add(i * nb), nb) };
-                    quantize_row(&x[i * cols..(i + 1) * cols], blocks, kernel);
-                }
-            });
-        } else {
-            for (i, blocks) in act.chunks_exact_mut(nb.max(1)).enumerate().take(m) {
-                quantize_row(&x[i * cols..(i + 1) * cols], blocks, kernel);
-            }
-        }
+        let nb = w.cols / G;
         #[cfg(target_arch = "x86_64")]
         let direct = if kernel == Kernel::Avx2 {
             direct_kernel(w.ty).filter(|d| match strategy {
@@ -83,17 +64,20 @@ impl<'a, const G: usize, const S: usize> QPlan<'a, G, S> {
             // Activation rows go in groups of 4, then singly.
             let m4 = m / 4 * 4;
             let ngroups = m4 / 4 + (m - m4);
-            plan.side = vec![Side::default(); ngroups * nb];
+            plan.side = SIDE_SPARE
+                .with(|s| s.try_borrow_mut().ok().and_then(|mut s| s.pop()))
+                .unwrap_or_default();
+            plan.side.clear();
+            plan.side.resize(ngroups * nb, Side::default());
             for (gi, sd) in plan.side.chunks_exact_mut(nb).enumerate() {
                 let (i0, len) = if gi < m4 / 4 {
                     (4 * gi, 4)
                 } else {
                     (m4 + gi - m4 / 4, 1)
                 };
-                let rows: Vec<&[ActBlock<G, S>]> = (i0..i0 + len)
-                    .map(|i| &plan.act[i * nb..(i + 1) * nb])
-                    .collect();
-                fill_side(&rows, kind.side_mul, sd);
+                let rows: [&[ActBlock<G, S>]; 4] =
+                    std::array::from_fn(|r| &act[(i0 + r.min(len - 1)) * nb..][..nb]);
+                fill_side(&rows[..len], kind.side_mul, sd);
             }
         }
         plan
@@ -167,7 +151,7 @@ impl<'a, const G: usize, const S: usize> QPlan<'a, G, S> {
                 for (&j, &vk) in rows.iter().zip(v) {
                     if j < r1 {
                         // SAFETY: output (i, j) belongs to this task.
-                        unsafe { out.set(i * w.rows + j, vk) };
+                        unsafe { out.set(i, j, vk) };
                     }
                 }
             };
@@ -211,7 +195,7 @@ impl<'a, const G: usize, const S: usize> QPlan<'a, G, S> {
                 let j = rows[lane_row];
                 if j < r1 {
                     // SAFETY: output (0, j) belongs to this task.
-                    unsafe { out.set(j, vk) };
+                    unsafe { out.set(0, j, vk) };
                 }
             }
         }
@@ -220,23 +204,17 @@ impl<'a, const G: usize, const S: usize> QPlan<'a, G, S> {
     /// All outputs of the panel's rows (weight rows `r0 ..`), for every
     /// activation row.
     fn panel_rows(&self, p: &Panel, r0: usize, out: Out) {
-        let (m, rows, nb, kind) = (self.m, self.w.rows, p.groups, &self.kind);
-        let (act, side) = (&self.act[..], &self.side[..]);
+        let (m, nb, kind) = (self.m, p.groups, &self.kind);
+        let (act, side) = (self.act, &self.side[..]);
         #[cfg(target_arch = "x86_64")]
         if self.kernel == Kernel::Avx2 {
             // SAFETY: AVX2 detected; the panel and act rows are sized by nb.
             unsafe {
                 match (kind.signed, kind.has_min) {
-                    (false, false) => {
-                        tiled_avx2::<G, S, false, false>(p, act, side, m, rows, r0, out)
-                    }
-                    (false, true) => {
-                        tiled_avx2::<G, S, false, true>(p, act, side, m, rows, r0, out)
-                    }
-                    (true, false) => {
-                        tiled_avx2::<G, S, true, false>(p, act, side, m, rows, r0, out)
-                    }
-                    (true, true) => tiled_avx2::<G, S, true, true>(p, act, side, m, rows, r0, out),
+                    (false, false) => tiled_avx2::<G, S, false, false>(p, act, side, m, r0, out),
+                    (false, true) => tiled_avx2::<G, S, false, true>(p, act, side, m, r0, out),
+                    (true, false) => tiled_avx2::<G, S, true, false>(p, act, side, m, r0, out),
+                    (true, true) => tiled_avx2::<G, S, true, true>(p, act, side, m, r0, out),
                 }
             }
             return;
@@ -251,7 +229,7 @@ impl<'a, const G: usize, const S: usize> QPlan<'a, G, S> {
                     kind.has_min,
                 );
                 // SAFETY: (i, r0 + j) belongs to this task only.
-                unsafe { out.set(i * rows + r0 + j, v) };
+                unsafe { out.set(i, r0 + j, v) };
             }
         }
     }
@@ -259,6 +237,23 @@ impl<'a, const G: usize, const S: usize> QPlan<'a, G, S> {
 
 thread_local! {
     static PANEL: RefCell<Panel> = RefCell::new(Panel::default());
+    /// Side buffers of finished plans, for the next call on this thread.
+    static SIDE_SPARE: RefCell<Vec<Vec<Side>>> = const { RefCell::new(Vec::new()) };
+}
+
+impl<const G: usize, const S: usize> Drop for QPlan<'_, G, S> {
+    fn drop(&mut self) {
+        if self.side.capacity() > 0 {
+            let side = std::mem::take(&mut self.side);
+            SIDE_SPARE.with(|s| {
+                if let Ok(mut s) = s.try_borrow_mut() {
+                    if s.len() < 4 {
+                        s.push(side);
+                    }
+                }
+            });
+        }
+    }
 }
 
 /// Run `f` with this thread's reusable panel (a fresh one if it is in use).
@@ -269,19 +264,6 @@ fn with_panel<R>(f: impl FnOnce(&mut Panel) -> R) -> R {
         }
         f(&mut Panel::default())
     })
-}
-
-#[derive(Clone, Copy)]
-struct ActPtr<T>(*mut T);
-// SAFETY: tasks write disjoint rows.
-unsafe impl<T> Send for ActPtr<T> {}
-unsafe impl<T> Sync for ActPtr<T> {}
-
-impl<T> ActPtr<T> {
-    /// A method (not a field access) so closures capture the whole wrapper.
-    fn get(self) -> *mut T {
-        self.0
-    }
 }
 
 /// Direct AVX2 kernels for one weight type: 4 weight rows (pointers; repeat
@@ -355,7 +337,6 @@ unsafe fn tiled_avx2<const G: usize, const S: usize, const SIGNED: bool, const H
     act: &[ActBlock<G, S>],
     side: &[Side],
     m: usize,
-    rows: usize,
     r0: usize,
     out: Out,
 ) {
@@ -373,7 +354,7 @@ unsafe fn tiled_avx2<const G: usize, const S: usize, const SIGNED: bool, const H
             tile::<G, S, 4, SIGNED, HAS_MIN>(p, j, n, acts, sd, &mut o);
             for (r, orow) in o.iter().enumerate() {
                 for (c, &v) in orow.iter().enumerate().take(n) {
-                    out.set((i + r) * rows + r0 + j + c, v);
+                    out.set(i + r, r0 + j + c, v);
                 }
             }
         }
@@ -385,7 +366,7 @@ unsafe fn tiled_avx2<const G: usize, const S: usize, const SIGNED: bool, const H
             let mut o = [[0.0f32; 2]; 1];
             tile::<G, S, 1, SIGNED, HAS_MIN>(p, j, n, [arow(i)], sd, &mut o);
             for (c, &v) in o[0].iter().enumerate().take(n) {
-                out.set(i * rows + r0 + j + c, v);
+                out.set(i, r0 + j + c, v);
             }
         }
     }

@@ -12,7 +12,7 @@ use ferrum_core::GgmlType;
 
 use super::{check_cols, CpuWeight, Mat};
 use crate::backend::{BackendError, HostBytes, Result};
-use crate::cpu::{self, MatmulJob};
+use crate::cpu;
 
 pub(super) fn fuse(parts: Vec<CpuWeight>) -> Result<CpuWeight> {
     let shape = |detail: String| BackendError::Shape { op: "fuse", detail };
@@ -34,33 +34,50 @@ pub(super) fn fuse(parts: Vec<CpuWeight>) -> Result<CpuWeight> {
         return Err(shape(format!("{name}: parts must be 2-D with one input size, got {dims:?}")));
     }
     let rows: usize = parts.iter().map(|p| p.dims[1]).sum();
-    if parts.iter().all(|p| p.ty == first.ty) {
-        // One type: one contiguous matrix (rows are whole blocks).
-        let mut bytes = Vec::with_capacity(parts.iter().map(|p| p.bytes().len()).sum());
-        for p in &parts {
-            bytes.extend_from_slice(p.bytes());
+    // Runs of one type become one contiguous matrix (rows are whole
+    // blocks); a run of one part is kept as it is (possibly borrowed).
+    let ty = first.ty;
+    let mut runs: Vec<CpuWeight> = Vec::with_capacity(parts.len());
+    let mut run: Vec<CpuWeight> = Vec::new();
+    for p in parts {
+        if run.first().is_some_and(|r| r.ty != p.ty) {
+            runs.push(concat(std::mem::take(&mut run), cols));
         }
-        return Ok(CpuWeight { ty: first.ty, dims: vec![cols, rows], bytes: HostBytes::Owned(Arc::new(bytes)), vector: None, name, parts: Vec::new() });
+        run.push(p);
     }
-    Ok(CpuWeight { ty: first.ty, dims: vec![cols, rows], bytes: HostBytes::Owned(Arc::new(Vec::new())), vector: None, name, parts })
+    runs.push(concat(run, cols));
+    if runs.len() == 1 {
+        let mut one = runs.remove(0);
+        one.name = name;
+        return Ok(one);
+    }
+    Ok(CpuWeight { ty, dims: vec![cols, rows], bytes: HostBytes::Owned(Arc::new(Vec::new())), vector: None, name, parts: runs })
 }
 
-/// `out = x · [part0; part1; ...]ᵀ` for parts of different types.
+/// Same-type 2-D parts (`[rows_k, cols]`, at least one) stacked into one
+/// `[Σ rows_k, cols]` weight.
+fn concat(mut parts: Vec<CpuWeight>, cols: usize) -> CpuWeight {
+    if parts.len() == 1 {
+        return parts.remove(0);
+    }
+    let name = parts.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join("+");
+    let rows = parts.iter().map(|p| p.dims[1]).sum();
+    let mut bytes = Vec::with_capacity(parts.iter().map(|p| p.bytes().len()).sum());
+    for p in &parts {
+        bytes.extend_from_slice(p.bytes());
+    }
+    CpuWeight { ty: parts[0].ty, dims: vec![cols, rows], bytes: HostBytes::Owned(Arc::new(bytes)), vector: None, name, parts: Vec::new() }
+}
+
+/// `out = x · [part0; part1; ...]ᵀ` for parts of different types: one
+/// fork-join, the input quantized once per activation format, each part
+/// writing its own column range of `out` (`[rows, Σ part rows]`).
 pub(super) fn linear_parts(x: &Mat, parts: &[CpuWeight], out: &mut Mat) -> Result<()> {
     let mats = parts.iter().map(|p| p.mat("linear")).collect::<Result<Vec<_>>>()?;
-    check_cols("linear", x, mats[0].cols)?;
+    let cols = mats.first().map_or(0, |m| m.cols);
+    check_cols("linear", x, cols)?;
     let total: usize = mats.iter().map(|m| m.rows).sum();
-    let mut tmp: Vec<Vec<f32>> = mats.iter().map(|m| vec![0.0f32; x.rows * m.rows]).collect();
-    let mut jobs: Vec<MatmulJob<'_>> =
-        mats.iter().zip(tmp.iter_mut()).map(|(m, y)| MatmulJob { w: *m, x: &x.data, m: x.rows, y }).collect();
-    cpu::matmul_many(&mut jobs)?;
     out.reshape(x.rows, total);
-    for r in 0..x.rows {
-        let mut off = r * total;
-        for (m, y) in mats.iter().zip(&tmp) {
-            out.data[off..off + m.rows].copy_from_slice(&y[r * m.rows..(r + 1) * m.rows]);
-            off += m.rows;
-        }
-    }
+    cpu::matmul_parts(&mats, &x.data, x.rows, &mut out.data)?;
     Ok(())
 }

@@ -6,16 +6,28 @@
 //! bit-identical whether a sequence runs alone, batched or chunked.
 
 mod attention;
+#[cfg(target_arch = "x86_64")]
+mod attn_avx2;
+mod attn_kernel;
 mod fuse;
+mod kv_store;
 mod moe;
 mod norm;
+mod par;
 mod rope;
+mod vexp;
 
 use ferrum_core::GgmlType;
 
 use crate::attn_meta::AttnMeta;
-use crate::backend::{Backend, BackendError, HeadSpec, HostBytes, HostWeight, KvDType, KvSpec, MoeSpec, MoeWeights, Result, Rope};
+use crate::backend::{Backend, BackendError, HeadSpec, HostBytes, HostWeight, KvSpec, MoeSpec, MoeWeights, Result, Rope};
 use crate::cpu::{self, QMatRef};
+use kv_store::KvStore;
+
+/// Rows per task of `rms_norm`.
+const ROWS_PER_NORM_TASK: usize = 16;
+/// Values per task of `silu_mul` (each costs an `exp`).
+const SILU_CHUNK: usize = 2048;
 
 /// The CPU backend (stateless; the worker pool is process-wide).
 #[derive(Clone, Copy, Debug, Default)]
@@ -107,55 +119,27 @@ pub struct CpuKv {
     v: KvStore,
 }
 
-enum KvStore {
-    F32(Vec<f32>),
-    F16(Vec<half::f16>),
-}
-
-impl KvStore {
-    fn new(dtype: KvDType, n: usize) -> KvStore {
-        match dtype {
-            KvDType::F32 => KvStore::F32(vec![0.0; n]),
-            KvDType::F16 => KvStore::F16(vec![half::f16::ZERO; n]),
-        }
-    }
-
-    fn write(&mut self, at: usize, src: &[f32]) {
-        match self {
-            KvStore::F32(d) => d[at..at + src.len()].copy_from_slice(src),
-            KvStore::F16(d) => {
-                for (o, &x) in d[at..at + src.len()].iter_mut().zip(src) {
-                    *o = half::f16::from_f32(x);
-                }
-            }
-        }
-    }
-
-    fn copy_block(&mut self, src: usize, dst: usize, len: usize) {
-        match self {
-            KvStore::F32(d) => d.copy_within(src..src + len, dst),
-            KvStore::F16(d) => d.copy_within(src..src + len, dst),
-        }
-    }
-
-    fn read(&self, at: usize, dst: &mut [f32]) {
-        match self {
-            KvStore::F32(d) => dst.copy_from_slice(&d[at..at + dst.len()]),
-            KvStore::F16(d) => {
-                let n = dst.len();
-                for (o, x) in dst.iter_mut().zip(&d[at..at + n]) {
-                    *o = x.to_f32();
-                }
-            }
-        }
-    }
-}
-
 fn check_cols(op: &'static str, x: &Mat, cols: usize) -> Result<()> {
     if x.cols != cols || x.data.len() != x.rows * x.cols {
         return Err(BackendError::Shape { op, detail: format!("expected {cols} columns, got [{}, {}]", x.rows, x.cols) });
     }
     Ok(())
+}
+
+impl CpuBackend {
+    /// [`Backend::attention`] on a chosen kernel: the AVX2 path and the
+    /// scalar reference give identical bits (tests compare them).
+    pub fn attention_with(&self, kernel: cpu::Kernel, q: &Mat, heads: &HeadSpec, meta: &AttnMeta, kv: &CpuKv, out: &mut Mat) -> Result<()> {
+        check_cols("attention", q, heads.n_heads * heads.head_dim)?;
+        if heads.n_kv_heads == 0 || !heads.n_heads.is_multiple_of(heads.n_kv_heads) {
+            return Err(BackendError::Invalid { op: "attention", detail: format!("{heads:?}") });
+        }
+        if !kernel.available() {
+            return Err(BackendError::Invalid { op: "attention", detail: format!("the {kernel:?} kernel is not available on this CPU") });
+        }
+        out.reshape(q.rows, q.cols);
+        attention::run(q, heads, meta, kv, out, kernel)
+    }
 }
 
 impl Backend for CpuBackend {
@@ -251,10 +235,16 @@ impl Backend for CpuBackend {
 
     fn rms_norm(&self, x: &Mat, w: &CpuWeight, eps: f32, out: &mut Mat) -> Result<()> {
         let w = w.vector(x.cols, "rms_norm")?;
+        check_cols("rms_norm", x, x.cols)?;
         out.reshape(x.rows, x.cols);
-        for r in 0..x.rows {
-            norm::rms_norm_row(x.row(r), w, eps, &mut out.data[r * x.cols..(r + 1) * x.cols]);
-        }
+        let cols = x.cols;
+        let o = par::SyncPtr::new(&mut out.data);
+        par::par_chunks(x.rows, ROWS_PER_NORM_TASK, |r0, r1| {
+            for r in r0..r1 {
+                // SAFETY: row r of `out` belongs to this task only.
+                norm::rms_norm_row(x.row(r), w, eps, unsafe { o.slice(r * cols, cols) });
+            }
+        });
         Ok(())
     }
 
@@ -307,64 +297,33 @@ impl Backend for CpuBackend {
         meta: &AttnMeta,
         kv: &mut CpuKv,
     ) -> Result<()> {
-        let hd = heads.head_dim;
-        let (qd, kvd) = (heads.n_heads * hd, heads.n_kv_heads * hd);
-        check_cols("qk_rope_store qkv", qkv, qd + 2 * kvd)?;
-        if qkv.rows != meta.n_rows() {
-            return Err(BackendError::Shape { op: "qk_rope_store", detail: format!("{} rows vs plan of {}", qkv.rows, meta.n_rows()) });
-        }
-        if kv.spec.n_kv_heads != heads.n_kv_heads || kv.spec.head_dim != hd || kv.spec.block_size != meta.block_size {
-            return Err(BackendError::Shape { op: "qk_rope_store", detail: format!("KV pool {:?} vs heads {heads:?}", kv.spec) });
-        }
-        let qn = q_norm.map(|w| w.vector(hd, "q_norm")).transpose()?;
-        let kn = k_norm.map(|w| w.vector(hd, "k_norm")).transpose()?;
-        let capacity = kv.spec.n_blocks * kv.spec.block_size;
-        q.reshape(qkv.rows, qd);
-        let mut k = vec![0.0f32; kvd];
-        for (r, row) in meta.rows.iter().enumerate() {
-            let pos = row.pos as usize;
-            let src = qkv.row(r);
-            let q_row = &mut q.data[r * qd..(r + 1) * qd];
-            q_row.copy_from_slice(&src[..qd]);
-            k.copy_from_slice(&src[qd..qd + kvd]);
-            for (head, w) in q_row.chunks_exact_mut(hd).map(|h| (h, qn)).chain(k.chunks_exact_mut(hd).map(|h| (h, kn))) {
-                if let Some(w) = w {
-                    norm::rms_norm_in_place(head, w, heads.norm_eps);
-                }
-                rope::apply(head, pos, rope);
-            }
-            let slot = row.slot as usize;
-            if slot >= capacity {
-                return Err(BackendError::Invalid { op: "qk_rope_store", detail: format!("slot {slot} outside the pool") });
-            }
-            kv.k.write(slot * kvd, &k);
-            kv.v.write(slot * kvd, &src[qd + kvd..]);
-        }
-        Ok(())
+        rope::qk_rope_store(qkv, q, q_norm, k_norm, heads, rope, meta, kv)
     }
 
     fn attention(&self, q: &Mat, heads: &HeadSpec, meta: &AttnMeta, kv: &CpuKv, out: &mut Mat) -> Result<()> {
-        check_cols("attention", q, heads.n_heads * heads.head_dim)?;
-        if heads.n_kv_heads == 0 || heads.n_heads % heads.n_kv_heads != 0 {
-            return Err(BackendError::Invalid { op: "attention", detail: format!("{heads:?}") });
-        }
-        out.reshape(q.rows, q.cols);
-        attention::run(q, heads, meta, kv, out);
-        Ok(())
+        self.attention_with(cpu::Kernel::best(), q, heads, meta, kv, out)
     }
 
     fn silu_mul(&self, gate_up: &Mat, out: &mut Mat) -> Result<()> {
-        if gate_up.cols % 2 != 0 {
+        if !gate_up.cols.is_multiple_of(2) {
             return Err(BackendError::Shape { op: "silu_mul", detail: format!("[{}, {}] is not [gate | up]", gate_up.rows, gate_up.cols) });
         }
+        check_cols("silu_mul", gate_up, gate_up.cols)?;
         let ff = gate_up.cols / 2;
         out.reshape(gate_up.rows, ff);
-        for (o, gu) in out.data.chunks_exact_mut(ff).zip(gate_up.data.chunks_exact(2 * ff)) {
-            let (g, u) = gu.split_at(ff);
-            for ((o, &g), &u) in o.iter_mut().zip(g).zip(u) {
-                *o = norm::silu(g) * u;
+        // Chunks of columns within rows: decode has few, long rows.
+        let per_row = ff.div_ceil(SILU_CHUNK).max(1);
+        let o = par::SyncPtr::new(&mut out.data);
+        par::par_chunks(gate_up.rows * per_row, 1, |t, _| {
+            let (r, c) = (t / per_row, t % per_row);
+            let (c0, c1) = (c * SILU_CHUNK, ((c + 1) * SILU_CHUNK).min(ff));
+            let gu = &gate_up.data[r * 2 * ff..(r + 1) * 2 * ff];
+            // SAFETY: (row r, columns c0..c1) of `out` belong to this task only.
+            let dst = unsafe { o.slice(r * ff + c0, c1 - c0) };
+            for ((d, &g), &u) in dst.iter_mut().zip(&gu[c0..c1]).zip(&gu[ff + c0..ff + c1]) {
+                *d = norm::silu(g) * u;
             }
-        }
+        });
         Ok(())
     }
 
