@@ -2,7 +2,7 @@
 //! bar on stderr. Commands are written once, generic over the backend, as a
 //! [`ModelTask`] that `with_model` runs on whichever backend was chosen.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
@@ -61,11 +61,6 @@ pub trait ModelTask {
     fn run<B: Backend + 'static>(self, file: ModelFile, model: Model<B>, info: BackendInfo) -> Result<Self::Out>;
 }
 
-/// Compiled kernels are cached here between runs.
-fn kernel_cache() -> Option<PathBuf> {
-    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/ferrum/cuda"))
-}
-
 /// Load the model at `path` on the chosen backend and run `task` with it.
 pub fn with_model<T: ModelTask>(path: &Path, b: &BackendArgs, task: T) -> Result<T::Out> {
     if !(0.05..=1.0).contains(&b.gpu_memory_utilization) {
@@ -81,7 +76,7 @@ pub fn with_model<T: ModelTask>(path: &Path, b: &BackendArgs, task: T) -> Result
         let model = load(&file, path, CpuBackend)?;
         return task.run(file, model, BackendInfo { name: "cpu", kv_dtype: KvDType::F32, kv_budget: None });
     }
-    let gpu = CudaBackend::new(&CudaOptions { device: b.device, cache_dir: kernel_cache() }).context("starting the CUDA backend")?;
+    let gpu = CudaBackend::new(&CudaOptions { device: b.device, cache_dir: Some(crate::model_path::cache_root().join("cuda")) }).context("starting the CUDA backend")?;
     let (_, total) = gpu.mem_info()?;
     eprintln!("cuda: {} (sm_{}{}), {:.1} GiB", gpu.device_name, gpu.compute_capability.0, gpu.compute_capability.1, total as f64 / (1u64 << 30) as f64);
     let model = load(&file, path, gpu)?;

@@ -154,15 +154,20 @@ pub fn known_aliases() -> String {
         .join(", ")
 }
 
+/// Ferrum's cache root, `~/.cache/ferrum` (models, compiled CUDA kernels).
+pub fn cache_root() -> PathBuf {
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
+    home.join(".cache/ferrum")
+}
+
 /// Directory of fetched packaged models: `$FERRUM_MODELS` or `~/.cache/ferrum/models`.
 pub fn models_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("FERRUM_MODELS") {
         return PathBuf::from(d);
     }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("."));
-    home.join(".cache/ferrum/models")
+    cache_root().join("models")
 }
 
 /// Whether MODEL reads as a filesystem path rather than a name.

@@ -17,7 +17,7 @@ use crate::backend::{BackendError, Result};
 /// Activation rows from which the dequantize + tensor-core path is used.
 pub const GEMM_MIN_ROWS: usize = 16;
 /// Warps (output rows) per GEMV block and activation rows per GEMV pass; as in gemv.cu.
-const GEMV_WARPS: usize = 4;
+pub(super) const GEMV_WARPS: usize = 4;
 const GEMV_M: usize = 8;
 
 fn blas_err(op: &'static str, e: impl std::fmt::Debug) -> BackendError {

@@ -5,10 +5,10 @@
 
 use cudarc::driver::{LaunchConfig, PushKernelArg};
 
+use super::linear::GEMV_WARPS;
 use super::{grid1, launch, moe_grouped, CudaAct, CudaBackend, CudaWeight};
 use crate::backend::{Backend, BackendError, MoeSpec, MoeWeights, Result};
 
-const GEMV_WARPS: usize = 4;
 /// Assignments from which they are ordered by expert (weights shared in L2).
 const SORT_MIN: usize = 32;
 
