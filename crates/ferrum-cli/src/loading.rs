@@ -76,7 +76,7 @@ pub fn with_model<T: ModelTask>(path: &Path, b: &BackendArgs, task: T) -> Result
         let model = load(&file, path, CpuBackend)?;
         return task.run(file, model, BackendInfo { name: "cpu", kv_dtype: KvDType::F32, kv_budget: None });
     }
-    let gpu = CudaBackend::new(&CudaOptions { device: b.device, cache_dir: Some(crate::model_path::cache_root().join("cuda")) }).context("starting the CUDA backend")?;
+    let gpu = CudaBackend::new(&CudaOptions { device: b.device, cache_dir: Some(crate::model_path::cache_root().join("cuda")), ..Default::default() }).context("starting the CUDA backend")?;
     let (_, total) = gpu.mem_info()?;
     eprintln!("cuda: {} (sm_{}{}), {:.1} GiB", gpu.device_name, gpu.compute_capability.0, gpu.compute_capability.1, total as f64 / (1u64 << 30) as f64);
     let model = load(&file, path, gpu)?;

@@ -14,12 +14,29 @@ use std::sync::Arc;
 
 
 fn gpu() -> Option<CudaBackend> {
+    gpu_with(CudaOptions::default())
+}
+
+fn gpu_with(opts: CudaOptions) -> Option<CudaBackend> {
     if !device_available() {
         assert!(std::env::var_os("FERRUM_REQUIRE_GPU").is_none(), "FERRUM_REQUIRE_GPU is set but no CUDA device was found");
         eprintln!("skipped: no CUDA device");
         return None;
     }
-    Some(CudaBackend::new(&CudaOptions::default()).unwrap_or_else(|e| panic!("{e}")))
+    // Compiled kernels are cached across the tests' backends.
+    let opts = CudaOptions { cache_dir: Some(std::env::temp_dir().join("ferrum-test-kernels")), ..opts };
+    Some(CudaBackend::new(&opts).unwrap_or_else(|e| panic!("{e}")))
+}
+
+/// Activations as the 8-bit GEMV kernels see them: blocks of 32 scaled by
+/// max|x| / 127 and rounded to the nearest integer (ties to even).
+fn q8_activations(x: &[f32]) -> Vec<f32> {
+    x.chunks(32)
+        .flat_map(|b| {
+            let d = b.iter().fold(0.0f32, |a, v| a.max(v.abs())) / 127.0;
+            b.iter().map(move |&v| if d > 0.0 { (v / d).round_ties_even() * d } else { 0.0 })
+        })
+        .collect()
 }
 
 fn weight(name: &str, ty: GgmlType, dims: Vec<usize>, bytes: Vec<u8>) -> HostWeight {
@@ -57,25 +74,31 @@ fn reference(ty: GgmlType, data: &[u8], rows: usize, cols: usize, x: &[f32], m: 
 
 #[test]
 fn linear_every_type_matches_reference() {
-    let Some(g) = gpu() else { return };
+    let Some(q8) = gpu() else { return };
+    let Some(exact) = gpu_with(CudaOptions { float_activations: true, ..Default::default() }) else { return };
     let mut rng = Rng::new(7);
     let mut failures = Vec::new();
     for ty in weight_types() {
-        for &(rows, cols) in &[(1usize, 256usize), (67, 512), (5, 768)] {
+        for &(rows, cols) in &[(1usize, 256usize), (67, 512), (5, 768), (19, 2816)] {
             let data = if ty == GgmlType::Q2K || ty == GgmlType::Q3K { random_blocks(ty, rows, cols, &mut rng) } else { gaussian_weights(ty, rows, cols, &mut rng) };
-            let w = g.upload(weight("w", ty, vec![cols, rows], data.clone())).unwrap();
-            // m = 1..8 and 9 use the GEMV kernel (one and two passes), 17 and 64 the f16 GEMM.
+            // m = 1..8 and 9 use the GEMV kernels (one and two passes), 17 and 64 the f16 GEMM.
             for m in [1usize, 3, 8, 9, 17, 64] {
                 let x = activations(m, cols, &mut rng);
-                let xa = g.act_from_host(&x, m, cols).unwrap();
-                let mut out = g.alloc(0, 0).unwrap();
-                g.linear(&xa, &w, None, &mut out).unwrap();
-                let got = g.to_host(&out).unwrap();
-                let (want, mag) = reference(ty, &data, rows, cols, &x, m);
-                let tol = if m >= 16 { 4e-3 } else { 1e-5 };
-                let bad = got.iter().zip(want.iter().zip(&mag)).filter(|(&gv, (&wv, &mv))| (gv as f64 - wv).abs() > tol * mv + 1e-5).count();
-                if bad > 0 {
-                    failures.push(format!("{ty} [{rows}x{cols}] m={m}: {bad} outputs off"));
+                for (g, exact_x) in [(&exact, true), (&q8, false)] {
+                    let w = g.upload(weight("w", ty, vec![cols, rows], data.clone())).unwrap();
+                    let xa = g.act_from_host(&x, m, cols).unwrap();
+                    let mut out = g.alloc(0, 0).unwrap();
+                    g.linear(&xa, &w, None, &mut out).unwrap();
+                    let got = g.to_host(&out).unwrap();
+                    // Quantized weights of the 8-bit kernels' types see 8-bit activations
+                    // (the float types keep f32 activations on either backend).
+                    let xq = if exact_x || m >= 16 || ty.block_size() == 1 || ty == GgmlType::Q2K || ty == GgmlType::Q3K { x.clone() } else { q8_activations(&x) };
+                    let (want, mag) = reference(ty, &data, rows, cols, &xq, m);
+                    let tol = if m >= 16 { 4e-3 } else { 1e-5 };
+                    let bad = got.iter().zip(want.iter().zip(&mag)).filter(|(&gv, (&wv, &mv))| (gv as f64 - wv).abs() > tol * mv + 1e-5).count();
+                    if bad > 0 {
+                        failures.push(format!("{ty} [{rows}x{cols}] m={m} exact={exact_x}: {bad} outputs off"));
+                    }
                 }
             }
         }
@@ -305,5 +328,76 @@ fn moe_matches_cpu() {
             let e = rel_l2(&g.to_host(&gr).unwrap(), &cr.data);
             assert!(e < 2e-2, "moe {ty}/{down_ty} {n_exp}x top-{top_k} rows {rows}: rel err {e}");
         }
+    }
+}
+
+/// Time of `f` per call in µs (queued back to back, as in a decode step).
+fn time_us(g: &CudaBackend, mut f: impl FnMut()) -> f64 {
+    for _ in 0..5 {
+        f();
+    }
+    g.synchronize().unwrap();
+    let n = 200;
+    let t = std::time::Instant::now();
+    for _ in 0..n {
+        f();
+    }
+    g.synchronize().unwrap();
+    t.elapsed().as_secs_f64() * 1e6 / n as f64
+}
+
+/// Decode-shaped products of the benchmark models, f32 and 8-bit activations:
+/// `cuda_ops -- --ignored --nocapture gemv_speed`.
+#[test]
+#[ignore]
+fn gemv_speed() {
+    let Some(q8) = gpu() else { return };
+    let Some(exact) = gpu_with(CudaOptions { float_activations: true, ..Default::default() }) else { return };
+    let mut rng = Rng::new(5);
+    let shapes = [
+        ("30B qkv", GgmlType::Q4K, 4608usize, 2048usize),
+        ("30B o", GgmlType::Q4K, 2048, 4096),
+        ("30B v", GgmlType::Q6K, 512, 2048),
+        ("0.5B qkv", GgmlType::Q5_0, 1024, 896),
+        ("0.5B gate_up", GgmlType::Q5_0, 9728, 896),
+        ("0.5B down", GgmlType::Q6K, 896, 4864),
+        ("0.5B down q4k", GgmlType::Q4K, 896, 4864),
+        ("0.5B lm_head", GgmlType::Q8_0, 151936, 896),
+    ];
+    for (name, ty, rows, cols) in shapes {
+        let data = gaussian_weights(ty, rows, cols, &mut rng);
+        let bytes = data.len() as f64;
+        for m in [1usize, 8] {
+            let x = activations(m, cols, &mut rng);
+            let mut line = format!("{name:14} {ty:5} [{rows}x{cols}] m={m}:");
+            for (label, g) in [("f32", &exact), ("q8", &q8)] {
+                let w = g.upload(weight("w", ty, vec![cols, rows], data.clone())).unwrap();
+                let xa = g.act_from_host(&x, m, cols).unwrap();
+                let mut out = g.alloc(m, rows).unwrap();
+                let us = time_us(g, || g.linear(&xa, &w, None, &mut out).unwrap());
+                line += &format!("  {label} {us:7.1} µs {:6.0} GB/s", bytes / us / 1e3);
+            }
+            eprintln!("{line}");
+        }
+    }
+    // One MoE layer of the 30B-A3B model at batch 1.
+    let (hidden, ff, n_exp, top_k) = (2048usize, 768usize, 128usize, 8usize);
+    for down_ty in [GgmlType::Q4K, GgmlType::Q6K] {
+        let mut line = format!("30B moe q4_k/{down_ty} m=1:");
+        let mk = |t: GgmlType, dims: Vec<usize>, rng: &mut Rng| {
+            let n: usize = dims.iter().product();
+            weight("e", t, dims.clone(), gaussian_weights(t, n / dims[0], dims[0], rng))
+        };
+        let ws = [mk(GgmlType::F32, vec![hidden, n_exp], &mut rng), mk(GgmlType::Q4K, vec![hidden, ff, n_exp], &mut rng), mk(GgmlType::Q4K, vec![hidden, ff, n_exp], &mut rng), mk(down_ty, vec![ff, hidden, n_exp], &mut rng)];
+        let x = activations(1, hidden, &mut rng);
+        for (label, g) in [("f32", &exact), ("q8", &q8)] {
+            let gw: Vec<_> = ws.iter().map(|w| g.upload(w.clone()).unwrap()).collect();
+            let xa = g.act_from_host(&x, 1, hidden).unwrap();
+            let mut res = g.act_from_host(&x, 1, hidden).unwrap();
+            let spec = MoeSpec { n_experts: n_exp, top_k, renormalize: true };
+            let us = time_us(g, || g.moe(&xa, &MoeWeights { router: &gw[0], gate: &gw[1], up: &gw[2], down: &gw[3] }, &spec, &mut res).unwrap());
+            line += &format!("  {label} {us:7.1} µs");
+        }
+        eprintln!("{line}");
     }
 }

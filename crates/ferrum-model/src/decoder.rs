@@ -68,6 +68,11 @@ impl<B: Backend> Model<B> {
         let meta = AttnMeta::build(&plans, kv.spec.block_size, kv.spec.n_blocks, cfg.max_ctx)?;
         let b = &self.backend;
         let meta = b.plan(meta)?;
+        // Decode steps that want every logit row and no trace run the same
+        // kernels for every batch of their shape: replayable.
+        if trace.is_none() && batch.seqs.iter().all(|s| s.tokens.len() == 1 && matches!(s.logits, LogitRows::Last | LogitRows::All)) {
+            b.replayable(&meta)?;
+        }
         let ids: Vec<u32> = batch.seqs.iter().flat_map(|s| s.tokens.iter().copied()).collect();
         if let Some(&bad) = ids.iter().find(|&&t| t as usize >= cfg.vocab_size) {
             return Err(ModelError::Batch(format!("token id {bad} >= vocabulary size {}", cfg.vocab_size)));

@@ -3,10 +3,10 @@
 
 use std::sync::Mutex;
 
-use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+use cudarc::driver::{LaunchConfig, PushKernelArg};
 
 use super::kernels::ATTN_MAX_SMEM;
-use super::{launch, CudaAct, CudaBackend, CudaKv, CudaWeight};
+use super::{launch, CudaAct, CudaBackend, CudaKv, CudaWeight, DevBuf};
 use crate::attn_meta::AttnMeta;
 use crate::backend::{BackendError, HeadSpec, KvDType, Result, Rope};
 
@@ -15,51 +15,78 @@ const KT: usize = 32;
 const ATT_WARPS: usize = 4;
 const DEC_SPLIT: usize = 256;
 
-/// A step's attention metadata on the device, in one buffer:
-/// `[pos (rows) | slot (rows) | block-table offset (seqs) | block tables]`.
+/// A step's attention metadata on the device, in one buffer uploaded at
+/// first use: `[pos (rows) | slot (rows) | block-table offset (seqs) | block tables]`.
+/// In a recorded pass every table is padded to the blocks of the decode
+/// splits, so that a shape's upload always has the same size.
 pub struct CudaPlan {
     pub meta: AttnMeta,
-    buf: CudaSlice<u32>,
+    buf: Mutex<Option<DevBuf<u32>>>,
     n_rows: usize,
     n_seqs: usize,
     /// Row tiles `(seq, first row, rows)` per tile height, built on first use.
-    tiles: Mutex<Vec<(usize, CudaSlice<u32>, usize)>>,
+    tiles: Mutex<Vec<(usize, DevBuf<u32>, usize)>>,
+}
+
+/// Key splits of the decode attention for the longest context of `plan`.
+pub fn decode_splits(plan: &CudaPlan) -> usize {
+    plan.meta.seqs.iter().map(|s| s.ctx_len).max().unwrap_or(1).div_ceil(DEC_SPLIT).max(1)
+}
+
+fn lock<T>(m: &Mutex<T>) -> Result<std::sync::MutexGuard<'_, T>> {
+    m.lock().map_err(|_| BackendError::Invalid { op: "attention", detail: "lock poisoned".into() })
 }
 
 impl CudaPlan {
-    pub fn new(be: &CudaBackend, meta: AttnMeta) -> Result<CudaPlan> {
+    pub fn new(meta: AttnMeta) -> Result<CudaPlan> {
         let (n_rows, n_seqs) = (meta.rows.len(), meta.seqs.len());
-        let mut v: Vec<u32> = Vec::with_capacity(2 * n_rows + n_seqs + meta.seqs.iter().map(|s| s.block_table.len()).sum::<usize>());
+        Ok(CudaPlan { meta, buf: Mutex::new(None), n_rows, n_seqs, tiles: Mutex::new(Vec::new()) })
+    }
+
+    /// The device address of the plan's buffer, uploading it on first use.
+    pub(super) fn upload(&self, be: &CudaBackend) -> Result<u64> {
+        let mut buf = lock(&self.buf)?;
+        if let Some(b) = buf.as_ref() {
+            return Ok(be.ptr(b));
+        }
+        let pad = (be.pass_active()).then(|| (decode_splits(self) * DEC_SPLIT).div_ceil(self.meta.block_size));
+        let meta = &self.meta;
+        let mut v: Vec<u32> = Vec::with_capacity(2 * self.n_rows + self.n_seqs + meta.seqs.iter().map(|s| s.block_table.len()).sum::<usize>());
         v.extend(meta.rows.iter().map(|r| r.pos));
         v.extend(meta.rows.iter().map(|r| r.slot));
         let mut off = 0u32;
         for s in &meta.seqs {
             v.push(off);
-            off += s.block_table.len() as u32;
+            off += pad.unwrap_or(s.block_table.len()) as u32;
         }
         for s in &meta.seqs {
-            v.extend_from_slice(&s.block_table);
+            match pad {
+                Some(n) => v.extend((0..n).map(|i| s.block_table.get(i).copied().unwrap_or(0))),
+                None => v.extend_from_slice(&s.block_table),
+            }
         }
-        let buf = be.upload_slice(&v)?;
-        Ok(CudaPlan { meta, buf, n_rows, n_seqs, tiles: Mutex::new(Vec::new()) })
+        let b = be.upload_slice(&v)?;
+        let p = be.ptr(&b);
+        *buf = Some(b);
+        Ok(p)
     }
 
-    fn pos(&self, be: &CudaBackend) -> u64 {
-        be.ptr(&self.buf)
+    fn pos(&self, be: &CudaBackend) -> Result<u64> {
+        self.upload(be)
     }
-    fn slot(&self, be: &CudaBackend) -> u64 {
-        be.ptr(&self.buf) + 4 * self.n_rows as u64
+    fn slot(&self, be: &CudaBackend) -> Result<u64> {
+        Ok(self.upload(be)? + 4 * self.n_rows as u64)
     }
-    fn bt_off(&self, be: &CudaBackend) -> u64 {
-        be.ptr(&self.buf) + 8 * self.n_rows as u64
+    fn bt_off(&self, be: &CudaBackend) -> Result<u64> {
+        Ok(self.upload(be)? + 8 * self.n_rows as u64)
     }
-    fn tables(&self, be: &CudaBackend) -> u64 {
-        be.ptr(&self.buf) + 4 * (2 * self.n_rows + self.n_seqs) as u64
+    fn tables(&self, be: &CudaBackend) -> Result<u64> {
+        Ok(self.upload(be)? + 4 * (2 * self.n_rows + self.n_seqs) as u64)
     }
 
     /// Device tiles of at most `qt` consecutive rows of one sequence, and their count.
     fn tiles(&self, be: &CudaBackend, qt: usize) -> Result<(u64, usize)> {
-        let mut t = self.tiles.lock().map_err(|_| BackendError::Invalid { op: "attention", detail: "lock poisoned".into() })?;
+        let mut t = lock(&self.tiles)?;
         if let Some((_, d, n)) = t.iter().find(|(q, _, _)| *q == qt) {
             return Ok((be.ptr(d), *n));
         }
@@ -124,7 +151,7 @@ pub fn qk_rope_store(
     let qn = q_norm.map(|w| be.vector(w, hd, "q_norm").map(|v| be.ptr(v))).transpose()?.unwrap_or(0);
     let kn = k_norm.map(|w| be.vector(w, hd, "k_norm").map(|v| be.ptr(v))).transpose()?.unwrap_or(0);
     let freq = be.rope_table(rope)?;
-    let (qkvp, qp, pos, slot, kp, vp) = (be.ptr(&qkv.buf), be.ptr(&q.buf), plan.pos(be), plan.slot(be), be.ptr(&kv.k), be.ptr(&kv.v));
+    let (qkvp, qp, pos, slot, kp, vp) = (be.ptr(&qkv.buf), be.ptr(&q.buf), plan.pos(be)?, plan.slot(be)?, be.ptr(&kv.k), be.ptr(&kv.v));
     let f16 = i32::from(kv.spec.dtype == KvDType::F16);
     let (nh, nkv, hdi) = (heads.n_heads as i32, heads.n_kv_heads as i32, hd as i32);
     let neox = i32::from(rope.style == crate::backend::RopeStyle::NeoX);
@@ -164,7 +191,7 @@ pub fn attention(be: &CudaBackend, q: &CudaAct, heads: &HeadSpec, plan: &CudaPla
     let (tiles, n_tiles) = plan.tiles(be, qt)?;
     let (qp, op, kp, vp) = (be.ptr(&q.buf), be.ptr(&out.buf), be.ptr(&kv.k), be.ptr(&kv.v));
     let f16 = i32::from(kv.spec.dtype == KvDType::F16);
-    let (pos, bt_off, tables) = (plan.pos(be), plan.bt_off(be), plan.tables(be));
+    let (pos, bt_off, tables) = (plan.pos(be)?, plan.bt_off(be)?, plan.tables(be)?);
     let (nh, nkv, hdi, bs) = (heads.n_heads as i32, heads.n_kv_heads as i32, hd as i32, plan.meta.block_size as i32);
     let window = heads.window.map(|w| w as i32).unwrap_or(0);
     let cfg = LaunchConfig {
@@ -179,8 +206,7 @@ pub fn attention(be: &CudaBackend, q: &CudaAct, heads: &HeadSpec, plan: &CudaPla
 /// by a second kernel when a context spans several splits.
 fn decode(be: &CudaBackend, q: &CudaAct, heads: &HeadSpec, plan: &CudaPlan, kv: &CudaKv, out: &mut CudaAct) -> Result<()> {
     let rows = q.rows;
-    let max_ctx = plan.meta.seqs.iter().map(|s| s.ctx_len).max().unwrap_or(1);
-    let n_splits = max_ctx.div_ceil(DEC_SPLIT).max(1);
+    let n_splits = decode_splits(plan);
     let (part_o, part_ml) = if n_splits > 1 {
         (Some(be.buffer::<f32>(n_splits * rows * q.cols)?), Some(be.buffer::<f32>(2 * n_splits * rows * heads.n_heads)?))
     } else {
@@ -190,7 +216,7 @@ fn decode(be: &CudaBackend, q: &CudaAct, heads: &HeadSpec, plan: &CudaPlan, kv: 
     let pml = part_ml.as_ref().map(|b| be.ptr(b)).unwrap_or(0);
     let (qp, op, kp, vp) = (be.ptr(&q.buf), be.ptr(&out.buf), be.ptr(&kv.k), be.ptr(&kv.v));
     let f16 = i32::from(kv.spec.dtype == KvDType::F16);
-    let (pos, bt_off, tables) = (plan.pos(be), plan.bt_off(be), plan.tables(be));
+    let (pos, bt_off, tables) = (plan.pos(be)?, plan.bt_off(be)?, plan.tables(be)?);
     let (nh, nkv, hdi, bs) = (heads.n_heads as i32, heads.n_kv_heads as i32, heads.head_dim as i32, plan.meta.block_size as i32);
     let window = heads.window.map(|w| w as i32).unwrap_or(0);
     let cfg = LaunchConfig { grid_dim: (rows as u32, heads.n_heads as u32, n_splits as u32), block_dim: (128, 1, 1), shared_mem_bytes: 0 };

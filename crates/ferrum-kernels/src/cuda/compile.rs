@@ -14,10 +14,11 @@ use sha2::{Digest, Sha256};
 use crate::backend::{BackendError, Result};
 
 /// The kernel sources, in dependency order.
-const SOURCES: [(&str, &str); 7] = [
+const SOURCES: [(&str, &str); 8] = [
     ("common.cuh", include_str!("kernels/common.cuh")),
     ("quant.cuh", include_str!("kernels/quant.cuh")),
     ("gemv.cu", include_str!("kernels/gemv.cu")),
+    ("gemv_q8.cu", include_str!("kernels/gemv_q8.cu")),
     ("elementwise.cu", include_str!("kernels/elementwise.cu")),
     ("rope.cu", include_str!("kernels/rope.cu")),
     ("attention.cu", include_str!("kernels/attention.cu")),

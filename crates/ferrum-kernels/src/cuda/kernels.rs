@@ -27,6 +27,20 @@ pub const TYPES: [(GgmlType, &str); 13] = [
     (GgmlType::Q6K, "q6_k"),
 ];
 
+/// The types with 8-bit-activation (dp4a) GEMV kernels (gemv_q8.cu).
+const Q8_TYPES: [GgmlType; 8] =
+    [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0, GgmlType::Q4K, GgmlType::Q5K, GgmlType::Q6K];
+
+/// GEMV kernels with activations quantized to 8 bits (`gemv_q8.cu`).
+pub struct Q8Kernels {
+    /// One activation row, two output rows per warp.
+    pub gemv1: CudaFunction,
+    /// Up to GEMV_M activation rows.
+    pub gemv: CudaFunction,
+    pub moe_gate_up: CudaFunction,
+    pub moe_down: CudaFunction,
+}
+
 /// Kernels instantiated for one weight type.
 pub struct TypeKernels {
     pub gemv: CudaFunction,
@@ -36,6 +50,7 @@ pub struct TypeKernels {
     pub moe_down: CudaFunction,
     pub dequant_f16: CudaFunction,
     pub embed: CudaFunction,
+    pub q8: Option<Q8Kernels>,
 }
 
 pub struct Kernels {
@@ -47,6 +62,7 @@ pub struct Kernels {
     pub silu_mul: CudaFunction,
     pub gather_rows: CudaFunction,
     pub to_f16: CudaFunction,
+    pub quantize_q8: CudaFunction,
     pub copy_blocks: CudaFunction,
     pub qk_rope_store: CudaFunction,
     /// Attention for head dims up to 32, 64, 128 and 256.
@@ -76,8 +92,21 @@ impl Kernels {
                 moe_down: f(&format!("moe_down_{s}"))?,
                 dequant_f16: f(&format!("dequant_f16_{s}"))?,
                 embed: f(&format!("embed_{s}"))?,
+                q8: None,
             };
             by_type[ty.id() as usize] = Some(k);
+        }
+        for ty in Q8_TYPES {
+            let s = TYPES.iter().find(|(t, _)| *t == ty).map(|(_, s)| *s).unwrap_or("");
+            let q8 = Q8Kernels {
+                gemv1: f(&format!("gemv1_q8_{s}"))?,
+                gemv: f(&format!("gemv_q8_{s}"))?,
+                moe_gate_up: f(&format!("moe_gate_up_q8_{s}"))?,
+                moe_down: f(&format!("moe_down_q8_{s}"))?,
+            };
+            if let Some(Some(k)) = by_type.get_mut(ty.id() as usize) {
+                k.q8 = Some(q8);
+            }
         }
         let attention = [f("attention_d1")?, f("attention_d2")?, f("attention_d4")?, f("attention_d8")?];
         for a in &attention {
@@ -93,6 +122,7 @@ impl Kernels {
             silu_mul: f("silu_mul")?,
             gather_rows: f("gather_rows")?,
             to_f16: f("to_f16")?,
+            quantize_q8: f("quantize_q8")?,
             copy_blocks: f("copy_blocks")?,
             qk_rope_store: f("qk_rope_store")?,
             attention,

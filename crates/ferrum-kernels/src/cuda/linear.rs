@@ -19,6 +19,10 @@ pub const GEMM_MIN_ROWS: usize = 16;
 /// Warps (output rows) per GEMV block and activation rows per GEMV pass; as in gemv.cu.
 pub(super) const GEMV_WARPS: usize = 4;
 const GEMV_M: usize = 8;
+/// Warps per block and output rows per warp (one activation row) of the
+/// 8-bit-activation GEMV kernels; as in gemv_q8.cu.
+pub(super) const Q8_WARPS: usize = 4;
+pub(super) const Q8_RPW1: usize = 2;
 
 fn blas_err(op: &'static str, e: impl std::fmt::Debug) -> BackendError {
     BackendError::Device { op, detail: format!("cuBLAS: {e:?}") }
@@ -47,7 +51,7 @@ impl Blas {
 
 fn grow(be: &CudaBackend, slot: &mut Option<CudaSlice<u16>>, n: usize) -> Result<u64> {
     if slot.as_ref().map(|s| s.len() < n).unwrap_or(true) {
-        *slot = Some(be.buffer::<u16>(n)?);
+        *slot = Some(be.persistent::<u16>(n)?);
     }
     Ok(slot.as_ref().map(|s| be.ptr(s)).unwrap_or(0))
 }
@@ -65,12 +69,41 @@ pub fn run(be: &CudaBackend, x: &CudaAct, w: &CudaWeight, bias: Option<&CudaWeig
     if m == 0 {
         return Ok(());
     }
+    let bias = bias.map(|b| be.vector(b, rows, "linear bias")).transpose()?;
     if m >= GEMM_MIN_ROWS {
         gemm(be, x, w, out)?;
-    } else {
-        let (xp, op) = (be.ptr(&x.buf), be.ptr(&out.buf));
-        let mut off = 0usize;
-        for p in &w.parts {
+    } else if gemv(be, x, w, bias.map(|b| be.ptr(b)).unwrap_or(0), out)? {
+        return Ok(());
+    }
+    if let Some(bv) = bias {
+        let (op, bp, r, c) = (be.ptr(&out.buf), be.ptr(bv), m as i32, rows as i32);
+        launch!(be, &be.k.add_bias, grid1(m * rows, 256), &op, &bp, &r, &c)?;
+    }
+    Ok(())
+}
+
+/// The GEMV kernels for `m < GEMM_MIN_ROWS` activation rows, one launch per
+/// part: 8-bit activations where every part's type has them (then the bias
+/// `bias_ptr`, if not 0, is added by the kernels and this returns true), else
+/// f32 activations.
+fn gemv(be: &CudaBackend, x: &CudaAct, w: &CudaWeight, bias_ptr: u64, out: &mut CudaAct) -> Result<bool> {
+    let (cols, rows, m) = (w.dims[0], w.dims[1], x.rows);
+    let (xp, op, ci, mi, ldy) = (be.ptr(&x.buf), be.ptr(&out.buf), cols as i32, m as i32, rows as i32);
+    let q8: Option<Vec<_>> = w.parts.iter().map(|p| be.q8_kernels(p.ty)).collect();
+    let xq = if q8.is_some() { Some(be.quantize_q8(xp, m, cols)?) } else { None };
+    let mut off = 0usize;
+    for (i, p) in w.parts.iter().enumerate() {
+        let (wp, r, yo) = (be.ptr(&p.buf), p.rows as i32, off as i32);
+        if let (Some(q8), Some(xq)) = (&q8, &xq) {
+            let (k, rows_per_block, tile) = if m == 1 { (&q8[i].gemv1, Q8_WARPS * Q8_RPW1, 1) } else { (&q8[i].gemv, Q8_WARPS, GEMV_M) };
+            let cfg = LaunchConfig {
+                grid_dim: (p.rows.div_ceil(rows_per_block) as u32, m.div_ceil(tile) as u32, 1),
+                block_dim: (32 * Q8_WARPS as u32, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            let xqp = be.ptr(xq);
+            launch!(be, k, cfg, &wp, &xqp, &op, &bias_ptr, &r, &ci, &mi, &ldy, &yo)?;
+        } else {
             let tk = be.k.for_type(p.ty)?;
             let k = if m == 1 { &tk.gemv1 } else { &tk.gemv };
             let cfg = LaunchConfig {
@@ -78,17 +111,11 @@ pub fn run(be: &CudaBackend, x: &CudaAct, w: &CudaWeight, bias: Option<&CudaWeig
                 block_dim: (32 * GEMV_WARPS as u32, 1, 1),
                 shared_mem_bytes: 0,
             };
-            let (wp, r, c, mi, ldy, yo) = (be.ptr(&p.buf), p.rows as i32, cols as i32, m as i32, rows as i32, off as i32);
-            launch!(be, k, cfg, &wp, &xp, &op, &r, &c, &mi, &ldy, &yo)?;
-            off += p.rows;
+            launch!(be, k, cfg, &wp, &xp, &op, &r, &ci, &mi, &ldy, &yo)?;
         }
+        off += p.rows;
     }
-    if let Some(b) = bias {
-        let bv = be.vector(b, rows, "linear bias")?;
-        let (op, bp, r, c) = (be.ptr(&out.buf), be.ptr(bv), m as i32, rows as i32);
-        launch!(be, &be.k.add_bias, grid1(m * rows, 256), &op, &bp, &r, &c)?;
-    }
-    Ok(())
+    Ok(q8.is_some() && bias_ptr != 0)
 }
 
 /// out [m, rows] = x [m, cols] · Wᵀ on the tensor cores: f16 copies of a
@@ -125,6 +152,7 @@ fn gemm(be: &CudaBackend, x: &CudaAct, w: &CudaWeight, out: &mut CudaAct) -> Res
 /// `out [m, ldc]` row-major. A and B are of type `ty`; C is f32.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn gemm_ex(be: &CudaBackend, n_out: usize, m: usize, cols: usize, a: u64, b: u64, ty: bsys::cudaDataType_t, c: u64, ldc: usize) -> Result<()> {
+    not_recorded(be)?;
     let (alpha, beta) = (1.0f32, 0.0f32);
     // SAFETY: the pointers are live device buffers of the sizes given.
     unsafe {
@@ -153,6 +181,15 @@ pub(super) fn gemm_ex(be: &CudaBackend, n_out: usize, m: usize, cols: usize, a: 
     .map_err(|e| blas_err("linear", e))
 }
 
+/// cuBLAS calls are not part of recorded passes (those have fewer than
+/// GEMM_MIN_ROWS rows).
+fn not_recorded(be: &CudaBackend) -> Result<()> {
+    if be.recording() {
+        return Err(BackendError::Invalid { op: "linear", detail: "cuBLAS call inside a recorded pass".into() });
+    }
+    Ok(())
+}
+
 /// One GEMM of a group: `c [m, ldc]` (f32) = `b [m, cols]` · `aᵀ` with `a`
 /// `[n_out, cols]`; `a` and `b` f16.
 pub(super) struct GroupItem {
@@ -171,6 +208,7 @@ pub(super) fn gemm_group(be: &CudaBackend, items: &[GroupItem], n_out: usize, co
     if items.is_empty() {
         return Ok(());
     }
+    not_recorded(be)?;
     if be.blas.grouped_ok.load(Ordering::Relaxed) {
         let g = items.len();
         let ptrs: Vec<u64> = items.iter().map(|i| i.a).chain(items.iter().map(|i| i.b)).chain(items.iter().map(|i| i.c)).collect();

@@ -10,16 +10,18 @@ mod linear;
 mod attention;
 mod moe;
 mod moe_grouped;
+mod pass;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DevicePtr, DriverError, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DriverError, LaunchConfig, PushKernelArg};
 use ferrum_core::GgmlType;
 
 use crate::attn_meta::AttnMeta;
 use crate::backend::{Backend, BackendError, HeadSpec, HostWeight, KvDType, KvSpec, MoeSpec, MoeWeights, Result, Rope};
 use kernels::Kernels;
+use pass::{DevAddr, DevBuf, PassKey, Recorder};
 
 pub use attention::CudaPlan;
 
@@ -30,6 +32,12 @@ pub struct CudaOptions {
     pub device: usize,
     /// Where compiled kernels are cached (`None`: compile every start).
     pub cache_dir: Option<PathBuf>,
+    /// Keep activations in f32 in the quantized matrix-vector kernels instead
+    /// of quantizing them to 8 bits per 32 values (exact, slower).
+    pub float_activations: bool,
+    /// Launch every kernel of decode passes instead of recording each batch
+    /// shape's pass once as a CUDA graph and replaying it.
+    pub eager: bool,
 }
 
 pub(crate) fn dev_err(op: &'static str, e: DriverError) -> BackendError {
@@ -50,16 +58,26 @@ pub fn device_available() -> bool {
     cudarc::driver::result::init().is_ok() && cudarc::driver::result::device::get_count().map(|n| n > 0).unwrap_or(false)
 }
 
-/// Launch `$f` with `$cfg` and the given argument references.
+/// Launch `$f` with `$cfg` and the given argument references (nothing to
+/// do while a recorded pass replays: its graph holds the launch).
 macro_rules! launch {
     ($be:expr, $f:expr, $cfg:expr, $($a:expr),* $(,)?) => {{
-        let mut b = $be.stream.launch_builder($f);
-        $( b.arg($a); )*
-        // SAFETY: every kernel's parameter list is matched by its launcher.
-        unsafe { b.launch($cfg) }.map(|_| ()).map_err(|e| $crate::cuda::dev_err("launch", e))
+        if $be.replaying() {
+            Ok(())
+        } else {
+            let mut b = $be.stream.launch_builder($f);
+            $( b.arg($a); )*
+            // SAFETY: every kernel's parameter list is matched by its launcher.
+            unsafe { b.launch($cfg) }.map(|_| ()).map_err(|e| $crate::cuda::dev_err("launch", e))
+        }
     }};
 }
 pub(crate) use launch;
+
+/// Bytes per row of 8-bit activations (as `q8_row` in gemv_q8.cu).
+pub(crate) fn q8_row(cols: usize) -> usize {
+    (cols * 5 / 4).div_ceil(16) * 16
+}
 
 pub(crate) fn grid1(n: usize, block: u32) -> LaunchConfig {
     LaunchConfig { grid_dim: ((n as u32).div_ceil(block).max(1), 1, 1), block_dim: (block, 1, 1), shared_mem_bytes: 0 }
@@ -73,6 +91,10 @@ pub struct CudaBackend {
     /// `(major, minor)` compute capability.
     pub compute_capability: (i32, i32),
     pub device_name: String,
+    float_activations: bool,
+    eager: bool,
+    /// Buffers and graphs of recorded passes.
+    pass: Recorder,
     /// Rotary frequencies on the device (one table per model).
     rope: Mutex<Option<(Vec<f32>, CudaSlice<f32>)>>,
 }
@@ -80,7 +102,7 @@ pub struct CudaBackend {
 /// A row-major f32 matrix `[rows, cols]` on the device. The buffer may be
 /// larger than `rows * cols` (reused across steps).
 pub struct CudaAct {
-    buf: CudaSlice<f32>,
+    buf: DevBuf<f32>,
     pub rows: usize,
     pub cols: usize,
 }
@@ -120,7 +142,8 @@ impl CudaBackend {
         // One stream: ordering is the stream's, so per-buffer events are not needed.
         // SAFETY: every buffer is used on this one stream only.
         unsafe { ctx.disable_event_tracking() };
-        let stream = ctx.default_stream();
+        // Not the legacy default stream, which cannot be captured into graphs.
+        let stream = ctx.new_stream().map_err(|e| dev_err("init", e))?;
         keep_freed_memory(&ctx)?;
         let cc = ctx.compute_capability().map_err(|e| dev_err("init", e))?;
         let device_name = ctx.name().unwrap_or_else(|_| "CUDA device".into());
@@ -132,7 +155,18 @@ impl CudaBackend {
         let module = ctx.load_module(cudarc::nvrtc::Ptx::from_binary(cubin)).map_err(|e| dev_err("load kernels", e))?;
         let k = Kernels::load(&module)?;
         let blas = linear::Blas::new(&stream)?;
-        Ok(CudaBackend { ctx, stream, k, blas, compute_capability: cc, device_name, rope: Mutex::new(None) })
+        Ok(CudaBackend {
+            ctx,
+            stream,
+            k,
+            blas,
+            compute_capability: cc,
+            device_name,
+            float_activations: opts.float_activations,
+            eager: opts.eager,
+            pass: Recorder::new(),
+            rope: Mutex::new(None),
+        })
     }
 
     /// Free and total device memory in bytes.
@@ -153,19 +187,73 @@ impl CudaBackend {
         Ok(CudaAct { buf: self.upload_slice(data)?, rows, cols })
     }
 
-    pub(crate) fn ptr<T>(&self, s: &CudaSlice<T>) -> u64 {
-        s.device_ptr(&self.stream).0
+    /// Whether a recorded pass is replaying (kernel launches are in its graph).
+    pub(crate) fn replaying(&self) -> bool {
+        self.pass.mode() == pass::Mode::Replay
     }
 
-    /// An uninitialised device buffer of `n` elements (at least one).
-    pub(crate) fn buffer<T: cudarc::driver::DeviceRepr>(&self, n: usize) -> Result<CudaSlice<T>> {
-        // SAFETY: every buffer is written by a kernel before it is read.
+    /// Whether a pass that may be recorded is running (measure, capture, replay).
+    pub(crate) fn pass_active(&self) -> bool {
+        self.pass.mode() != pass::Mode::Eager
+    }
+
+    /// Whether a recorded pass is capturing or replaying (library calls that
+    /// cannot be recorded must not run).
+    pub(crate) fn recording(&self) -> bool {
+        matches!(self.pass.mode(), pass::Mode::Capture | pass::Mode::Replay)
+    }
+
+    /// The 8-bit-activation kernels of `ty`, when they exist and are enabled.
+    pub(crate) fn q8_kernels(&self, ty: GgmlType) -> Option<&kernels::Q8Kernels> {
+        if self.float_activations {
+            return None;
+        }
+        self.k.for_type(ty).ok()?.q8.as_ref()
+    }
+
+    /// `x` `[rows, cols]` (at device address `xp`) quantized to 8 bits per 32
+    /// values for the 8-bit-activation kernels (rows of `q8_row(cols)` bytes).
+    pub(crate) fn quantize_q8(&self, xp: u64, rows: usize, cols: usize) -> Result<DevBuf<u8>> {
+        let out = self.buffer::<u8>(rows * q8_row(cols))?;
+        let (op, r, c) = (self.ptr(&out), rows as i32, cols as i32);
+        launch!(self, &self.k.quantize_q8, grid1(rows * cols, 128), &xp, &op, &r, &c)?;
+        Ok(out)
+    }
+
+    pub(crate) fn ptr(&self, b: &impl DevAddr) -> u64 {
+        b.addr(&self.stream)
+    }
+
+    /// An uninitialised buffer of `n` elements (at least one) for the current
+    /// pass (from the arena of a recorded pass).
+    pub(crate) fn buffer<T: cudarc::driver::DeviceRepr>(&self, n: usize) -> Result<DevBuf<T>> {
+        if let Some(b) = self.pass.alloc(&self.stream, n.max(1))? {
+            return Ok(b);
+        }
+        Ok(DevBuf::Own(self.persistent(n)?))
+    }
+
+    /// An uninitialised buffer that outlives passes (weights, caches).
+    pub(crate) fn persistent<T: cudarc::driver::DeviceRepr>(&self, n: usize) -> Result<CudaSlice<T>> {
+        // SAFETY: every buffer is written by a kernel or copy before it is read.
         unsafe { self.stream.alloc::<T>(n.max(1)) }.map_err(|e| dev_err("alloc", e))
     }
 
-    pub(crate) fn upload_slice<T: cudarc::driver::DeviceRepr>(&self, data: &[T]) -> Result<CudaSlice<T>> {
+    /// Host data for the current pass (staged through pinned memory in a recorded pass).
+    pub(crate) fn upload_slice<T: cudarc::driver::DeviceRepr>(&self, data: &[T]) -> Result<DevBuf<T>> {
         if data.is_empty() {
             return self.buffer(1);
+        }
+        if let Some(b) = self.pass.upload(&self.stream, data)? {
+            return Ok(b);
+        }
+        Ok(DevBuf::Own(self.persistent_upload(data)?))
+    }
+
+    /// Host data that outlives passes.
+    pub(crate) fn persistent_upload<T: cudarc::driver::DeviceRepr>(&self, data: &[T]) -> Result<CudaSlice<T>> {
+        if data.is_empty() {
+            return self.persistent(1);
         }
         self.stream.clone_htod(data).map_err(|e| dev_err("upload", e))
     }
@@ -190,7 +278,7 @@ impl CudaBackend {
     fn rope_table(&self, rope: &Rope) -> Result<u64> {
         let mut guard = self.rope.lock().map_err(|_| BackendError::Invalid { op: "rope", detail: "lock poisoned".into() })?;
         if guard.as_ref().map(|(f, _)| f != &rope.inv_freq).unwrap_or(true) {
-            *guard = Some((rope.inv_freq.clone(), self.upload_slice(&rope.inv_freq)?));
+            *guard = Some((rope.inv_freq.clone(), self.persistent_upload(&rope.inv_freq)?));
         }
         Ok(guard.as_ref().map(|(_, d)| self.ptr(d)).unwrap_or(0))
     }
@@ -240,13 +328,13 @@ impl Backend for CudaBackend {
             let mut v = vec![0.0f32; n];
             ferrum_format::quant::dequantize(w.ty, bytes, &mut v)
                 .map_err(|e| BackendError::Invalid { op: "upload", detail: format!("{}: {e}", w.name) })?;
-            let vector = Some(self.upload_slice(&v)?);
+            let vector = Some(self.persistent_upload(&v)?);
             return Ok(CudaWeight { ty: w.ty, dims: w.dims, name: w.name, parts: Vec::new(), vector });
         }
         if !self.k.supports(w.ty) || w.dims[0] % 32 != 0 || w.dims[0] % w.ty.block_size() != 0 {
             return Err(BackendError::UnsupportedType { op: "upload", ty: w.ty, backend: "cuda" });
         }
-        let part = Part { ty: w.ty, rows: w.dims[1], buf: self.upload_slice(bytes)? };
+        let part = Part { ty: w.ty, rows: w.dims[1], buf: self.persistent_upload(bytes)? };
         Ok(CudaWeight { ty: w.ty, dims: w.dims, name: w.name, parts: vec![part], vector: None })
     }
 
@@ -257,7 +345,7 @@ impl Backend for CudaBackend {
         let ty = first.ty;
         if parts.iter().all(|p| p.dims.len() == 1) {
             let n: usize = parts.iter().map(|p| p.dims[0]).sum();
-            let mut out = self.buffer::<f32>(n)?;
+            let mut out = self.persistent::<f32>(n)?;
             let mut off = 0;
             for p in &parts {
                 let v = self.vector(p, p.dims[0], "fuse")?;
@@ -277,7 +365,7 @@ impl Backend for CudaBackend {
         for p in parts.into_iter().flat_map(|p| p.parts) {
             match merged.last_mut() {
                 Some(last) if last.ty == p.ty => {
-                    let mut buf = self.buffer::<u8>(last.buf.len() + p.buf.len())?;
+                    let mut buf = self.persistent::<u8>(last.buf.len() + p.buf.len())?;
                     let n = last.buf.len();
                     self.stream.memcpy_dtod(&last.buf, &mut buf.slice_mut(0..n)).map_err(|e| dev_err("fuse", e))?;
                     self.stream.memcpy_dtod(&p.buf, &mut buf.slice_mut(n..n + p.buf.len())).map_err(|e| dev_err("fuse", e))?;
@@ -309,18 +397,35 @@ impl Backend for CudaBackend {
     }
 
     fn to_host(&self, x: &CudaAct) -> Result<Vec<f32>> {
+        // A recorded pass ends here: its graph runs before the copy.
+        self.pass.finish(&self.stream)?;
         let n = x.rows * x.cols;
-        if n == 0 {
-            return Ok(Vec::new());
+        let mut out = vec![0.0f32; n];
+        if n > 0 {
+            // SAFETY: `x.buf` holds at least `n` values; the copy completes before `out` is returned.
+            unsafe { cudarc::driver::result::memcpy_dtoh_async(&mut out, self.ptr(&x.buf), self.stream.cu_stream()) }
+                .map_err(|e| dev_err("to_host", e))?;
         }
-        self.stream.clone_dtoh(&x.buf.slice(0..n)).map_err(|e| dev_err("to_host", e))
+        self.synchronize()?;
+        Ok(out)
     }
 
     fn plan(&self, meta: AttnMeta) -> Result<CudaPlan> {
-        CudaPlan::new(self, meta)
+        self.pass.abort(&self.stream)?;
+        CudaPlan::new(meta)
+    }
+
+    fn replayable(&self, plan: &CudaPlan) -> Result<()> {
+        let rows = plan.meta.rows.len();
+        if self.eager || rows == 0 || rows >= linear::GEMM_MIN_ROWS || plan.meta.seqs.iter().any(|s| s.n_rows != 1) {
+            return Ok(());
+        }
+        self.pass.begin(&self.ctx, &self.stream, PassKey { rows, splits: attention::decode_splits(plan) })?;
+        plan.upload(self).map(|_| ())
     }
 
     fn copy_blocks(&self, kv: &mut CudaKv, pairs: &[(u32, u32)]) -> Result<()> {
+        self.pass.abort(&self.stream)?;
         if pairs.is_empty() {
             return Ok(());
         }

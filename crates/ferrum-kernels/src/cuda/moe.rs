@@ -5,7 +5,7 @@
 
 use cudarc::driver::{LaunchConfig, PushKernelArg};
 
-use super::linear::GEMV_WARPS;
+use super::linear::{GEMV_WARPS, Q8_RPW1, Q8_WARPS};
 use super::{grid1, launch, moe_grouped, CudaAct, CudaBackend, CudaWeight};
 use crate::backend::{Backend, BackendError, MoeSpec, MoeWeights, Result};
 
@@ -65,15 +65,30 @@ pub fn run(be: &CudaBackend, x: &CudaAct, w: &MoeWeights<'_, CudaWeight>, spec: 
     let y = be.buffer::<f32>(n_assign * hidden)?;
     let (xp, ap, yp) = (be.ptr(&x.buf), be.ptr(&act), be.ptr(&y));
     let (ffi, hi) = (ff as i32, hidden as i32);
-    let gk = &be.k.for_type(gate.ty)?.moe_gate_up;
-    let (gp, upp) = (be.ptr(&gate.parts[0].buf), be.ptr(&up.parts[0].buf));
-    let cfg = LaunchConfig { grid_dim: (ff.div_ceil(GEMV_WARPS) as u32, n_assign as u32, 1), block_dim: (32 * GEMV_WARPS as u32, 1, 1), shared_mem_bytes: 0 };
-    launch!(be, gk, cfg, &gp, &upp, &ip, &op, &xp, &ap, &ffi, &hi, &ki)?;
-
-    let dk = &be.k.for_type(down.ty)?.moe_down;
-    let dp = be.ptr(&down.parts[0].buf);
-    let cfg = LaunchConfig { grid_dim: (hidden.div_ceil(GEMV_WARPS) as u32, n_assign as u32, 1), block_dim: (32 * GEMV_WARPS as u32, 1, 1), shared_mem_bytes: 0 };
-    launch!(be, dk, cfg, &dp, &ip, &op, &ap, &yp, &hi, &ffi)?;
+    let (gp, upp, dp) = (be.ptr(&gate.parts[0].buf), be.ptr(&up.parts[0].buf), be.ptr(&down.parts[0].buf));
+    let grid = |rows: usize, per_block: usize| LaunchConfig {
+        grid_dim: (rows.div_ceil(per_block) as u32, n_assign as u32, 1),
+        block_dim: (128, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    // 8-bit activations where both expert types have the kernels.
+    match (be.q8_kernels(gate.ty), be.q8_kernels(down.ty)) {
+        (Some(gq), Some(dq)) => {
+            let per_block = Q8_WARPS * Q8_RPW1;
+            let xq = be.quantize_q8(xp, t, hidden)?;
+            let xqp = be.ptr(&xq);
+            launch!(be, &gq.moe_gate_up, grid(ff, per_block), &gp, &upp, &ip, &op, &xqp, &ap, &ffi, &hi, &ki)?;
+            let aq = be.quantize_q8(ap, n_assign, ff)?;
+            let aqp = be.ptr(&aq);
+            launch!(be, &dq.moe_down, grid(hidden, per_block), &dp, &ip, &op, &aqp, &yp, &hi, &ffi)?;
+        }
+        _ => {
+            let gk = &be.k.for_type(gate.ty)?.moe_gate_up;
+            launch!(be, gk, grid(ff, GEMV_WARPS), &gp, &upp, &ip, &op, &xp, &ap, &ffi, &hi, &ki)?;
+            let dk = &be.k.for_type(down.ty)?.moe_down;
+            launch!(be, dk, grid(hidden, GEMV_WARPS), &dp, &ip, &op, &ap, &yp, &hi, &ffi)?;
+        }
+    }
 
     let rp = be.ptr(&residual.buf);
     launch!(be, &be.k.moe_combine, grid1(t * hidden, 256), &rp, &yp, &wp, &ti, &hi, &ki)

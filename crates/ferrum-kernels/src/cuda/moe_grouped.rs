@@ -4,17 +4,17 @@
 //! GEMM over all of its tokens: gate and up into `[n_assign, 2·ff]`, SiLU·up,
 //! down into `[n_assign, hidden]`, then the weighted sum into the residual.
 
-use cudarc::driver::{CudaSlice, PushKernelArg};
+use cudarc::driver::PushKernelArg;
 
 use super::linear::{gemm_group, GroupItem};
-use super::{dev_err, grid1, launch, CudaAct, CudaBackend, CudaWeight};
+use super::{dev_err, grid1, launch, CudaAct, CudaBackend, CudaWeight, DevBuf};
 use crate::backend::{Backend, MoeSpec, Result};
 
 /// Assignments (tokens × top-k) from which the grouped path is used.
 pub const GROUPED_MIN_ASSIGN: usize = 1024;
 
 /// `w` (3-D, `[n_exp][rows][cols]`) dequantized to f16.
-fn dequant_all(be: &CudaBackend, w: &CudaWeight) -> Result<CudaSlice<u16>> {
+fn dequant_all(be: &CudaBackend, w: &CudaWeight) -> Result<DevBuf<u16>> {
     let (cols, rows, n_exp) = (w.dims[0], w.dims[1], w.dims[2]);
     let out = be.buffer::<u16>(n_exp * rows * cols)?;
     let p = &w.parts[0];
@@ -32,14 +32,17 @@ pub fn run(
     up: &CudaWeight,
     down: &CudaWeight,
     spec: &MoeSpec,
-    ids: &CudaSlice<i32>,
-    wts: &CudaSlice<f32>,
+    ids: &DevBuf<i32>,
+    wts: &DevBuf<f32>,
     residual: &mut CudaAct,
 ) -> Result<()> {
     let (t, k, hidden, ff) = (x.rows, spec.top_k, x.cols, gate.dims[1]);
     let n_assign = t * k;
     // Bucket the assignments by expert (stable), and the inverse permutation.
-    let ids_h: Vec<i32> = be.stream.clone_dtoh(ids).map_err(|e| dev_err("moe ids", e))?;
+    let mut ids_h = vec![0i32; n_assign];
+    // SAFETY: `ids` holds `n_assign` values; the copy completes before they are read.
+    unsafe { cudarc::driver::result::memcpy_dtoh_async(&mut ids_h, be.ptr(ids), be.stream.cu_stream()) }.map_err(|e| dev_err("moe ids", e))?;
+    be.synchronize()?;
     let mut counts = vec![0usize; spec.n_experts];
     for &e in &ids_h[..n_assign] {
         counts[e as usize] += 1;
