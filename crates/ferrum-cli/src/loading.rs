@@ -33,9 +33,13 @@ pub struct BackendArgs {
     /// Fraction of the GPU's memory Ferrum may use (weights, activations and KV cache).
     #[arg(long, default_value_t = 0.9)]
     pub gpu_memory_utilization: f64,
-}
-
-impl BackendArgs {
+    /// CUDA: launch every kernel of decode steps instead of replaying CUDA graphs.
+    #[arg(long)]
+    pub no_cuda_graphs: bool,
+    /// CUDA: keep activations in f32 in the quantized matrix-vector kernels
+    /// instead of quantizing them to 8 bits (exact, slower).
+    #[arg(long)]
+    pub float_activations: bool,
 }
 
 /// What a task learns about the backend besides the model.
@@ -76,7 +80,13 @@ pub fn with_model<T: ModelTask>(path: &Path, b: &BackendArgs, task: T) -> Result
         let model = load(&file, path, CpuBackend)?;
         return task.run(file, model, BackendInfo { name: "cpu", kv_dtype: KvDType::F32, kv_budget: None });
     }
-    let gpu = CudaBackend::new(&CudaOptions { device: b.device, cache_dir: Some(crate::model_path::cache_root().join("cuda")), ..Default::default() }).context("starting the CUDA backend")?;
+    let opts = CudaOptions {
+        device: b.device,
+        cache_dir: Some(crate::model_path::cache_root().join("cuda")),
+        float_activations: b.float_activations,
+        eager: b.no_cuda_graphs,
+    };
+    let gpu = CudaBackend::new(&opts).context("starting the CUDA backend")?;
     let (_, total) = gpu.mem_info()?;
     eprintln!("cuda: {} (sm_{}{}), {:.1} GiB", gpu.device_name, gpu.compute_capability.0, gpu.compute_capability.1, total as f64 / (1u64 << 30) as f64);
     let model = load(&file, path, gpu)?;
