@@ -86,6 +86,9 @@ struct State {
     key: Option<PassKey>,
     arena: Option<CudaSlice<u8>>,
     staging: Option<PinnedHostSlice<u8>>,
+    /// Host address of `staging` (taken once: reading it later would
+    /// synchronize, which a capturing stream does not allow).
+    staging_ptr: usize,
     /// Bytes of the arena and of the staging buffer taken by the current pass.
     arena_used: usize,
     staging_used: usize,
@@ -152,7 +155,9 @@ impl Recorder {
             st.graphs.clear();
             st.staging = None;
             // SAFETY: staging bytes are written by the host before a copy reads them.
-            st.staging = Some(unsafe { ctx.alloc_pinned::<u8>(staging.max(ALIGN)) }.map_err(|e| dev_err("pass staging", e))?);
+            let mut buf = unsafe { ctx.alloc_pinned::<u8>(staging.max(ALIGN)) }.map_err(|e| dev_err("pass staging", e))?;
+            st.staging_ptr = buf.as_mut_ptr().map_err(|e| dev_err("pass staging", e))? as usize;
+            st.staging = Some(buf);
         }
         stream.synchronize().map_err(|e| dev_err("pass", e))?;
         stream.begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL).map_err(|e| dev_err("begin capture", e))?;
@@ -209,11 +214,11 @@ impl Recorder {
         let Some(buf) = self.alloc::<T>(stream, data.len())? else { return Ok(None) };
         let mut st = self.state()?;
         let off = st.staging_used;
-        let staging = st.staging.as_mut().ok_or_else(|| BackendError::Invalid { op: "pass", detail: "no staging buffer".into() })?;
-        if off + bytes > staging.len() {
-            return Err(BackendError::Invalid { op: "pass", detail: format!("staging buffer of {} bytes exceeded", staging.len()) });
+        let cap = st.staging.as_ref().map(|s| s.len()).unwrap_or(0);
+        if off + bytes > cap {
+            return Err(BackendError::Invalid { op: "pass", detail: format!("staging buffer of {cap} bytes exceeded") });
         }
-        let host = staging.as_mut_ptr().map_err(|e| dev_err("pass staging", e))?;
+        let host = st.staging_ptr as *mut u8;
         // SAFETY: `off + bytes` is within the pinned buffer; the previous
         // pass's copies have completed (a pass ends by waiting for its graph).
         unsafe {
