@@ -158,11 +158,11 @@ pub trait Backend: Send + Sync {
     fn to_host(&self, x: &Self::Act) -> Result<Vec<f32>>;
     /// Prepare a step's attention metadata for the kernels (plan/run).
     fn plan(&self, meta: AttnMeta) -> Result<Self::Plan>;
-    /// Declare that the pass about to run on `plan` (it ends at the next
-    /// `to_host`) launches the same kernels with the same arguments for every
-    /// batch of its shape, so that the backend may record it once and replay
-    /// it (CUDA graphs). Default: nothing.
-    fn replayable(&self, _plan: &Self::Plan) -> Result<()> {
+    /// Declare that the pass about to run on `plan` and the KV pools `kv` (it
+    /// ends at the next `to_host`) launches the same kernels with the same
+    /// arguments for every batch of its shape, so that the backend may record
+    /// it once and replay it (CUDA graphs). Default: nothing.
+    fn replayable(&self, _plan: &Self::Plan, _kv: &[Self::Kv]) -> Result<()> {
         Ok(())
     }
     /// Copy whole KV blocks `src -> dst` (copy-on-write of shared blocks).

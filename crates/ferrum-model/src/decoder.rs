@@ -71,7 +71,7 @@ impl<B: Backend> Model<B> {
         // Decode steps that want every logit row and no trace run the same
         // kernels for every batch of their shape: replayable.
         if trace.is_none() && batch.seqs.iter().all(|s| s.tokens.len() == 1 && matches!(s.logits, LogitRows::Last | LogitRows::All)) {
-            b.replayable(&meta)?;
+            b.replayable(&meta, &kv.layers)?;
         }
         let ids: Vec<u32> = batch.seqs.iter().flat_map(|s| s.tokens.iter().copied()).collect();
         if let Some(&bad) = ids.iter().find(|&&t| t as usize >= cfg.vocab_size) {

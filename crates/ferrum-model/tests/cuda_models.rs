@@ -98,7 +98,8 @@ fn batched_decode<B: ferrum_kernels::Backend>(model: &ferrum_model::Model<B>) ->
 }
 
 /// Decode steps recorded as CUDA graphs (measured, captured, then replayed)
-/// give bit-identical logits to the same steps launched kernel by kernel.
+/// give bit-identical logits to the same steps launched kernel by kernel,
+/// also on a second KV cache (graphs hold the pools' addresses).
 #[test]
 fn cuda_graph_decode_equals_eager() {
     if gpu().is_none() {
@@ -108,9 +109,12 @@ fn cuda_graph_decode_equals_eager() {
         let path = dir(family).join("model-q8_0.gguf");
         let run = |eager: bool| {
             let model = load_model(&path, gpu_with(CudaOptions { eager, ..Default::default() }).unwrap()).unwrap();
-            let bits: Vec<Vec<u32>> = batched_decode(&model).iter().map(|r| r.iter().map(|v| v.to_bits()).collect()).collect();
-            bits
+            let bits = |rows: Vec<Vec<f32>>| -> Vec<Vec<u32>> { rows.iter().map(|r| r.iter().map(|v| v.to_bits()).collect()).collect() };
+            (bits(batched_decode(&model)), bits(batched_decode(&model)))
         };
-        assert!(run(true) == run(false), "{family}: recorded decode differs from eager");
+        let (eager, eager2) = run(true);
+        let (recorded, recorded2) = run(false);
+        assert!(eager == eager2, "{family}: eager decode differs between caches");
+        assert!(recorded == eager && recorded2 == eager, "{family}: recorded decode differs from eager");
     }
 }

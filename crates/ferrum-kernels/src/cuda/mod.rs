@@ -415,12 +415,18 @@ impl Backend for CudaBackend {
         CudaPlan::new(meta)
     }
 
-    fn replayable(&self, plan: &CudaPlan) -> Result<()> {
+    fn replayable(&self, plan: &CudaPlan, kv: &[CudaKv]) -> Result<()> {
         let rows = plan.meta.rows.len();
         if self.eager || rows == 0 || rows >= linear::GEMM_MIN_ROWS || plan.meta.seqs.iter().any(|s| s.n_rows != 1) {
             return Ok(());
         }
-        self.pass.begin(&self.ctx, &self.stream, PassKey { rows, splits: attention::decode_splits(plan) })?;
+        // A graph holds the KV pools' addresses: another cache is another shape.
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        for l in kv {
+            std::hash::Hash::hash(&(self.ptr(&l.k), self.ptr(&l.v)), &mut h);
+        }
+        let key = PassKey { rows, splits: attention::decode_splits(plan), kv: std::hash::Hasher::finish(&h) };
+        self.pass.begin(&self.ctx, &self.stream, key)?;
         plan.upload(self).map(|_| ())
     }
 

@@ -58,13 +58,17 @@ impl<T> DevAddr for DevBuf<T> {
     }
 }
 
-/// The shape a recorded pass depends on: rows (= sequences, one decode row
-/// each) and key splits of the decode attention.
+/// What a recorded pass depends on: rows (= sequences, one decode row each),
+/// key splits of the decode attention, and a hash of the KV pools' addresses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct PassKey {
     pub rows: usize,
     pub splits: usize,
+    pub kv: u64,
 }
+
+/// Graphs kept at most (older ones are dropped when a new shape exceeds it).
+const MAX_GRAPHS: usize = 64;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
@@ -254,6 +258,9 @@ impl Recorder {
                     .map_err(|e| dev_err("end capture", e))?
                     .ok_or_else(|| BackendError::Invalid { op: "pass", detail: "empty capture".into() })?;
                 g.launch().map_err(|e| dev_err("graph launch", e))?;
+                if st.graphs.len() >= MAX_GRAPHS {
+                    st.graphs.clear();
+                }
                 st.graphs.insert(key, Graph(g));
             }
             Mode::Replay => {
