@@ -161,7 +161,7 @@ stage_profile() { # per-kernel time of decode steps (batch 1) on each model
   for m in $(models); do
     local name
     name=$(basename "$m" .gguf)
-    "$ncu" --csv --metrics gpu__time_duration.sum --launch-skip 2000 --launch-count 600 \
+    "$ncu" --csv --clock-control none --metrics gpu__time_duration.sum --launch-skip 2000 --launch-count 800 \
       "$ferrum" bench --backend cuda -m "$m" -p 0 -n 64 -r 1 >"$work/ncu-$name.csv" 2>/dev/null
     python3 - "$work/ncu-$name.csv" "$name" <<'PY' | tee -a "$summary"
 import csv, collections, sys
@@ -174,7 +174,7 @@ for r in rows:
         n[k] += 1
 tot = sum(t.values())
 print(f"\nper-kernel GPU time over {len(rows)} launches of decode steps, {sys.argv[2]} (µs, share):")
-for k, v in sorted(t.items(), key=lambda kv: -kv[1])[:12]:
+for k, v in sorted(t.items(), key=lambda kv: -kv[1])[:16]:
     print(f"  {k:28s} {v:10.1f}  {v / tot:5.1%}  ({n[k]} launches, {v / n[k]:.1f} each)")
 PY
   done
