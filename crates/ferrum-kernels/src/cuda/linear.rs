@@ -90,18 +90,18 @@ fn gemv(be: &CudaBackend, x: &CudaAct, w: &CudaWeight, bias_ptr: u64, out: &mut 
     let (cols, rows, m) = (w.dims[0], w.dims[1], x.rows);
     let (xp, op, ci, mi, ldy) = (be.ptr(&x.buf), be.ptr(&out.buf), cols as i32, m as i32, rows as i32);
     let q8: Option<Vec<_>> = w.parts.iter().map(|p| be.q8_kernels(p.ty)).collect();
-    let xq = if q8.is_some() { Some(be.quantize_q8(xp, m, cols)?) } else { None };
+    let mut tmp = None;
+    let xq = if q8.is_some() { Some(be.q8_of(x, xp, &mut tmp)?) } else { None };
     let mut off = 0usize;
     for (i, p) in w.parts.iter().enumerate() {
         let (wp, r, yo) = (be.ptr(&p.buf), p.rows as i32, off as i32);
-        if let (Some(q8), Some(xq)) = (&q8, &xq) {
+        if let (Some(q8), Some(xqp)) = (&q8, xq) {
             let (k, rows_per_block, tile) = if m == 1 { (&q8[i].gemv1, Q8_WARPS * Q8_RPW1, 1) } else { (&q8[i].gemv, Q8_WARPS, GEMV_M) };
             let cfg = LaunchConfig {
                 grid_dim: (p.rows.div_ceil(rows_per_block) as u32, m.div_ceil(tile) as u32, 1),
                 block_dim: (32 * Q8_WARPS as u32, 1, 1),
                 shared_mem_bytes: 0,
             };
-            let xqp = be.ptr(xq);
             launch!(be, k, cfg, &wp, &xqp, &op, &bias_ptr, &r, &ci, &mi, &ldy, &yo)?;
         } else {
             let tk = be.k.for_type(p.ty)?;

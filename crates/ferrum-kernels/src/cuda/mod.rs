@@ -105,6 +105,17 @@ pub struct CudaAct {
     buf: DevBuf<f32>,
     pub rows: usize,
     pub cols: usize,
+    /// The same rows quantized to 8 bits (rows of `q8_row(cols)` bytes) by
+    /// the norm that wrote them, for the 8-bit-activation kernels; valid only
+    /// while `q8_valid` (every other write clears it).
+    q8: Option<DevBuf<u8>>,
+    q8_valid: bool,
+}
+
+impl CudaAct {
+    fn new(buf: DevBuf<f32>, rows: usize, cols: usize) -> CudaAct {
+        CudaAct { buf, rows, cols, q8: None, q8_valid: false }
+    }
 }
 
 /// One part of a (possibly fused) weight: `rows` output rows of one type.
@@ -184,7 +195,7 @@ impl CudaBackend {
         if data.len() != rows * cols {
             return Err(BackendError::Shape { op: "act_from_host", detail: format!("{} values for [{rows}, {cols}]", data.len()) });
         }
-        Ok(CudaAct { buf: self.upload_slice(data)?, rows, cols })
+        Ok(CudaAct::new(self.upload_slice(data)?, rows, cols))
     }
 
     /// Whether a recorded pass is replaying (kernel launches are in its graph).
@@ -209,6 +220,35 @@ impl CudaBackend {
             return None;
         }
         self.k.for_type(ty).ok()?.q8.as_ref()
+    }
+
+    /// Where a norm writing `out` (already shaped) also puts its 8-bit form
+    /// (0: nowhere, when 8-bit activations are off or the rows do not split
+    /// into 32-value blocks); marks that form valid.
+    fn norm_q8(&self, out: &mut CudaAct) -> Result<u64> {
+        if self.float_activations || out.cols % 32 != 0 {
+            return Ok(0);
+        }
+        let n = out.rows * q8_row(out.cols);
+        if out.q8.as_ref().map(|q| q.len() < n).unwrap_or(true) {
+            out.q8 = Some(self.buffer::<u8>(n)?);
+        }
+        out.q8_valid = true;
+        Ok(out.q8.as_ref().map(|q| self.ptr(q)).unwrap_or(0))
+    }
+
+    /// The 8-bit form of `x` at device address `xp`: the one its norm wrote,
+    /// else quantized now into `tmp`.
+    pub(crate) fn q8_of(&self, x: &CudaAct, xp: u64, tmp: &mut Option<DevBuf<u8>>) -> Result<u64> {
+        if x.q8_valid {
+            if let Some(q) = &x.q8 {
+                return Ok(self.ptr(q));
+            }
+        }
+        let q = self.quantize_q8(xp, x.rows, x.cols)?;
+        let p = self.ptr(&q);
+        *tmp = Some(q);
+        Ok(p)
     }
 
     /// `x` `[rows, cols]` (at device address `xp`) quantized to 8 bits per 32
@@ -265,6 +305,7 @@ impl CudaBackend {
         }
         a.rows = rows;
         a.cols = cols;
+        a.q8_valid = false;
         Ok(())
     }
 
@@ -379,7 +420,7 @@ impl Backend for CudaBackend {
     }
 
     fn alloc(&self, rows: usize, cols: usize) -> Result<CudaAct> {
-        Ok(CudaAct { buf: self.buffer(rows * cols)?, rows, cols })
+        Ok(CudaAct::new(self.buffer(rows * cols)?, rows, cols))
     }
 
     fn alloc_kv(&self, spec: KvSpec) -> Result<CudaKv> {
@@ -471,9 +512,10 @@ impl Backend for CudaBackend {
         if x.rows == 0 {
             return Ok(());
         }
+        let qp = self.norm_q8(out)?;
         let (xp, wp, op, c) = (self.ptr(&x.buf), self.ptr(wv), self.ptr(&out.buf), x.cols as i32);
         let cfg = LaunchConfig { grid_dim: (x.rows as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
-        launch!(self, &self.k.rms_norm, cfg, &xp, &wp, &op, &c, &eps)
+        launch!(self, &self.k.rms_norm, cfg, &xp, &wp, &op, &qp, &c, &eps)
     }
 
     fn add_rms_norm(&self, residual: &mut CudaAct, delta: &CudaAct, w: &CudaWeight, eps: f32, out: &mut CudaAct) -> Result<()> {
@@ -483,9 +525,11 @@ impl Backend for CudaBackend {
         if residual.rows == 0 {
             return Ok(());
         }
+        residual.q8_valid = false;
+        let qp = self.norm_q8(out)?;
         let (rp, dp, wp, op, c) = (self.ptr(&residual.buf), self.ptr(&delta.buf), self.ptr(wv), self.ptr(&out.buf), residual.cols as i32);
         let cfg = LaunchConfig { grid_dim: (residual.rows as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
-        launch!(self, &self.k.add_rms_norm, cfg, &rp, &dp, &wp, &op, &c, &eps)
+        launch!(self, &self.k.add_rms_norm, cfg, &rp, &dp, &wp, &op, &qp, &c, &eps)
     }
 
     fn add(&self, residual: &mut CudaAct, delta: &CudaAct) -> Result<()> {
@@ -494,6 +538,7 @@ impl Backend for CudaBackend {
         if n == 0 {
             return Ok(());
         }
+        residual.q8_valid = false;
         let (rp, dp, ni) = (self.ptr(&residual.buf), self.ptr(&delta.buf), n as i32);
         launch!(self, &self.k.add_inplace, grid1(n, 256), &rp, &dp, &ni)
     }

@@ -49,6 +49,7 @@ pub fn run(be: &CudaBackend, x: &CudaAct, w: &MoeWeights<'_, CudaWeight>, spec: 
     let (lp, ip, wp) = (be.ptr(&logits.buf), be.ptr(&ids), be.ptr(&wts));
     let (ti, ne, ki, rn) = (t as i32, spec.n_experts as i32, k as i32, i32::from(spec.renormalize));
     launch!(be, &be.k.moe_route, grid1(t * 32, 128), &lp, &ti, &ne, &ki, &rn, &ip, &wp)?;
+    residual.q8_valid = false;
     if n_assign >= moe_grouped::GROUPED_MIN_ASSIGN {
         return moe_grouped::run(be, x, gate, up, down, spec, &ids, &wts, residual);
     }
@@ -62,34 +63,29 @@ pub fn run(be: &CudaBackend, x: &CudaAct, w: &MoeWeights<'_, CudaWeight>, spec: 
     }
 
     let act = be.buffer::<f32>(n_assign * ff)?;
-    let y = be.buffer::<f32>(n_assign * hidden)?;
-    let (xp, ap, yp) = (be.ptr(&x.buf), be.ptr(&act), be.ptr(&y));
+    let (xp, ap) = (be.ptr(&x.buf), be.ptr(&act));
     let (ffi, hi) = (ff as i32, hidden as i32);
     let (gp, upp, dp) = (be.ptr(&gate.parts[0].buf), be.ptr(&up.parts[0].buf), be.ptr(&down.parts[0].buf));
-    let grid = |rows: usize, per_block: usize| LaunchConfig {
-        grid_dim: (rows.div_ceil(per_block) as u32, n_assign as u32, 1),
+    let grid = |rows: usize, per_block: usize, n: usize| LaunchConfig {
+        grid_dim: (rows.div_ceil(per_block) as u32, n as u32, 1),
         block_dim: (128, 1, 1),
         shared_mem_bytes: 0,
     };
-    // 8-bit activations where both expert types have the kernels.
-    match (be.q8_kernels(gate.ty), be.q8_kernels(down.ty)) {
-        (Some(gq), Some(dq)) => {
-            let per_block = Q8_WARPS * Q8_RPW1;
-            let xq = be.quantize_q8(xp, t, hidden)?;
-            let xqp = be.ptr(&xq);
-            launch!(be, &gq.moe_gate_up, grid(ff, per_block), &gp, &upp, &ip, &op, &xqp, &ap, &ffi, &hi, &ki)?;
-            let aq = be.quantize_q8(ap, n_assign, ff)?;
-            let aqp = be.ptr(&aq);
-            launch!(be, &dq.moe_down, grid(hidden, per_block), &dp, &ip, &op, &aqp, &yp, &hi, &ffi)?;
-        }
-        _ => {
-            let gk = &be.k.for_type(gate.ty)?.moe_gate_up;
-            launch!(be, gk, grid(ff, GEMV_WARPS), &gp, &upp, &ip, &op, &xp, &ap, &ffi, &hi, &ki)?;
-            let dk = &be.k.for_type(down.ty)?.moe_down;
-            launch!(be, dk, grid(hidden, GEMV_WARPS), &dp, &ip, &op, &ap, &yp, &hi, &ffi)?;
-        }
-    }
-
     let rp = be.ptr(&residual.buf);
+    // 8-bit activations where both expert types have the kernels: the down
+    // kernel also forms the weighted sum into the residual.
+    if let (Some(gq), Some(dq)) = (be.q8_kernels(gate.ty), be.q8_kernels(down.ty)) {
+        let per_block = Q8_WARPS * Q8_RPW1;
+        let mut tmp = None;
+        let xqp = be.q8_of(x, xp, &mut tmp)?;
+        launch!(be, &gq.moe_gate_up, grid(ff, per_block, n_assign), &gp, &upp, &ip, &op, &xqp, &ap, &ffi, &hi, &ki)?;
+        let aq = be.quantize_q8(ap, n_assign, ff)?;
+        let aqp = be.ptr(&aq);
+        return launch!(be, &dq.moe_down, grid(hidden, per_block, t), &dp, &ip, &wp, &aqp, &rp, &hi, &ffi, &ki);
+    }
+    let y = be.buffer::<f32>(n_assign * hidden)?;
+    let yp = be.ptr(&y);
+    launch!(be, &be.k.for_type(gate.ty)?.moe_gate_up, grid(ff, GEMV_WARPS, n_assign), &gp, &upp, &ip, &op, &xp, &ap, &ffi, &hi, &ki)?;
+    launch!(be, &be.k.for_type(down.ty)?.moe_down, grid(hidden, GEMV_WARPS, n_assign), &dp, &ip, &op, &ap, &yp, &hi, &ffi)?;
     launch!(be, &be.k.moe_combine, grid1(t * hidden, 256), &rp, &yp, &wp, &ti, &hi, &ki)
 }

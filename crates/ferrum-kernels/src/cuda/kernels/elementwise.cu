@@ -1,33 +1,87 @@
 // Norms, residual adds, activation and row gathers. Activations are f32
 // `[rows, cols]`, row-major.
 
-// out[r] = x[r] / rms(x[r]) * w. grid: rows; block: 256.
-extern "C" __global__ void rms_norm(const float* x, const float* w, float* out, int cols, float eps) {
-    __shared__ float scratch[32];
-    const float* xr = x + (size_t)blockIdx.x * cols;
-    float* o = out + (size_t)blockIdx.x * cols;
-    float ss = 0.0f;
-    for (int i = threadIdx.x; i < cols; i += blockDim.x) ss += xr[i] * xr[i];
-    ss = block_sum(ss, scratch);
-    float inv = rsqrtf(ss / (float)cols + eps);
-    for (int i = threadIdx.x; i < cols; i += blockDim.x) o[i] = xr[i] * inv * w[i];
-}
+// Values per thread of the norms' register cache: rows of up to
+// NORM_VALS · 256 values are read once, with every load issued up front
+// (one block per row is latency-bound otherwise); longer rows loop.
+#define NORM_VALS 16
 
-// res[r] += delta[r]; out[r] = rms_norm(res[r]) * w. grid: rows; block: 256.
-extern "C" __global__ void add_rms_norm(float* res, const float* delta, const float* w, float* out, int cols, float eps) {
+// out = v / rms(v) * w for one row `v` of `cols` values, first read by
+// `get(i)` and read again (longer rows) by `reget(i)`; optionally also
+// quantized to 8 bits per 32 values into `q8` (the layout of quantize_q8 in
+// gemv_q8.cu; null: not wanted; then cols % 32 == 0). block: 256.
+template <typename Get, typename Reget>
+__device__ void norm_row(Get get, Reget reget, const float* w, float* o, u8* q8, int cols, float eps) {
     __shared__ float scratch[32];
-    float* xr = res + (size_t)blockIdx.x * cols;
-    const float* dr = delta + (size_t)blockIdx.x * cols;
-    float* o = out + (size_t)blockIdx.x * cols;
+    int t = threadIdx.x, nt = blockDim.x, lane = t & 31;
+    float v[NORM_VALS];
     float ss = 0.0f;
-    for (int i = threadIdx.x; i < cols; i += blockDim.x) {
-        float v = xr[i] + dr[i];
-        xr[i] = v;
-        ss += v * v;
+    bool cached = cols <= NORM_VALS * nt;
+    if (cached) {
+#pragma unroll
+        for (int k = 0; k < NORM_VALS; k++) {
+            int i = t + k * nt;
+            v[k] = i < cols ? get(i) : 0.0f;
+        }
+#pragma unroll
+        for (int k = 0; k < NORM_VALS; k++) ss += v[k] * v[k];
+    } else {
+        for (int i = t; i < cols; i += nt) {
+            float x = get(i);
+            ss += x * x;
+        }
     }
     ss = block_sum(ss, scratch);
     float inv = rsqrtf(ss / (float)cols + eps);
-    for (int i = threadIdx.x; i < cols; i += blockDim.x) o[i] = xr[i] * inv * w[i];
+    // Value i of a warp's 32-value block (all lanes of the warp take part).
+    auto emit = [&](int i, float x) {
+        float y = x * inv * (i < cols ? w[i] : 0.0f);
+        if (i < cols) o[i] = y;
+        if (q8) {
+            float amax = warp_max(fabsf(y));
+            float dd = amax / 127.0f;
+            int qi = dd > 0.0f ? (int)rintf(y / dd) : 0;
+            int sum = qi;
+#pragma unroll
+            for (int off = 8; off > 0; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+            if (i < cols) {
+                ((i8*)q8)[i] = (i8)qi;
+                if (lane == 0) ((float*)(q8 + cols))[i >> 5] = dd;
+                if ((lane & 15) == 0) ((short*)(q8 + cols + cols / 8))[i >> 4] = (short)sum;
+            }
+        }
+    };
+    if (cached) {
+#pragma unroll
+        for (int k = 0; k < NORM_VALS; k++) {
+            int i = t + k * nt;
+            if (i - lane < cols) emit(i, v[k]);
+        }
+    } else {
+        for (int base = t - lane; base < cols; base += nt) emit(base + lane, base + lane < cols ? reget(base + lane) : 0.0f);
+    }
+}
+
+// out[r] = x[r] / rms(x[r]) * w (and its 8-bit form in q8, if not null). grid: rows; block: 256.
+extern "C" __global__ void rms_norm(const float* x, const float* w, float* out, u8* q8, int cols, float eps) {
+    const float* xr = x + (size_t)blockIdx.x * cols;
+    auto get = [&](int i) { return xr[i]; };
+    norm_row(get, get, w, out + (size_t)blockIdx.x * cols, q8 ? q8 + blockIdx.x * q8_row(cols) : nullptr, cols, eps);
+}
+
+// res[r] += delta[r]; out[r] = rms_norm(res[r]) * w (and q8 as rms_norm). grid: rows; block: 256.
+extern "C" __global__ void add_rms_norm(float* res, const float* delta, const float* w, float* out, u8* q8, int cols,
+                                        float eps) {
+    float* xr = res + (size_t)blockIdx.x * cols;
+    const float* dr = delta + (size_t)blockIdx.x * cols;
+    // Each value is read, summed and stored back by the thread that owns it.
+    auto get = [&](int i) {
+        float v = xr[i] + dr[i];
+        xr[i] = v;
+        return v;
+    };
+    auto reget = [&](int i) { return xr[i]; };
+    norm_row(get, reget, w, out + (size_t)blockIdx.x * cols, q8 ? q8 + blockIdx.x * q8_row(cols) : nullptr, cols, eps);
 }
 
 // a[i] += b[i].

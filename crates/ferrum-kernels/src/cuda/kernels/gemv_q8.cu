@@ -408,32 +408,39 @@ __device__ void moe_gate_up_q8(const u8* G, const u8* U, const int* ids, const i
     }
 }
 
-// down: y[a, r] = act[a] · down_e[r], actq: the assignments' quantized rows.
-// grid: (ceil(hidden / (Q8_WARPS·RPW)), n_assign).
+// down, with each token's weighted sum over its experts added to the
+// residual: res[t, r] += Σ_k wts[t·top_k + k] · (actq[t·top_k + k] · down_e[r]),
+// e = ids[t·top_k + k]. The lanes share the (expert, task) pairs of a row, so
+// a short row (small ff) still keeps every lane busy; each residual value is
+// written by one lane (deterministic). grid: (ceil(hidden / (Q8_WARPS·RPW)), n_tokens).
 template <int T, int RPW>
-__device__ void moe_down_q8(const u8* D, const int* ids, const int* order, const u8* actq, float* y, int hidden, int ff) {
-    int a = order ? order[blockIdx.y] : blockIdx.y;
+__device__ void moe_down_q8(const u8* D, const int* ids, const float* wts, const u8* actq, float* res, int hidden,
+                            int ff, int top_k) {
+    int tok = blockIdx.y;
     int lane = threadIdx.x & 31;
     int r0 = (blockIdx.x * Q8_WARPS + (threadIdx.x >> 5)) * RPW;
     if (r0 >= hidden) return;
     size_t rb = row_bytes<T>(ff);
-    const u8* base = D + (size_t)ids[a] * hidden * rb;
     int ntask = ff / Q<T>::ELEMS * K8<T>::TASKS;
-    XRow xr = xrow(actq, ff, a);
     float s[RPW];
 #pragma unroll
     for (int i = 0; i < RPW; i++) s[i] = 0.0f;
-    for (int k = lane; k < ntask; k += WARP) {
+    for (int j = lane; j < top_k * ntask; j += WARP) {
+        int k = j / ntask, task = j - k * ntask;
+        int a = tok * top_k + k;
+        const u8* base = D + (size_t)ids[a] * hidden * rb;
         K8<T> w[RPW];
 #pragma unroll
-        for (int i = 0; i < RPW; i++) w[i].load(base + (size_t)min(r0 + i, hidden - 1) * rb, k);
+        for (int i = 0; i < RPW; i++) w[i].load(base + (size_t)min(r0 + i, hidden - 1) * rb, task);
+        XRow xr = xrow(actq, ff, a);
+        float wk = wts[a];
 #pragma unroll
-        for (int i = 0; i < RPW; i++) s[i] += w[i].dot(xr);
+        for (int i = 0; i < RPW; i++) s[i] += wk * w[i].dot(xr);
     }
 #pragma unroll
     for (int i = 0; i < RPW; i++) {
         float v = warp_sum(s[i]);
-        if (lane == 0 && r0 + i < hidden) y[(size_t)a * hidden + r0 + i] = v;
+        if (lane == 0 && r0 + i < hidden) res[(size_t)tok * hidden + r0 + i] += v;
     }
 }
 
@@ -454,8 +461,8 @@ __device__ void moe_down_q8(const u8* D, const int* ids, const int* order, const
         moe_gate_up_q8<T, Q8_RPW1>(G, U, ids, order, x, act, ff, hidden, top_k);                                  \
     }                                                                                                             \
     extern "C" __global__ void __launch_bounds__(32 * Q8_WARPS) moe_down_q8_##S(                                 \
-        const u8* D, const int* ids, const int* order, const u8* act, float* y, int hidden, int ff) {             \
-        moe_down_q8<T, Q8_RPW1>(D, ids, order, act, y, hidden, ff);                                               \
+        const u8* D, const int* ids, const float* wts, const u8* act, float* res, int hidden, int ff, int top_k) { \
+        moe_down_q8<T, Q8_RPW1>(D, ids, wts, act, res, hidden, ff, top_k);                                        \
     }
 
 #define FOR_EACH_Q8_TYPE(MACRO) \

@@ -89,6 +89,7 @@ extern "C" __global__ void moe_combine(float* res, const float* y, const float* 
     if (i >= n_tokens * hidden) return;
     int t = i / hidden, c = i % hidden;
     float s = 0.0f;
+#pragma unroll 8
     for (int k = 0; k < top_k; k++) s += wts[t * top_k + k] * y[((size_t)t * top_k + k) * hidden + c];
     res[i] += s;
 }
