@@ -222,10 +222,10 @@ impl CudaBackend {
         self.k.for_type(ty).ok()?.q8.as_ref()
     }
 
-    /// Where a norm writing `out` (already shaped) also puts its 8-bit form
+    /// Where a kernel writing `out` (already shaped) also puts its 8-bit form
     /// (0: nowhere, when 8-bit activations are off or the rows do not split
     /// into 32-value blocks); marks that form valid.
-    fn norm_q8(&self, out: &mut CudaAct) -> Result<u64> {
+    fn q8_out(&self, out: &mut CudaAct) -> Result<u64> {
         if self.float_activations || out.cols % 32 != 0 {
             return Ok(0);
         }
@@ -512,7 +512,7 @@ impl Backend for CudaBackend {
         if x.rows == 0 {
             return Ok(());
         }
-        let qp = self.norm_q8(out)?;
+        let qp = self.q8_out(out)?;
         let (xp, wp, op, c) = (self.ptr(&x.buf), self.ptr(wv), self.ptr(&out.buf), x.cols as i32);
         let cfg = LaunchConfig { grid_dim: (x.rows as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
         launch!(self, &self.k.rms_norm, cfg, &xp, &wp, &op, &qp, &c, &eps)
@@ -526,7 +526,7 @@ impl Backend for CudaBackend {
             return Ok(());
         }
         residual.q8_valid = false;
-        let qp = self.norm_q8(out)?;
+        let qp = self.q8_out(out)?;
         let (rp, dp, wp, op, c) = (self.ptr(&residual.buf), self.ptr(&delta.buf), self.ptr(wv), self.ptr(&out.buf), residual.cols as i32);
         let cfg = LaunchConfig { grid_dim: (residual.rows as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
         launch!(self, &self.k.add_rms_norm, cfg, &rp, &dp, &wp, &op, &qp, &c, &eps)
@@ -575,8 +575,9 @@ impl Backend for CudaBackend {
         if n == 0 {
             return Ok(());
         }
+        let qp = self.q8_out(out)?;
         let (gp, op, r, f) = (self.ptr(&gate_up.buf), self.ptr(&out.buf), gate_up.rows as i32, ff as i32);
-        launch!(self, &self.k.silu_mul, grid1(n, 256), &gp, &op, &r, &f)
+        launch!(self, &self.k.silu_mul, grid1(n, 256), &gp, &op, &qp, &r, &f)
     }
 
     fn moe(&self, x: &CudaAct, w: &MoeWeights<'_, CudaWeight>, spec: &MoeSpec, residual: &mut CudaAct) -> Result<()> {

@@ -5,7 +5,7 @@
 
 use cudarc::driver::{LaunchConfig, PushKernelArg};
 
-use super::linear::{GEMV_WARPS, Q8_RPW1, Q8_WARPS};
+use super::linear::{GEMV_WARPS, Q8_RPW_MOE, Q8_WARPS};
 use super::{grid1, launch, moe_grouped, CudaAct, CudaBackend, CudaWeight};
 use crate::backend::{Backend, BackendError, MoeSpec, MoeWeights, Result};
 
@@ -75,7 +75,7 @@ pub fn run(be: &CudaBackend, x: &CudaAct, w: &MoeWeights<'_, CudaWeight>, spec: 
     // 8-bit activations where both expert types have the kernels: the down
     // kernel also forms the weighted sum into the residual.
     if let (Some(gq), Some(dq)) = (be.q8_kernels(gate.ty), be.q8_kernels(down.ty)) {
-        let per_block = Q8_WARPS * Q8_RPW1;
+        let per_block = Q8_WARPS * Q8_RPW_MOE;
         let mut tmp = None;
         let xqp = be.q8_of(x, xp, &mut tmp)?;
         launch!(be, &gq.moe_gate_up, grid(ff, per_block, n_assign), &gp, &upp, &ip, &op, &xqp, &ap, &ffi, &hi, &ki)?;

@@ -6,6 +6,23 @@
 // (one block per row is latency-bound otherwise); longer rows loop.
 #define NORM_VALS 16
 
+// Quantize value y (element c of row r) of a warp's 32-value block to 8 bits
+// into `q8` (rows of q8_row(cols) bytes, as quantize_q8). Every lane of the warp calls it.
+__device__ __forceinline__ void q8_store(u8* q8, int r, int c, int cols, float y) {
+    int lane = threadIdx.x & 31;
+    u8* row = q8 + (size_t)r * q8_row(cols);
+    float amax = warp_max(fabsf(y));
+    float dd = amax / 127.0f;
+    int qi = dd > 0.0f ? (int)rintf(y / dd) : 0;
+    int sum = qi;
+#pragma unroll
+    for (int off = 8; off > 0; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+    ((i8*)row)[c] = (i8)qi;
+    if (lane == 0) ((float*)(row + cols))[c >> 5] = dd;
+    if ((lane & 15) == 0) ((short*)(row + cols + cols / 8))[c >> 4] = (short)sum;
+}
+
+
 // out = v / rms(v) * w for one row `v` of `cols` values, first read by
 // `get(i)` and read again (longer rows) by `reget(i)`; optionally also
 // quantized to 8 bits per 32 values into `q8` (the layout of quantize_q8 in
@@ -37,19 +54,7 @@ __device__ void norm_row(Get get, Reget reget, const float* w, float* o, u8* q8,
     auto emit = [&](int i, float x) {
         float y = x * inv * (i < cols ? w[i] : 0.0f);
         if (i < cols) o[i] = y;
-        if (q8) {
-            float amax = warp_max(fabsf(y));
-            float dd = amax / 127.0f;
-            int qi = dd > 0.0f ? (int)rintf(y / dd) : 0;
-            int sum = qi;
-#pragma unroll
-            for (int off = 8; off > 0; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
-            if (i < cols) {
-                ((i8*)q8)[i] = (i8)qi;
-                if (lane == 0) ((float*)(q8 + cols))[i >> 5] = dd;
-                if ((lane & 15) == 0) ((short*)(q8 + cols + cols / 8))[i >> 4] = (short)sum;
-            }
-        }
+        if (q8) q8_store(q8, 0, i, cols, y);
     };
     if (cached) {
 #pragma unroll
@@ -96,13 +101,17 @@ extern "C" __global__ void add_bias(float* out, const float* bias, int rows, int
     if (i < rows * cols) out[i] += bias[i % cols];
 }
 
-// out[r, i] = silu(gu[r, i]) * gu[r, ff + i]; gu [rows, 2·ff].
-extern "C" __global__ void silu_mul(const float* gu, float* out, int rows, int ff) {
+// out[r, i] = silu(gu[r, i]) * gu[r, ff + i]; gu [rows, 2·ff]; also the 8-bit
+// form in q8 when not null (then ff % 32 == 0: a warp's values share a block).
+extern "C" __global__ void silu_mul(const float* gu, float* out, u8* q8, int rows, int ff) {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= rows * ff) return;
+    if (i - (threadIdx.x & 31) >= rows * ff) return;
     int r = i / ff, c = i % ff;
+    bool in = i < rows * ff;
     const float* g = gu + (size_t)r * 2 * ff;
-    out[i] = silu(g[c]) * g[ff + c];
+    float y = in ? silu(g[c]) * g[ff + c] : 0.0f;
+    if (in) out[i] = y;
+    if (q8) q8_store(q8, r, c, ff, y);
 }
 
 // out[i] = x[rows[i]]. grid: n; block: 256.

@@ -346,6 +346,7 @@ __device__ void gemv_q8(const u8* W, const u8* xq, float* y, const float* bias, 
     for (int i = 0; i < RPW; i++)
 #pragma unroll
         for (int t = 0; t < M; t++) acc[i][t] = 0.0f;
+#pragma unroll(M == 1 ? 2 : 1)
     for (int k = lane; k < ntask; k += WARP) {
         K8<T> w[RPW];
 #pragma unroll
@@ -387,6 +388,7 @@ __device__ void moe_gate_up_q8(const u8* G, const u8* U, const int* ids, const i
     float sg[RPW], su[RPW];
 #pragma unroll
     for (int i = 0; i < RPW; i++) sg[i] = su[i] = 0.0f;
+#pragma unroll 2
     for (int k = lane; k < ntask; k += WARP) {
         K8<T> g[RPW], u[RPW];
 #pragma unroll
@@ -425,6 +427,7 @@ __device__ void moe_down_q8(const u8* D, const int* ids, const float* wts, const
     float s[RPW];
 #pragma unroll
     for (int i = 0; i < RPW; i++) s[i] = 0.0f;
+#pragma unroll 4
     for (int j = lane; j < top_k * ntask; j += WARP) {
         int k = j / ntask, task = j - k * ntask;
         int a = tok * top_k + k;
@@ -444,8 +447,11 @@ __device__ void moe_down_q8(const u8* D, const int* ids, const float* wts, const
     }
 }
 
-// Rows per warp: 2 for one activation row, 1 for GEMV_M rows (8x the work per weight load).
+// Rows per warp: 2 for one activation row, 1 for GEMV_M rows (8x the work
+// per weight load) and for the experts (whose task loops are unrolled instead,
+// keeping more loads in flight per lane).
 #define Q8_RPW1 2
+#define Q8_RPW_MOE 1
 #define Q8_ENTRY(T, S)                                                                                            \
     extern "C" __global__ void __launch_bounds__(32 * Q8_WARPS) gemv1_q8_##S(                                    \
         const u8* W, const u8* x, float* y, const float* bias, int rows, int cols, int m, int ldy, int y_off) {    \
@@ -458,11 +464,11 @@ __device__ void moe_down_q8(const u8* D, const int* ids, const float* wts, const
     extern "C" __global__ void __launch_bounds__(32 * Q8_WARPS) moe_gate_up_q8_##S(                              \
         const u8* G, const u8* U, const int* ids, const int* order, const u8* x, float* act, int ff,              \
         int hidden, int top_k) {                                                                                  \
-        moe_gate_up_q8<T, Q8_RPW1>(G, U, ids, order, x, act, ff, hidden, top_k);                                  \
+        moe_gate_up_q8<T, Q8_RPW_MOE>(G, U, ids, order, x, act, ff, hidden, top_k);                                  \
     }                                                                                                             \
     extern "C" __global__ void __launch_bounds__(32 * Q8_WARPS) moe_down_q8_##S(                                 \
         const u8* D, const int* ids, const float* wts, const u8* act, float* res, int hidden, int ff, int top_k) { \
-        moe_down_q8<T, Q8_RPW1>(D, ids, wts, act, res, hidden, ff, top_k);                                        \
+        moe_down_q8<T, Q8_RPW_MOE>(D, ids, wts, act, res, hidden, ff, top_k);                                        \
     }
 
 #define FOR_EACH_Q8_TYPE(MACRO) \
