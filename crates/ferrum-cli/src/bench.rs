@@ -161,9 +161,10 @@ fn tg<B: Backend>(model: &Model<B>, dtype: KvDType, n: usize, b: usize) -> Resul
         let seqs = (0..b)
             .map(|s| SeqInput { tokens: &steps[s], start_pos: pos, block_table: &tables[s], logits: LogitRows::Last })
             .collect();
-        let logits = model.forward(&ForwardBatch { seqs }, &mut kv, None)?;
+        // Greedy, chosen on the backend (as the server does for greedy requests).
+        let picks = model.forward_greedy(&ForwardBatch { seqs }, &mut kv)?;
         for (s, t) in next.iter_mut().enumerate() {
-            *t = ferrum_engine::sampler::argmax(logits.row(s)).unwrap_or(0);
+            *t = picks.last_of(s).and_then(|p| p.id).unwrap_or(0);
         }
     }
     Ok(n * b)

@@ -290,6 +290,27 @@ impl Sampler {
         Ok(Sampled { id, logprob, top })
     }
 
+    /// Whether this sampler takes the raw argmax and reports only the chosen
+    /// token's log-probability, so that the backend can choose
+    /// ([`Sampler::accept`]) and only ids come back from the device.
+    pub fn plain_greedy(&self) -> bool {
+        let p = &self.params;
+        p.temperature == 0.0
+            && p.logit_bias.is_empty()
+            && p.repetition_penalty == 1.0
+            && p.presence_penalty == 0.0
+            && p.frequency_penalty == 0.0
+            && p.logprobs == 0
+    }
+
+    /// Records a choice made by the backend for a [plain-greedy](Sampler::plain_greedy) sampler.
+    pub fn accept(&mut self, pick: &ferrum_kernels::RowArgmax) -> Result<Sampled, SamplerError> {
+        let id = pick.id.ok_or(SamplerError::NothingToSample)?;
+        self.push_recent(id);
+        *self.counts.entry(id).or_insert(0) += 1;
+        Ok(Sampled { id, logprob: pick.logit - pick.lse, top: Vec::new() })
+    }
+
     fn apply_bias_and_penalties(&self, w: &mut [f32]) {
         let p = &self.params;
         for &(id, b) in &p.logit_bias {

@@ -426,3 +426,21 @@ fn defaults_from_generation_config() {
     let p = SamplingParams::from_generation_config(&g);
     assert_eq!((p.temperature, p.top_k, p.top_p), (1.0, 50, 1.0));
 }
+
+/// A plain-greedy sampler accepts the backend's choice with the same id and
+/// (to f32 rounding) the same log-probability as sampling the row itself.
+#[test]
+fn backend_choice_equals_greedy_sampling() {
+    let row: Vec<f32> = (0..1000).map(|i| ((i * 7919) % 997) as f32 / 97.0 - 3.0).collect();
+    let mut a = Sampler::new(SamplingParams::greedy(), row.len()).unwrap();
+    let mut b = Sampler::new(SamplingParams::greedy(), row.len()).unwrap();
+    assert!(a.plain_greedy());
+    let s = a.sample(&row).unwrap();
+    let p = b.accept(&ferrum_kernels::RowArgmax::of(&row)).unwrap();
+    assert_eq!(s.id, p.id);
+    assert!((s.logprob - p.logprob).abs() < 1e-5, "{} vs {}", s.logprob, p.logprob);
+    let with_logprobs = Sampler::new(SamplingParams { logprobs: 2, ..SamplingParams::greedy() }, row.len()).unwrap();
+    assert!(!with_logprobs.plain_greedy());
+    let empty = b.accept(&ferrum_kernels::RowArgmax { id: None, logit: f32::NEG_INFINITY, lse: f32::NEG_INFINITY });
+    assert!(empty.is_err());
+}

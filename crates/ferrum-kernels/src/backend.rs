@@ -132,6 +132,35 @@ pub struct MoeWeights<'a, W> {
     pub down: &'a W,
 }
 
+/// The greedy choice of one row of logits.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RowArgmax {
+    /// The largest value's index, lowest on ties (NaN and -inf skipped);
+    /// `None` when no value is finite or +inf.
+    pub id: Option<u32>,
+    /// Its logit.
+    pub logit: f32,
+    /// The row's log-sum-exp (NaN skipped): the chosen token's
+    /// log-probability is `logit - lse`.
+    pub lse: f32,
+}
+
+impl RowArgmax {
+    /// Computed on the host (f32 exponentials summed in f64).
+    pub fn of(row: &[f32]) -> RowArgmax {
+        let mut best: Option<(u32, f32)> = None;
+        for (i, &v) in row.iter().enumerate() {
+            if !v.is_nan() && v != f32::NEG_INFINITY && best.is_none_or(|(_, b)| v > b) {
+                best = Some((i as u32, v));
+            }
+        }
+        let max = row.iter().copied().filter(|x| !x.is_nan()).fold(f32::NEG_INFINITY, f32::max);
+        let sum: f64 = row.iter().filter(|x| !x.is_nan()).map(|&x| f64::from((x - max).exp())).sum();
+        let lse = (f64::from(max) + sum.ln()) as f32;
+        RowArgmax { id: best.map(|b| b.0), logit: best.map_or(f32::NEG_INFINITY, |b| b.1), lse }
+    }
+}
+
 /// The operations of a compute backend. Every method is fallible; shapes are
 /// checked and mismatches reported, never assumed.
 pub trait Backend: Send + Sync {
@@ -209,6 +238,12 @@ pub trait Backend: Send + Sync {
     /// Mixture of experts: route each row, run its top-k experts
     /// (`down(silu(gate(x)) * up(x))`) and add the weighted sum to `residual`.
     fn moe(&self, x: &Self::Act, w: &MoeWeights<'_, Self::Weight>, spec: &MoeSpec, residual: &mut Self::Act) -> Result<()>;
+    /// The greedy choice of each row of `x` (logits, rows of `cols`), so
+    /// that only token ids and log-probabilities come back to the host.
+    /// Default: on the host.
+    fn argmax_rows(&self, x: &Self::Act, cols: usize) -> Result<Vec<RowArgmax>> {
+        Ok(self.to_host(x)?.chunks(cols.max(1)).map(RowArgmax::of).collect())
+    }
     /// `out = x[rows]` (used to compute logits only for the rows asked for).
     fn gather_rows(&self, x: &Self::Act, rows: &[usize], out: &mut Self::Act) -> Result<()>;
 }

@@ -401,3 +401,32 @@ fn gemv_speed() {
         eprintln!("{line}");
     }
 }
+
+/// The greedy choice on the device equals the host's: lowest index on ties,
+/// NaN and -inf skipped, a row of nothing but -inf/NaN gives no id.
+#[test]
+fn argmax_rows_match_host() {
+    let Some(g) = gpu() else { return };
+    let mut rng = Rng::new(13);
+    for cols in [1usize, 31, 1000, 151_936] {
+        let rows = 5;
+        let mut x: Vec<f32> = (0..rows * cols).map(|_| rng.gauss() * 3.0).collect();
+        if cols > 2 {
+            // Row 1: a tie at the maximum; row 2: NaN and -inf around; row 3: +inf.
+            let m = x[cols..2 * cols].iter().copied().fold(f32::MIN, f32::max);
+            x[cols + cols - 1] = m;
+            x[2 * cols] = f32::NAN;
+            x[2 * cols + 1] = f32::NEG_INFINITY;
+            x[3 * cols + cols / 2] = f32::INFINITY;
+        }
+        x[4 * cols..5 * cols].fill(f32::NEG_INFINITY);
+        let got = g.argmax_rows(&g.act_from_host(&x, rows, cols).unwrap(), cols).unwrap();
+        for (r, p) in got.iter().enumerate() {
+            let want = ferrum_kernels::RowArgmax::of(&x[r * cols..(r + 1) * cols]);
+            assert_eq!(p.id, want.id, "cols {cols} row {r}");
+            assert_eq!(p.logit.to_bits(), want.logit.to_bits(), "cols {cols} row {r}");
+            let close = (p.lse - want.lse).abs() <= 1e-5 * want.lse.abs().max(1.0) || p.lse.to_bits() == want.lse.to_bits();
+            assert!(close, "cols {cols} row {r}: lse {} vs {}", p.lse, want.lse);
+        }
+    }
+}

@@ -1,6 +1,8 @@
 //! The input of one forward step: several sequences, each with its new tokens,
 //! position offset and KV block table.
 
+use ferrum_kernels::RowArgmax;
+
 /// Which rows of a sequence need logits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogitRows {
@@ -47,5 +49,19 @@ impl Logits {
     /// The logits of the last returned row of sequence `seq`.
     pub fn last_of(&self, seq: usize) -> Option<&[f32]> {
         self.rows.iter().rposition(|r| r.0 == seq).map(|i| self.row(i))
+    }
+}
+
+/// The greedy choice of each row asked for, in batch order.
+pub struct Greedy {
+    /// `(sequence index, position)` of each returned row.
+    pub rows: Vec<(usize, usize)>,
+    pub picks: Vec<RowArgmax>,
+}
+
+impl Greedy {
+    /// The choice for the last returned row of sequence `seq`.
+    pub fn last_of(&self, seq: usize) -> Option<&RowArgmax> {
+        self.rows.iter().rposition(|r| r.0 == seq).and_then(|i| self.picks.get(i))
     }
 }

@@ -4,7 +4,7 @@
 
 use ferrum_kernels::{AttnMeta, Backend, HeadSpec, MoeSpec, MoeWeights, Rope, SeqPlan};
 
-use crate::batch::{ForwardBatch, LogitRows, Logits};
+use crate::batch::{ForwardBatch, Greedy, LogitRows, Logits};
 use crate::config::{Ffn, ModelConfig};
 use crate::error::{ModelError, Result};
 use crate::kv::KvCache;
@@ -55,7 +55,29 @@ impl<B: Backend> Model<B> {
 
     /// Run one step over every sequence of `batch`, writing their K/V into
     /// `kv`, and return the logits of the rows asked for.
-    pub fn forward(&self, batch: &ForwardBatch<'_>, kv: &mut KvCache<B>, mut trace: Option<Tracer<'_>>) -> Result<Logits> {
+    pub fn forward(&self, batch: &ForwardBatch<'_>, kv: &mut KvCache<B>, trace: Option<Tracer<'_>>) -> Result<Logits> {
+        let (rows, logits) = self.pass(batch, kv, trace)?;
+        let data = match &logits {
+            Some(l) => self.backend.to_host(l)?,
+            None => Vec::new(),
+        };
+        Ok(Logits { rows, data, vocab: self.cfg.vocab_size })
+    }
+
+    /// As [`Model::forward`], returning each asked-for row's greedy choice
+    /// (reduced on the backend: only ids and log-probabilities come back).
+    pub fn forward_greedy(&self, batch: &ForwardBatch<'_>, kv: &mut KvCache<B>) -> Result<Greedy> {
+        let (rows, logits) = self.pass(batch, kv, None)?;
+        let picks = match &logits {
+            Some(l) => self.backend.argmax_rows(l, self.cfg.vocab_size)?,
+            None => Vec::new(),
+        };
+        Ok(Greedy { rows, picks })
+    }
+
+    /// The forward pass: `(sequence, position)` of each row asked for, and
+    /// their logits `[rows, vocab]` on the backend (`None` when none is asked for).
+    fn pass(&self, batch: &ForwardBatch<'_>, kv: &mut KvCache<B>, mut trace: Option<Tracer<'_>>) -> Result<(Vec<(usize, usize)>, Option<B::Act>)> {
         let cfg = &self.cfg;
         if kv.layers.len() != cfg.n_layers {
             return Err(ModelError::Batch(format!("KV cache has {} layers, model {}", kv.layers.len(), cfg.n_layers)));
@@ -162,7 +184,7 @@ impl<B: Backend> Model<B> {
             row += n;
         }
         if picked.is_empty() {
-            return Ok(Logits { rows, data: Vec::new(), vocab: cfg.vocab_size });
+            return Ok((rows, None));
         }
         b.gather_rows(&s.x, &picked, &mut s.o)?;
         b.rms_norm(&s.o, &w.out_norm, cfg.rms_eps, &mut s.h)?;
@@ -170,7 +192,6 @@ impl<B: Backend> Model<B> {
         let out_w = w.output.as_ref().unwrap_or(&w.embed);
         let mut logits = b.alloc(0, 0)?;
         b.linear(&s.h, out_w, None, &mut logits)?;
-        let data = b.to_host(&logits)?;
-        Ok(Logits { rows, data, vocab: cfg.vocab_size })
+        Ok((rows, Some(logits)))
     }
 }

@@ -289,30 +289,51 @@ impl<B: Backend> EngineLoop<B> {
                 })
                 .collect(),
         };
-        let logits = self.model.forward(&batch, &mut self.kv, None).map_err(|e| format!("forward pass: {e}"))?;
+        // Plain-greedy samplers take the backend's choice: only ids come back.
+        let greedy = plan
+            .seqs
+            .iter()
+            .filter(|s| s.wants_logits)
+            .flat_map(|s| std::iter::once(s.id).chain(s.forks.iter().copied()))
+            .all(|id| self.live.get(&id).is_none_or(|l| l.sampler.plain_greedy()));
         let mut out = HashMap::new();
-        for (i, s) in plan.seqs.iter().enumerate() {
-            if !s.wants_logits {
-                continue;
+        if greedy {
+            let picks = self.model.forward_greedy(&batch, &mut self.kv).map_err(|e| format!("forward pass: {e}"))?;
+            for (i, s) in plan.seqs.iter().enumerate().filter(|(_, s)| s.wants_logits) {
+                let pick = picks.last_of(i).ok_or_else(|| format!("the model returned no logits for request {}", s.id))?;
+                self.sample_all(s.id, &s.forks, Choice::Pick(pick), &mut out);
             }
+            return Ok(out);
+        }
+        let logits = self.model.forward(&batch, &mut self.kv, None).map_err(|e| format!("forward pass: {e}"))?;
+        for (i, s) in plan.seqs.iter().enumerate().filter(|(_, s)| s.wants_logits) {
             let row = logits.last_of(i).ok_or_else(|| format!("the model returned no logits for request {}", s.id))?;
-            if !self.sample_into(s.id, row, &mut out) {
-                // The leader is gone: its first sibling leads now and will
-                // compute the prompt itself.
-                continue;
-            }
-            for &sib in &s.forks {
-                self.sample_into(sib, row, &mut out);
-            }
+            self.sample_all(s.id, &s.forks, Choice::Logits(row), &mut out);
         }
         Ok(out)
     }
 
-    /// Samples `id`'s token from `row` into `out`; false if `id` is not live
+    /// Samples the token of `id` and of its forks from one choice.
+    fn sample_all(&mut self, id: RequestId, forks: &[RequestId], c: Choice<'_>, out: &mut HashMap<RequestId, Sampled>) {
+        if !self.sample_into(id, c, out) {
+            // The leader is gone: its first sibling leads now and will
+            // compute the prompt itself.
+            return;
+        }
+        for &sib in forks {
+            self.sample_into(sib, c, out);
+        }
+    }
+
+    /// Samples `id`'s token from `c` into `out`; false if `id` is not live
     /// or its sampler failed (then it alone is ended with an error).
-    fn sample_into(&mut self, id: RequestId, row: &[f32], out: &mut HashMap<RequestId, Sampled>) -> bool {
+    fn sample_into(&mut self, id: RequestId, c: Choice<'_>, out: &mut HashMap<RequestId, Sampled>) -> bool {
         let Some(live) = self.live.get_mut(&id) else { return false };
-        match live.sampler.sample(row) {
+        let sampled = match c {
+            Choice::Logits(row) => live.sampler.sample(row),
+            Choice::Pick(p) => live.sampler.accept(p),
+        };
+        match sampled {
             Ok(x) => {
                 out.insert(id, x);
                 true
@@ -361,4 +382,12 @@ impl<B: Backend> EngineLoop<B> {
             *g = s;
         }
     }
+}
+
+/// What a request's token is sampled from: its row of logits, or the
+/// backend's greedy choice.
+#[derive(Clone, Copy)]
+enum Choice<'a> {
+    Logits(&'a [f32]),
+    Pick(&'a ferrum_kernels::RowArgmax),
 }

@@ -63,6 +63,7 @@ pub struct Kernels {
     pub gather_rows: CudaFunction,
     pub to_f16: CudaFunction,
     pub quantize_q8: CudaFunction,
+    pub argmax_lse: CudaFunction,
     pub copy_blocks: CudaFunction,
     pub qk_rope_store: CudaFunction,
     /// Attention for head dims up to 32, 64, 128 and 256.
@@ -123,6 +124,7 @@ impl Kernels {
             gather_rows: f("gather_rows")?,
             to_f16: f("to_f16")?,
             quantize_q8: f("quantize_q8")?,
+            argmax_lse: f("argmax_lse")?,
             copy_blocks: f("copy_blocks")?,
             qk_rope_store: f("qk_rope_store")?,
             attention,

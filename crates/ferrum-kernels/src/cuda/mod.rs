@@ -19,7 +19,7 @@ use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DriverError, LaunchConf
 use ferrum_core::GgmlType;
 
 use crate::attn_meta::AttnMeta;
-use crate::backend::{Backend, BackendError, HeadSpec, HostWeight, KvDType, KvSpec, MoeSpec, MoeWeights, Result, Rope};
+use crate::backend::{Backend, BackendError, HeadSpec, HostWeight, KvDType, KvSpec, MoeSpec, MoeWeights, Result, Rope, RowArgmax};
 use kernels::Kernels;
 use pass::{DevAddr, DevBuf, PassKey, Recorder};
 
@@ -449,6 +449,32 @@ impl Backend for CudaBackend {
         }
         self.synchronize()?;
         Ok(out)
+    }
+
+    fn argmax_rows(&self, x: &CudaAct, cols: usize) -> Result<Vec<RowArgmax>> {
+        // A recorded pass ends here: its graph runs before the reduction.
+        self.pass.finish(&self.stream)?;
+        if x.cols != cols {
+            return Err(BackendError::Shape { op: "argmax_rows", detail: format!("rows of {} values, expected {cols}", x.cols) });
+        }
+        if x.rows == 0 {
+            return Ok(Vec::new());
+        }
+        let out = self.buffer::<f32>(3 * x.rows)?;
+        let (xp, c, op) = (self.ptr(&x.buf), cols as i32, self.ptr(&out));
+        let cfg = LaunchConfig { grid_dim: (x.rows as u32, 1, 1), block_dim: (1024, 1, 1), shared_mem_bytes: 0 };
+        launch!(self, &self.k.argmax_lse, cfg, &xp, &c, &op)?;
+        let mut host = vec![0.0f32; 3 * x.rows];
+        // SAFETY: `out` holds 3·rows values; the copy completes before `host` is read.
+        unsafe { cudarc::driver::result::memcpy_dtoh_async(&mut host, op, self.stream.cu_stream()) }.map_err(|e| dev_err("argmax_rows", e))?;
+        self.synchronize()?;
+        Ok(host
+            .chunks(3)
+            .map(|v| {
+                let id = v[0].to_bits() as i32;
+                RowArgmax { id: (id >= 0).then_some(id as u32), logit: v[1], lse: v[2] }
+            })
+            .collect())
     }
 
     fn plan(&self, meta: AttnMeta) -> Result<CudaPlan> {

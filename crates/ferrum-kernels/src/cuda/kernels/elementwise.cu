@@ -135,3 +135,64 @@ extern "C" __global__ void copy_blocks(u32* k, u32* v, const u32* pairs, int blo
     u32* dst = pool + (size_t)pairs[2 * blockIdx.x + 1] * block_words;
     for (int i = threadIdx.x; i < block_words; i += blockDim.x) dst[i] = src[i];
 }
+
+// The greedy choice and log-sum-exp of each row of logits x [rows, cols]:
+// out[3r] = index of the largest value (lowest on ties; NaN and -inf skipped;
+// -1 if none) as int bits, out[3r + 1] = its value, out[3r + 2] = the
+// log-sum-exp over the non-NaN values. grid: rows; block: 1024.
+extern "C" __global__ void argmax_lse(const float* x, int cols, float* out) {
+    __shared__ float sv[32], sm[32], ss[32];
+    __shared__ int si[32];
+    const float* row = x + (size_t)blockIdx.x * cols;
+    float bv = NEG_INF, m = NEG_INF, s = 0.0f;
+    int bi = 0x7fffffff;
+    for (int i = threadIdx.x; i < cols; i += blockDim.x) {
+        float v = row[i];
+        if (v != v || v == NEG_INF) continue;
+        if (v > bv) {
+            bv = v;
+            bi = i;
+        }
+        if (v > m) {
+            s = s * expf(m - v) + 1.0f;
+            m = v;
+        } else {
+            s += expf(v - m);
+        }
+    }
+    // Merge (value, index) and (max, sum) pairs across the warp, then the warps.
+    auto merge = [](float& bv, int& bi, float& m, float& s, float ov, int oi, float om, float os) {
+        if (ov > bv || (ov == bv && oi < bi)) {
+            bv = ov;
+            bi = oi;
+        }
+        float nm = fmaxf(m, om);
+        if (nm != NEG_INF) s = (m == NEG_INF ? 0.0f : s * expf(m - nm)) + (om == NEG_INF ? 0.0f : os * expf(om - nm));
+        m = nm;
+    };
+    for (int o = 16; o > 0; o >>= 1)
+        merge(bv, bi, m, s, __shfl_xor_sync(0xffffffffu, bv, o), __shfl_xor_sync(0xffffffffu, bi, o),
+              __shfl_xor_sync(0xffffffffu, m, o), __shfl_xor_sync(0xffffffffu, s, o));
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    if (lane == 0) {
+        sv[warp] = bv;
+        si[warp] = bi;
+        sm[warp] = m;
+        ss[warp] = s;
+    }
+    __syncthreads();
+    if (warp != 0) return;
+    bv = lane < nw ? sv[lane] : NEG_INF;
+    bi = lane < nw ? si[lane] : 0x7fffffff;
+    m = lane < nw ? sm[lane] : NEG_INF;
+    s = lane < nw ? ss[lane] : 0.0f;
+    for (int o = 16; o > 0; o >>= 1)
+        merge(bv, bi, m, s, __shfl_xor_sync(0xffffffffu, bv, o), __shfl_xor_sync(0xffffffffu, bi, o),
+              __shfl_xor_sync(0xffffffffu, m, o), __shfl_xor_sync(0xffffffffu, s, o));
+    if (lane == 0) {
+        float* o = out + 3 * (size_t)blockIdx.x;
+        o[0] = __int_as_float(bi == 0x7fffffff ? -1 : bi);
+        o[1] = bv;
+        o[2] = m == NEG_INF ? NEG_INF : m + logf(s);
+    }
+}
