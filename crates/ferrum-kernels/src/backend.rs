@@ -156,7 +156,7 @@ impl RowArgmax {
         }
         let max = row.iter().copied().filter(|x| !x.is_nan()).fold(f32::NEG_INFINITY, f32::max);
         let sum: f64 = row.iter().filter(|x| !x.is_nan()).map(|&x| f64::from((x - max).exp())).sum();
-        let lse = (f64::from(max) + sum.ln()) as f32;
+        let lse = if max == f32::NEG_INFINITY { f32::NEG_INFINITY } else { (f64::from(max) + sum.ln()) as f32 };
         RowArgmax { id: best.map(|b| b.0), logit: best.map_or(f32::NEG_INFINITY, |b| b.1), lse }
     }
 }
