@@ -460,10 +460,15 @@ impl Backend for CudaBackend {
         if x.rows == 0 {
             return Ok(Vec::new());
         }
+        // Slices of about 4096 values, at most 32 per row, each one block.
+        let parts = cols.div_ceil(4096).clamp(1, 32);
+        let tmp = self.buffer::<f32>(4 * parts * x.rows)?;
         let out = self.buffer::<f32>(3 * x.rows)?;
-        let (xp, c, op) = (self.ptr(&x.buf), cols as i32, self.ptr(&out));
-        let cfg = LaunchConfig { grid_dim: (x.rows as u32, 1, 1), block_dim: (1024, 1, 1), shared_mem_bytes: 0 };
-        launch!(self, &self.k.argmax_lse, cfg, &xp, &c, &op)?;
+        let (xp, c, pi, tp, op) = (self.ptr(&x.buf), cols as i32, parts as i32, self.ptr(&tmp), self.ptr(&out));
+        let cfg = LaunchConfig { grid_dim: (x.rows as u32, parts as u32, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+        launch!(self, &self.k.argmax_part, cfg, &xp, &c, &pi, &tp)?;
+        let cfg = LaunchConfig { grid_dim: (x.rows as u32, 1, 1), block_dim: (32, 1, 1), shared_mem_bytes: 0 };
+        launch!(self, &self.k.argmax_merge, cfg, &tp, &pi, &op)?;
         let mut host = vec![0.0f32; 3 * x.rows];
         // SAFETY: `out` holds 3·rows values; the copy completes before `host` is read.
         unsafe { cudarc::driver::result::memcpy_dtoh_async(&mut host, op, self.stream.cu_stream()) }.map_err(|e| dev_err("argmax_rows", e))?;

@@ -136,63 +136,104 @@ extern "C" __global__ void copy_blocks(u32* k, u32* v, const u32* pairs, int blo
     for (int i = threadIdx.x; i < block_words; i += blockDim.x) dst[i] = src[i];
 }
 
-// The greedy choice and log-sum-exp of each row of logits x [rows, cols]:
-// out[3r] = index of the largest value (lowest on ties; NaN and -inf skipped;
-// -1 if none) as int bits, out[3r + 1] = its value, out[3r + 2] = the
-// log-sum-exp over the non-NaN values. grid: rows; block: 1024.
-extern "C" __global__ void argmax_lse(const float* x, int cols, float* out) {
-    __shared__ float sv[32], sm[32], ss[32];
-    __shared__ int si[32];
+// The greedy choice and log-sum-exp of each row of logits x [rows, cols], in
+// two steps: `argmax_part` reduces `parts` slices of each row (so that a long
+// row is read by many blocks at once), `argmax_merge` merges their results.
+// A partial result is (best value, its index, max, Σ exp(v - max)); NaN and
+// -inf are skipped, ties go to the lower index.
+struct ArgLse {
+    float bv, m, s;
+    int bi;
+};
+
+__device__ __forceinline__ ArgLse arg_lse_merge(ArgLse a, ArgLse b) {
+    if (b.bv > a.bv || (b.bv == a.bv && b.bi < a.bi)) {
+        a.bv = b.bv;
+        a.bi = b.bi;
+    }
+    float nm = fmaxf(a.m, b.m);
+    if (nm != NEG_INF) a.s = (a.m == NEG_INF ? 0.0f : a.s * expf(a.m - nm)) + (b.m == NEG_INF ? 0.0f : b.s * expf(b.m - nm));
+    a.m = nm;
+    return a;
+}
+
+__device__ __forceinline__ ArgLse arg_lse_warp(ArgLse a) {
+    for (int o = 16; o > 0; o >>= 1) {
+        ArgLse b;
+        b.bv = __shfl_xor_sync(0xffffffffu, a.bv, o);
+        b.bi = __shfl_xor_sync(0xffffffffu, a.bi, o);
+        b.m = __shfl_xor_sync(0xffffffffu, a.m, o);
+        b.s = __shfl_xor_sync(0xffffffffu, a.s, o);
+        a = arg_lse_merge(a, b);
+    }
+    return a;
+}
+
+__device__ __forceinline__ ArgLse arg_lse_empty() {
+    ArgLse a;
+    a.bv = NEG_INF;
+    a.m = NEG_INF;
+    a.s = 0.0f;
+    a.bi = 0x7fffffff;
+    return a;
+}
+
+// tmp[(r·parts + p)·4 ..] = the partial result of slice p of row r.
+// grid: (rows, parts); block: 256.
+extern "C" __global__ void argmax_part(const float* x, int cols, int parts, float* tmp) {
+    __shared__ ArgLse sh[32];
     const float* row = x + (size_t)blockIdx.x * cols;
-    float bv = NEG_INF, m = NEG_INF, s = 0.0f;
-    int bi = 0x7fffffff;
-    for (int i = threadIdx.x; i < cols; i += blockDim.x) {
+    int chunk = (cols + parts - 1) / parts;
+    int lo = blockIdx.y * chunk, hi = min(cols, lo + chunk);
+    ArgLse a = arg_lse_empty();
+    for (int i = lo + threadIdx.x; i < hi; i += blockDim.x) {
         float v = row[i];
         if (v != v || v == NEG_INF) continue;
-        if (v > bv) {
-            bv = v;
-            bi = i;
+        if (v > a.bv) {
+            a.bv = v;
+            a.bi = i;
         }
-        if (v > m) {
-            s = s * expf(m - v) + 1.0f;
-            m = v;
+        if (v > a.m) {
+            a.s = a.s * expf(a.m - v) + 1.0f;
+            a.m = v;
         } else {
-            s += expf(v - m);
+            a.s += expf(v - a.m);
         }
     }
-    // Merge (value, index) and (max, sum) pairs across the warp, then the warps.
-    auto merge = [](float& bv, int& bi, float& m, float& s, float ov, int oi, float om, float os) {
-        if (ov > bv || (ov == bv && oi < bi)) {
-            bv = ov;
-            bi = oi;
-        }
-        float nm = fmaxf(m, om);
-        if (nm != NEG_INF) s = (m == NEG_INF ? 0.0f : s * expf(m - nm)) + (om == NEG_INF ? 0.0f : os * expf(om - nm));
-        m = nm;
-    };
-    for (int o = 16; o > 0; o >>= 1)
-        merge(bv, bi, m, s, __shfl_xor_sync(0xffffffffu, bv, o), __shfl_xor_sync(0xffffffffu, bi, o),
-              __shfl_xor_sync(0xffffffffu, m, o), __shfl_xor_sync(0xffffffffu, s, o));
-    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
-    if (lane == 0) {
-        sv[warp] = bv;
-        si[warp] = bi;
-        sm[warp] = m;
-        ss[warp] = s;
-    }
+    a = arg_lse_warp(a);
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    if (lane == 0) sh[warp] = a;
     __syncthreads();
     if (warp != 0) return;
-    bv = lane < nw ? sv[lane] : NEG_INF;
-    bi = lane < nw ? si[lane] : 0x7fffffff;
-    m = lane < nw ? sm[lane] : NEG_INF;
-    s = lane < nw ? ss[lane] : 0.0f;
-    for (int o = 16; o > 0; o >>= 1)
-        merge(bv, bi, m, s, __shfl_xor_sync(0xffffffffu, bv, o), __shfl_xor_sync(0xffffffffu, bi, o),
-              __shfl_xor_sync(0xffffffffu, m, o), __shfl_xor_sync(0xffffffffu, s, o));
+    a = lane < (int)(blockDim.x >> 5) ? sh[lane] : arg_lse_empty();
+    a = arg_lse_warp(a);
+    if (lane == 0) {
+        float* t = tmp + ((size_t)blockIdx.x * parts + blockIdx.y) * 4;
+        t[0] = a.bv;
+        t[1] = __int_as_float(a.bi);
+        t[2] = a.m;
+        t[3] = a.s;
+    }
+}
+
+// out[3r] = index (int bits; -1 if none), out[3r + 1] = its value,
+// out[3r + 2] = log-sum-exp, from the `parts` (at most 32) partial results of
+// row r. grid: rows; block: 32.
+extern "C" __global__ void argmax_merge(const float* tmp, int parts, float* out) {
+    int lane = threadIdx.x;
+    ArgLse a = arg_lse_empty();
+    if (lane < parts) {
+        const float* t = tmp + ((size_t)blockIdx.x * parts + lane) * 4;
+        a.bv = t[0];
+        a.bi = __float_as_int(t[1]);
+        a.m = t[2];
+        a.s = t[3];
+    }
+    a = arg_lse_warp(a);
     if (lane == 0) {
         float* o = out + 3 * (size_t)blockIdx.x;
-        o[0] = __int_as_float(bi == 0x7fffffff ? -1 : bi);
-        o[1] = bv;
-        o[2] = m == NEG_INF ? NEG_INF : m + logf(s);
+        o[0] = __int_as_float(a.bi == 0x7fffffff ? -1 : a.bi);
+        o[1] = a.bv;
+        o[2] = a.m == NEG_INF ? NEG_INF : a.m + logf(a.s);
     }
 }
