@@ -39,119 +39,78 @@ __device__ __forceinline__ u32 spread4(u32 b) {
 
 template <int T> struct K8;
 
-// Legacy quants: one task per 32-value block; words 0-3 hold elements 0-15,
-// words 4-7 elements 16-31.
-template <> struct K8<T_Q4_0> {
-    static constexpr int TASKS = 1;
-    u32 w[8];
-    float d;
-    int e;
-    __device__ __forceinline__ void load(const u8* row, int t) {
-        const u8* b = row + 18 * t;
-        d = h2f(ld_u16(b));
-#pragma unroll
-        for (int i = 0; i < 4; i++) {
-            u32 v = ld_u32_a2(b + 2 + 4 * i);
-            w[i] = v & M4;
-            w[4 + i] = (v >> 4) & M4;
-        }
-        e = 32 * t;
-    }
-    __device__ __forceinline__ float dot(const XRow& x) const {
-        int s = dot16(w, x.q16(e)) + dot16(w + 4, x.q16(e + 16));
-        int sx = x.s[e >> 4] + x.s[(e >> 4) + 1];
-        return d * x.d[e >> 5] * (float)(s - 8 * sx);
-    }
-};
-
-template <> struct K8<T_Q4_1> {
+// Legacy quants: one task per 32-value block, value = d·q + m; words 0-3
+// hold elements 0-15, words 4-7 elements 16-31.
+struct Legacy {
     static constexpr int TASKS = 1;
     u32 w[8];
     float d, m;
     int e;
+    // The 16 bytes at `qs`: low nibbles are elements 0-15, high nibbles
+    // 16-31; bit j of `qh` becomes bit 4 of element j (five-bit quants).
+    __device__ __forceinline__ void nibbles(const u8* qs, u32 qh) {
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            u32 v = ld_u32_a2(qs + 4 * i);
+            w[i] = (v & M4) | spread4(qh >> (4 * i));
+            w[4 + i] = ((v >> 4) & M4) | spread4(qh >> (16 + 4 * i));
+        }
+    }
+    __device__ __forceinline__ float dot(const XRow& x) const {
+        int s = dot16(w, x.q16(e)) + dot16(w + 4, x.q16(e + 16));
+        int sx = x.s[e >> 4] + x.s[(e >> 4) + 1];
+        return x.d[e >> 5] * (d * (float)s + m * (float)sx);
+    }
+};
+
+template <> struct K8<T_Q4_0> : Legacy {
+    __device__ __forceinline__ void load(const u8* row, int t) {
+        const u8* b = row + 18 * t;
+        d = h2f(ld_u16(b));
+        m = -8.0f * d;
+        nibbles(b + 2, 0);
+        e = 32 * t;
+    }
+};
+
+template <> struct K8<T_Q4_1> : Legacy {
     __device__ __forceinline__ void load(const u8* row, int t) {
         const u8* b = row + 20 * t;
         d = h2f(ld_u16(b));
         m = h2f(ld_u16(b + 2));
-#pragma unroll
-        for (int i = 0; i < 4; i++) {
-            u32 v = ld_u32(b + 4 + 4 * i);
-            w[i] = v & M4;
-            w[4 + i] = (v >> 4) & M4;
-        }
+        nibbles(b + 4, 0);
         e = 32 * t;
-    }
-    __device__ __forceinline__ float dot(const XRow& x) const {
-        int s = dot16(w, x.q16(e)) + dot16(w + 4, x.q16(e + 16));
-        int sx = x.s[e >> 4] + x.s[(e >> 4) + 1];
-        return x.d[e >> 5] * (d * (float)s + m * (float)sx);
     }
 };
 
-template <> struct K8<T_Q5_0> {
-    static constexpr int TASKS = 1;
-    u32 w[8];
-    float d;
-    int e;
+template <> struct K8<T_Q5_0> : Legacy {
     __device__ __forceinline__ void load(const u8* row, int t) {
         const u8* b = row + 22 * t;
         d = h2f(ld_u16(b));
-        u32 qh = ld_u32_a2(b + 2);
-#pragma unroll
-        for (int i = 0; i < 4; i++) {
-            u32 v = ld_u32_a2(b + 6 + 4 * i);
-            w[i] = (v & M4) | spread4(qh >> (4 * i));
-            w[4 + i] = ((v >> 4) & M4) | spread4(qh >> (16 + 4 * i));
-        }
+        m = -16.0f * d;
+        nibbles(b + 6, ld_u32_a2(b + 2));
         e = 32 * t;
-    }
-    __device__ __forceinline__ float dot(const XRow& x) const {
-        int s = dot16(w, x.q16(e)) + dot16(w + 4, x.q16(e + 16));
-        int sx = x.s[e >> 4] + x.s[(e >> 4) + 1];
-        return d * x.d[e >> 5] * (float)(s - 16 * sx);
     }
 };
 
-template <> struct K8<T_Q5_1> {
-    static constexpr int TASKS = 1;
-    u32 w[8];
-    float d, m;
-    int e;
+template <> struct K8<T_Q5_1> : Legacy {
     __device__ __forceinline__ void load(const u8* row, int t) {
         const u8* b = row + 24 * t;
         d = h2f(ld_u16(b));
         m = h2f(ld_u16(b + 2));
-        u32 qh = ld_u32(b + 4);
-#pragma unroll
-        for (int i = 0; i < 4; i++) {
-            u32 v = ld_u32(b + 8 + 4 * i);
-            w[i] = (v & M4) | spread4(qh >> (4 * i));
-            w[4 + i] = ((v >> 4) & M4) | spread4(qh >> (16 + 4 * i));
-        }
+        nibbles(b + 8, ld_u32(b + 4));
         e = 32 * t;
-    }
-    __device__ __forceinline__ float dot(const XRow& x) const {
-        int s = dot16(w, x.q16(e)) + dot16(w + 4, x.q16(e + 16));
-        int sx = x.s[e >> 4] + x.s[(e >> 4) + 1];
-        return x.d[e >> 5] * (d * (float)s + m * (float)sx);
     }
 };
 
-template <> struct K8<T_Q8_0> {
-    static constexpr int TASKS = 1;
-    u32 w[8];
-    float d;
-    int e;
+template <> struct K8<T_Q8_0> : Legacy {
     __device__ __forceinline__ void load(const u8* row, int t) {
         const u8* b = row + 34 * t;
         d = h2f(ld_u16(b));
+        m = 0.0f;
 #pragma unroll
         for (int i = 0; i < 8; i++) w[i] = ld_u32_a2(b + 2 + 4 * i);
         e = 32 * t;
-    }
-    __device__ __forceinline__ float dot(const XRow& x) const {
-        int s = dot16(w, x.q16(e)) + dot16(w + 4, x.q16(e + 16));
-        return d * x.d[e >> 5] * (float)s;
     }
 };
 
@@ -176,24 +135,15 @@ __device__ __forceinline__ void scale_min6(u32 a, u32 b, u32 c, int j, float* sc
     *mn = (float)m;
 }
 
-// Q4_K: 8 tasks per 256-value block. Task k = 2j + h takes 16 bytes of the
-// 32-byte group j: low nibbles are elements 16h.. of sub-block 2j, high
-// nibbles the same elements of sub-block 2j + 1.
-template <> struct K8<T_Q4_K> {
+// A Q4_K/Q5_K task: 16 elements of sub-block 2j (`lo`) and the same 16 of
+// sub-block 2j + 1 (`hi`) as packed 8-bit values, with their scales and mins.
+struct KPair {
     static constexpr int TASKS = 8;
     u32 lo[4], hi[4];
     float dl0, ml0, dl1, ml1;
     int e;
-    __device__ __forceinline__ void load(const u8* row, int t) {
-        int blk = t >> 3, j = (t >> 1) & 3, h = t & 1;
-        const u8* b = row + 144 * blk;
-        uint4 q = *(const uint4*)(b + 16 + 32 * j + 16 * h);
-        u32 qq[4] = {q.x, q.y, q.z, q.w};
-#pragma unroll
-        for (int i = 0; i < 4; i++) {
-            lo[i] = qq[i] & M4;
-            hi[i] = (qq[i] >> 4) & M4;
-        }
+    // Block header of block `b` (d, dmin, 12 scale bytes); task geometry.
+    __device__ __forceinline__ void header(const u8* b, int blk, int j, int h) {
         u32 dm = ld_u32(b);
         float d = h2f((u16)(dm & 0xffffu)), dmin = h2f((u16)(dm >> 16));
         u32 a = ld_u32(b + 4), bb = ld_u32(b + 8), c = ld_u32(b + 12);
@@ -214,12 +164,26 @@ template <> struct K8<T_Q4_K> {
     }
 };
 
+// Q4_K: 8 tasks per 256-value block. Task k = 2j + h takes 16 bytes of the
+// 32-byte group j: low nibbles are elements 16h.. of sub-block 2j, high
+// nibbles the same elements of sub-block 2j + 1.
+template <> struct K8<T_Q4_K> : KPair {
+    __device__ __forceinline__ void load(const u8* row, int t) {
+        int blk = t >> 3, j = (t >> 1) & 3, h = t & 1;
+        const u8* b = row + 144 * blk;
+        uint4 q = *(const uint4*)(b + 16 + 32 * j + 16 * h);
+        u32 qq[4] = {q.x, q.y, q.z, q.w};
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            lo[i] = qq[i] & M4;
+            hi[i] = (qq[i] >> 4) & M4;
+        }
+        header(b, blk, j, h);
+    }
+};
+
 // Q5_K: as Q4_K, with bit 2j (low) / 2j + 1 (high) of qh[l] as bit 4.
-template <> struct K8<T_Q5_K> {
-    static constexpr int TASKS = 8;
-    u32 lo[4], hi[4];
-    float dl0, ml0, dl1, ml1;
-    int e;
+template <> struct K8<T_Q5_K> : KPair {
     __device__ __forceinline__ void load(const u8* row, int t) {
         int blk = t >> 3, j = (t >> 1) & 3, h = t & 1;
         const u8* b = row + 176 * blk;
@@ -231,23 +195,7 @@ template <> struct K8<T_Q5_K> {
             lo[i] = (qq[i] & M4) | (((hh[i] >> (2 * j)) & 0x01010101u) << 4);
             hi[i] = ((qq[i] >> 4) & M4) | (((hh[i] >> (2 * j + 1)) & 0x01010101u) << 4);
         }
-        u32 dm = ld_u32(b);
-        float d = h2f((u16)(dm & 0xffffu)), dmin = h2f((u16)(dm >> 16));
-        u32 a = ld_u32(b + 4), bb = ld_u32(b + 8), c = ld_u32(b + 12);
-        float sc, mn;
-        scale_min6(a, bb, c, 2 * j, &sc, &mn);
-        dl0 = d * sc;
-        ml0 = dmin * mn;
-        scale_min6(a, bb, c, 2 * j + 1, &sc, &mn);
-        dl1 = d * sc;
-        ml1 = dmin * mn;
-        e = 256 * blk + 64 * j + 16 * h;
-    }
-    __device__ __forceinline__ float dot(const XRow& x) const {
-        int s0 = dot16(lo, x.q16(e)), s1 = dot16(hi, x.q16(e + 32));
-        float r0 = dl0 * (float)s0 - ml0 * (float)x.s[e >> 4];
-        float r1 = dl1 * (float)s1 - ml1 * (float)x.s[(e + 32) >> 4];
-        return x.d[e >> 5] * r0 + x.d[(e >> 5) + 1] * r1;
+        header(b, blk, j, h);
     }
 };
 
