@@ -14,6 +14,8 @@ use crate::backend::{BackendError, HeadSpec, KvDType, Result, Rope};
 const KT: usize = 32;
 const ATT_WARPS: usize = 4;
 const DEC_SPLIT: usize = 256;
+/// Warps of a decode attention block; as in attention.cu.
+const DEC_WARPS: u32 = 8;
 
 /// A step's attention metadata on the device, in one buffer uploaded at
 /// first use: `[pos (rows) | slot (rows) | block-table offset (seqs) | block tables]`.
@@ -219,7 +221,7 @@ fn decode(be: &CudaBackend, q: &CudaAct, heads: &HeadSpec, plan: &CudaPlan, kv: 
     let (pos, bt_off, tables) = (plan.pos(be)?, plan.bt_off(be)?, plan.tables(be)?);
     let (nh, nkv, hdi, bs) = (heads.n_heads as i32, heads.n_kv_heads as i32, heads.head_dim as i32, plan.meta.block_size as i32);
     let window = heads.window.map(|w| w as i32).unwrap_or(0);
-    let cfg = LaunchConfig { grid_dim: (rows as u32, heads.n_heads as u32, n_splits as u32), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
+    let cfg = LaunchConfig { grid_dim: (rows as u32, heads.n_heads as u32, n_splits as u32), block_dim: (32 * DEC_WARPS, 1, 1), shared_mem_bytes: 0 };
     launch!(be, &be.k.attention_decode, cfg, &qp, &op, &po, &pml, &kp, &vp, &f16, &pos, &bt_off, &tables, &nh, &nkv, &hdi, &bs, &heads.scale, &window)?;
     if n_splits > 1 {
         let ns = n_splits as i32;

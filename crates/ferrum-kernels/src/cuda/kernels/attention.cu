@@ -128,21 +128,24 @@ ATT_ENTRY(8, 4)
 
 // Decode attention (one row per sequence), split over the keys for
 // parallelism (flash-decoding): block (row, query head, split) scans up to
-// DEC_SPLIT keys with its 4 warps taking keys in turn, each lane holding
-// head dims lane + 32k; the warps' online-softmax states are merged in shared
-// memory. With several splits the partial (max, sum, weighted values) go to
-// `part_*` and attention_combine merges them.
+// DEC_SPLIT keys with its DEC_WARPS warps taking groups of DEC_KEYS keys in
+// turn (the loads of a group's keys are in flight together), each lane
+// holding head dims lane + 32k; the warps' online-softmax states are merged
+// in shared memory. With several splits the partial (max, sum, weighted
+// values) go to `part_*` and attention_combine merges them.
 //
-// grid: (rows, n_heads, n_splits); block: 128.
+// grid: (rows, n_heads, n_splits); block: 32 · DEC_WARPS.
 
 #define DEC_SPLIT 256
+#define DEC_WARPS 8
+#define DEC_KEYS 4
 
-extern "C" __global__ void __launch_bounds__(128) attention_decode(
+extern "C" __global__ void __launch_bounds__(32 * DEC_WARPS) attention_decode(
     const float* q, float* out, float* part_o, float* part_ml, const void* kc, const void* vc, int kv_f16,
     const u32* pos, const u32* bt_off, const u32* tables, int n_heads, int n_kv, int hd, int block_size, float scale,
     int window) {
-    __shared__ float sm[ATT_WARPS], sl[ATT_WARPS];
-    __shared__ float so[ATT_WARPS][256];
+    __shared__ float sm[DEC_WARPS], sl[DEC_WARPS];
+    __shared__ float so[DEC_WARPS][256];
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     int r = blockIdx.x, h = blockIdx.y, z = blockIdx.z, n_splits = gridDim.z;
     int kvh = h / (n_heads / n_kv), kvd = n_kv * hd;
@@ -158,22 +161,45 @@ extern "C" __global__ void __launch_bounds__(128) attention_decode(
         o[k] = 0.0f;
     }
     float m = NEG_INF, l = 0.0f;
-    for (int j = j0 + warp; j < j1; j += ATT_WARPS) {
-        size_t at = ((size_t)bt[j / block_size] * block_size + j % block_size) * kvd + kvh * hd;
-        float s = 0.0f;
+    for (int j = j0 + warp * DEC_KEYS; j < j1; j += DEC_WARPS * DEC_KEYS) {
+        size_t at[DEC_KEYS];
+        float s[DEC_KEYS];
 #pragma unroll
-        for (int k = 0; k < 8; k++) {
-            int d = lane + 32 * k;
-            if (d < hd) s += qv[k] * kv_get(kc, kv_f16, at + d);
+        for (int u = 0; u < DEC_KEYS; u++) {
+            int ju = min(j + u, j1 - 1);
+            at[u] = ((size_t)bt[ju / block_size] * block_size + ju % block_size) * kvd + kvh * hd;
+            s[u] = 0.0f;
         }
-        s = warp_sum(s) * scale;
-        float mn = fmaxf(m, s);
-        float corr = expf(m - mn), pj = expf(s - mn);
-        l = l * corr + pj;
 #pragma unroll
         for (int k = 0; k < 8; k++) {
             int d = lane + 32 * k;
-            if (d < hd) o[k] = o[k] * corr + pj * kv_get(vc, kv_f16, at + d);
+            if (d < hd) {
+#pragma unroll
+                for (int u = 0; u < DEC_KEYS; u++) s[u] += qv[k] * kv_get(kc, kv_f16, at[u] + d);
+            }
+        }
+        float mn = m;
+#pragma unroll
+        for (int u = 0; u < DEC_KEYS; u++) {
+            s[u] = j + u < j1 ? warp_sum(s[u]) * scale : NEG_INF;
+            mn = fmaxf(mn, s[u]);
+        }
+        float corr = expf(m - mn), pj[DEC_KEYS];
+        l *= corr;
+#pragma unroll
+        for (int u = 0; u < DEC_KEYS; u++) {
+            pj[u] = expf(s[u] - mn);
+            l += pj[u];
+        }
+#pragma unroll
+        for (int k = 0; k < 8; k++) {
+            int d = lane + 32 * k;
+            if (d < hd) {
+                float acc = o[k] * corr;
+#pragma unroll
+                for (int u = 0; u < DEC_KEYS; u++) acc += pj[u] * kv_get(vc, kv_f16, at[u] + d);
+                o[k] = acc;
+            }
         }
         m = mn;
     }
@@ -189,9 +215,9 @@ extern "C" __global__ void __launch_bounds__(128) attention_decode(
     __syncthreads();
     if (warp != 0) return;
     float M = NEG_INF;
-    for (int w = 0; w < ATT_WARPS; w++) M = fmaxf(M, sm[w]);
-    float L = 0.0f, f[ATT_WARPS];
-    for (int w = 0; w < ATT_WARPS; w++) {
+    for (int w = 0; w < DEC_WARPS; w++) M = fmaxf(M, sm[w]);
+    float L = 0.0f, f[DEC_WARPS];
+    for (int w = 0; w < DEC_WARPS; w++) {
         f[w] = M == NEG_INF ? 0.0f : expf(sm[w] - M);
         L += sl[w] * f[w];
     }
@@ -202,7 +228,7 @@ extern "C" __global__ void __launch_bounds__(128) attention_decode(
     }
     for (int d = lane; d < hd; d += 32) {
         float v = 0.0f;
-        for (int w = 0; w < ATT_WARPS; w++) v += so[w][d] * f[w];
+        for (int w = 0; w < DEC_WARPS; w++) v += so[w][d] * f[w];
         if (n_splits > 1) part_o[slot * hd + d] = v;
         else out[(size_t)r * n_heads * hd + h * hd + d] = L > 0.0f ? v / L : 0.0f;
     }
