@@ -39,9 +39,6 @@ pub struct Q8Kernels {
     pub gemv: CudaFunction,
     pub moe_gate_up: CudaFunction,
     pub moe_down: CudaFunction,
-    /// Experts grouped by expert (batches of many assignments).
-    pub moe_gate_up_grouped: CudaFunction,
-    pub moe_down_grouped: CudaFunction,
 }
 
 /// Kernels instantiated for one weight type.
@@ -108,8 +105,6 @@ impl Kernels {
                 gemv: f(&format!("gemv_q8_{s}"))?,
                 moe_gate_up: f(&format!("moe_gate_up_q8_{s}"))?,
                 moe_down: f(&format!("moe_down_q8_{s}"))?,
-                moe_gate_up_grouped: f(&format!("moe_gate_up_grouped_q8_{s}"))?,
-                moe_down_grouped: f(&format!("moe_down_grouped_q8_{s}"))?,
             };
             if let Some(Some(k)) = by_type.get_mut(ty.id() as usize) {
                 k.q8 = Some(q8);

@@ -11,9 +11,6 @@ use crate::backend::{Backend, BackendError, MoeSpec, MoeWeights, Result};
 
 /// Assignments from which they are ordered by expert (weights shared in L2).
 const SORT_MIN: usize = 32;
-/// Assignments from which the 8-bit expert kernels run grouped by expert
-/// (each expert's weights read once per few assignments).
-const GROUPED_DECODE_MIN: usize = 128;
 
 pub fn run(be: &CudaBackend, x: &CudaAct, w: &MoeWeights<'_, CudaWeight>, spec: &MoeSpec, residual: &mut CudaAct) -> Result<()> {
     let shape = |detail: String| BackendError::Shape { op: "moe", detail };
@@ -57,13 +54,12 @@ pub fn run(be: &CudaBackend, x: &CudaAct, w: &MoeWeights<'_, CudaWeight>, spec: 
         return moe_grouped::run(be, x, gate, up, down, spec, &ids, &wts, residual);
     }
 
-    // Assignments ordered by expert, with each expert's range.
-    let sorted = if n_assign >= SORT_MIN { Some((be.buffer::<i32>(n_assign)?, be.buffer::<i32>(spec.n_experts + 1)?)) } else { None };
-    let (op, sp) = sorted.as_ref().map(|(o, st)| (be.ptr(o), be.ptr(st))).unwrap_or((0, 0));
-    if sorted.is_some() {
+    let order = if n_assign >= SORT_MIN { Some(be.buffer::<i32>(n_assign)?) } else { None };
+    let op = order.as_ref().map(|o| be.ptr(o)).unwrap_or(0);
+    if order.is_some() {
         let na = n_assign as i32;
         let cfg = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (1024, 1, 1), shared_mem_bytes: 4 * (spec.n_experts as u32 + 1) };
-        launch!(be, &be.k.moe_sort, cfg, &ip, &na, &ne, &op, &sp)?;
+        launch!(be, &be.k.moe_sort, cfg, &ip, &na, &ne, &op)?;
     }
 
     let act = be.buffer::<f32>(n_assign * ff)?;
@@ -82,17 +78,6 @@ pub fn run(be: &CudaBackend, x: &CudaAct, w: &MoeWeights<'_, CudaWeight>, spec: 
         let per_block = Q8_WARPS * Q8_RPW_MOE;
         let mut tmp = None;
         let xqp = be.q8_of(x, xp, &mut tmp)?;
-        if n_assign >= GROUPED_DECODE_MIN && sorted.is_some() {
-            // Each expert's weights read once per GEMV_M of its assignments;
-            // expert outputs then summed per token.
-            let experts = |rows: usize| grid(rows, Q8_WARPS, spec.n_experts);
-            launch!(be, &gq.moe_gate_up_grouped, experts(ff), &gp, &upp, &op, &sp, &xqp, &ap, &ffi, &hi, &ki)?;
-            let aq = be.quantize_q8(ap, n_assign, ff)?;
-            let (aqp, y) = (be.ptr(&aq), be.buffer::<f32>(n_assign * hidden)?);
-            let yp = be.ptr(&y);
-            launch!(be, &dq.moe_down_grouped, experts(hidden), &dp, &op, &sp, &aqp, &yp, &hi, &ffi)?;
-            return launch!(be, &be.k.moe_combine, grid1(t * hidden, 256), &rp, &yp, &wp, &ti, &hi, &ki);
-        }
         launch!(be, &gq.moe_gate_up, grid(ff, per_block, n_assign), &gp, &upp, &ip, &op, &xqp, &ap, &ffi, &hi, &ki)?;
         let aq = be.quantize_q8(ap, n_assign, ff)?;
         let aqp = be.ptr(&aq);

@@ -395,87 +395,6 @@ __device__ void moe_down_q8(const u8* D, const int* ids, const float* wts, const
     }
 }
 
-// Experts over a batch, grouped by expert: block (row tile, expert e) takes
-// e's assignments (order[starts[e] .. starts[e + 1]]) GEMV_M at a time, so
-// each weight is read once per GEMV_M assignments rather than once per
-// assignment. One output row per warp; grid: (ceil(rows / Q8_WARPS), n_experts).
-// gate_up: act[a, r] = silu(x_a · gate_e[r]) * (x_a · up_e[r]), x_a = xq row a / top_k.
-template <int T>
-__device__ void moe_gate_up_grouped_q8(const u8* G, const u8* U, const int* order, const int* starts, const u8* xq,
-                                       float* act, int ff, int hidden, int top_k) {
-    int e = blockIdx.y, s0 = starts[e], s1 = starts[e + 1];
-    int lane = threadIdx.x & 31;
-    int r = blockIdx.x * Q8_WARPS + (threadIdx.x >> 5);
-    if (s0 >= s1 || r >= ff) return;
-    size_t rb = row_bytes<T>(hidden);
-    const u8* g = G + ((size_t)e * ff + r) * rb;
-    const u8* u = U + ((size_t)e * ff + r) * rb;
-    int ntask = hidden / Q<T>::ELEMS * K8<T>::TASKS;
-    for (int c = s0; c < s1; c += GEMV_M) {
-        int n = min(GEMV_M, s1 - c);
-        int as[GEMV_M];
-        float sg[GEMV_M], su[GEMV_M];
-#pragma unroll
-        for (int t = 0; t < GEMV_M; t++) {
-            as[t] = t < n ? order[c + t] : 0;
-            sg[t] = su[t] = 0.0f;
-        }
-        for (int k = lane; k < ntask; k += WARP) {
-            K8<T> wg, wu;
-            wg.load(g, k);
-            wu.load(u, k);
-#pragma unroll
-            for (int t = 0; t < GEMV_M; t++) {
-                if (t < n) {
-                    XRow xr = xrow(xq, hidden, as[t] / top_k);
-                    sg[t] += wg.dot(xr);
-                    su[t] += wu.dot(xr);
-                }
-            }
-        }
-#pragma unroll
-        for (int t = 0; t < GEMV_M; t++) {
-            float gs = warp_sum(sg[t]), us = warp_sum(su[t]);
-            if (lane == 0 && t < n) act[(size_t)as[t] * ff + r] = silu(gs) * us;
-        }
-    }
-}
-
-// down: y[a, r] = actq[a] · down_e[r] for e's assignments. grid: (ceil(hidden / Q8_WARPS), n_experts).
-template <int T>
-__device__ void moe_down_grouped_q8(const u8* D, const int* order, const int* starts, const u8* actq, float* y,
-                                    int hidden, int ff) {
-    int e = blockIdx.y, s0 = starts[e], s1 = starts[e + 1];
-    int lane = threadIdx.x & 31;
-    int r = blockIdx.x * Q8_WARPS + (threadIdx.x >> 5);
-    if (s0 >= s1 || r >= hidden) return;
-    size_t rb = row_bytes<T>(ff);
-    const u8* w = D + ((size_t)e * hidden + r) * rb;
-    int ntask = ff / Q<T>::ELEMS * K8<T>::TASKS;
-    for (int c = s0; c < s1; c += GEMV_M) {
-        int n = min(GEMV_M, s1 - c);
-        int as[GEMV_M];
-        float acc[GEMV_M];
-#pragma unroll
-        for (int t = 0; t < GEMV_M; t++) {
-            as[t] = t < n ? order[c + t] : 0;
-            acc[t] = 0.0f;
-        }
-        for (int k = lane; k < ntask; k += WARP) {
-            K8<T> wk;
-            wk.load(w, k);
-#pragma unroll
-            for (int t = 0; t < GEMV_M; t++)
-                if (t < n) acc[t] += wk.dot(xrow(actq, ff, as[t]));
-        }
-#pragma unroll
-        for (int t = 0; t < GEMV_M; t++) {
-            float v = warp_sum(acc[t]);
-            if (lane == 0 && t < n) y[(size_t)as[t] * hidden + r] = v;
-        }
-    }
-}
-
 // Rows per warp: 2 for one activation row, 1 for GEMV_M rows (8x the work
 // per weight load) and for the experts (whose task loops are unrolled instead,
 // keeping more loads in flight per lane).
@@ -494,15 +413,6 @@ __device__ void moe_down_grouped_q8(const u8* D, const int* order, const int* st
         const u8* G, const u8* U, const int* ids, const int* order, const u8* x, float* act, int ff,              \
         int hidden, int top_k) {                                                                                  \
         moe_gate_up_q8<T, Q8_RPW_MOE>(G, U, ids, order, x, act, ff, hidden, top_k);                                  \
-    }                                                                                                             \
-    extern "C" __global__ void __launch_bounds__(32 * Q8_WARPS) moe_gate_up_grouped_q8_##S(                      \
-        const u8* G, const u8* U, const int* order, const int* starts, const u8* x, float* act, int ff,           \
-        int hidden, int top_k) {                                                                                  \
-        moe_gate_up_grouped_q8<T>(G, U, order, starts, x, act, ff, hidden, top_k);                                \
-    }                                                                                                             \
-    extern "C" __global__ void __launch_bounds__(32 * Q8_WARPS) moe_down_grouped_q8_##S(                         \
-        const u8* D, const int* order, const int* starts, const u8* act, float* y, int hidden, int ff) {          \
-        moe_down_grouped_q8<T>(D, order, starts, act, y, hidden, ff);                                             \
     }                                                                                                             \
     extern "C" __global__ void __launch_bounds__(32 * Q8_WARPS) moe_down_q8_##S(                                 \
         const u8* D, const int* ids, const float* wts, const u8* act, float* res, int hidden, int ff, int top_k) { \

@@ -69,10 +69,8 @@ extern "C" __global__ void moe_route(const float* logits, int n_tokens, int n_ex
 }
 
 // Order the assignments by expert (a counting sort in one block of 1024
-// threads): order[] lists assignment indices grouped by expert id (in no
-// particular order within an expert); starts[e] .. starts[e + 1] is expert
-// e's range of order[].
-extern "C" __global__ void moe_sort(const int* ids, int n_assign, int n_exp, int* order, int* starts) {
+// threads): order[] lists assignment indices grouped by expert id.
+extern "C" __global__ void moe_sort(const int* ids, int n_assign, int n_exp, int* order) {
     extern __shared__ int counts[];  // [n_exp + 1]
     for (int e = threadIdx.x; e <= n_exp; e += blockDim.x) counts[e] = 0;
     __syncthreads();
@@ -80,8 +78,6 @@ extern "C" __global__ void moe_sort(const int* ids, int n_assign, int n_exp, int
     __syncthreads();
     if (threadIdx.x == 0)
         for (int e = 1; e <= n_exp; e++) counts[e] += counts[e - 1];
-    __syncthreads();
-    for (int e = threadIdx.x; e <= n_exp; e += blockDim.x) starts[e] = counts[e];
     __syncthreads();
     for (int a = threadIdx.x; a < n_assign; a += blockDim.x) order[atomicAdd(&counts[ids[a]], 1)] = a;
 }
