@@ -11,7 +11,7 @@
 //! graph ("replay"). A pass ends at its `to_host`, which launches the graph
 //! and waits for it; the next pass then reuses the arena and staging bytes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -99,6 +99,8 @@ struct State {
     /// Bytes a pass of each measured shape needs.
     need: HashMap<PassKey, (usize, usize)>,
     graphs: HashMap<PassKey, Graph>,
+    /// Shapes whose capture failed: they run eagerly from then on.
+    broken: HashSet<PassKey>,
 }
 
 pub struct Recorder {
@@ -139,6 +141,9 @@ impl Recorder {
         st.key = Some(key);
         st.arena_used = 0;
         st.staging_used = 0;
+        if st.broken.contains(&key) {
+            return Ok(());
+        }
         if st.graphs.contains_key(&key) {
             self.set_mode(Mode::Replay);
             return Ok(());
@@ -253,10 +258,16 @@ impl Recorder {
                 st.need.insert(key, need);
             }
             Mode::Capture => {
-                let g = stream
-                    .end_capture(sys::CUgraphInstantiate_flags(0))
-                    .map_err(|e| dev_err("end capture", e))?
-                    .ok_or_else(|| BackendError::Invalid { op: "pass", detail: "empty capture".into() })?;
+                // A shape whose capture fails runs eagerly from then on (this
+                // pass's kernels did not run: it fails).
+                let captured = stream.end_capture(sys::CUgraphInstantiate_flags(0)).map_err(|e| dev_err("end capture", e));
+                let g = match captured.and_then(|g| g.ok_or_else(|| BackendError::Invalid { op: "pass", detail: "empty capture".into() })) {
+                    Ok(g) => g,
+                    Err(e) => {
+                        st.broken.insert(key);
+                        return Err(e);
+                    }
+                };
                 g.launch().map_err(|e| dev_err("graph launch", e))?;
                 if st.graphs.len() >= MAX_GRAPHS {
                     st.graphs.clear();
