@@ -21,6 +21,9 @@ pub struct Model<B: Backend> {
     heads: HeadSpec,
 }
 
+/// `(sequence, position)` of each row asked for, and their logits on the backend.
+type PassOut<A> = (Vec<(usize, usize)>, Option<A>);
+
 /// Scratch activations of one forward pass.
 struct Scratch<A> {
     x: A,
@@ -77,7 +80,7 @@ impl<B: Backend> Model<B> {
 
     /// The forward pass: `(sequence, position)` of each row asked for, and
     /// their logits `[rows, vocab]` on the backend (`None` when none is asked for).
-    fn pass(&self, batch: &ForwardBatch<'_>, kv: &mut KvCache<B>, mut trace: Option<Tracer<'_>>) -> Result<(Vec<(usize, usize)>, Option<B::Act>)> {
+    fn pass(&self, batch: &ForwardBatch<'_>, kv: &mut KvCache<B>, mut trace: Option<Tracer<'_>>) -> Result<PassOut<B::Act>> {
         let cfg = &self.cfg;
         if kv.layers.len() != cfg.n_layers {
             return Err(ModelError::Batch(format!("KV cache has {} layers, model {}", kv.layers.len(), cfg.n_layers)));

@@ -226,7 +226,7 @@ impl CudaBackend {
     /// (0: nowhere, when 8-bit activations are off or the rows do not split
     /// into 32-value blocks); marks that form valid.
     fn q8_out(&self, out: &mut CudaAct) -> Result<u64> {
-        if self.float_activations || out.cols % 32 != 0 {
+        if self.float_activations || !out.cols.is_multiple_of(32) {
             return Ok(0);
         }
         let n = out.rows * q8_row(out.cols);
