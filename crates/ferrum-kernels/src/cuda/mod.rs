@@ -223,10 +223,11 @@ impl CudaBackend {
     }
 
     /// Where a kernel writing `out` (already shaped) also puts its 8-bit form
-    /// (0: nowhere, when 8-bit activations are off or the rows do not split
-    /// into 32-value blocks); marks that form valid.
+    /// (0: nowhere, when 8-bit activations are off, the rows do not split
+    /// into 32-value blocks, or the batch is one the tensor-core GEMMs take,
+    /// which would not read it); marks that form valid.
     fn q8_out(&self, out: &mut CudaAct) -> Result<u64> {
-        if self.float_activations || !out.cols.is_multiple_of(32) {
+        if self.float_activations || !out.cols.is_multiple_of(32) || out.rows >= linear::GEMM_MIN_ROWS {
             return Ok(0);
         }
         let n = out.rows * q8_row(out.cols);

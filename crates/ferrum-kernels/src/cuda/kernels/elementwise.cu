@@ -6,23 +6,6 @@
 // (one block per row is latency-bound otherwise); longer rows loop.
 #define NORM_VALS 16
 
-// Quantize value y (element c of row r) of a warp's 32-value block to 8 bits
-// into `q8` (rows of q8_row(cols) bytes, as quantize_q8). Every lane of the warp calls it.
-__device__ __forceinline__ void q8_store(u8* q8, int r, int c, int cols, float y) {
-    int lane = threadIdx.x & 31;
-    u8* row = q8 + (size_t)r * q8_row(cols);
-    float amax = warp_max(fabsf(y));
-    float dd = amax / 127.0f;
-    int qi = dd > 0.0f ? (int)rintf(y / dd) : 0;
-    int sum = qi;
-#pragma unroll
-    for (int off = 8; off > 0; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
-    ((i8*)row)[c] = (i8)qi;
-    if (lane == 0) ((float*)(row + cols))[c >> 5] = dd;
-    if ((lane & 15) == 0) ((short*)(row + cols + cols / 8))[c >> 4] = (short)sum;
-}
-
-
 // out = v / rms(v) * w for one row `v` of `cols` values, first read by
 // `get(i)` and read again (longer rows) by `reget(i)`; optionally also
 // quantized to 8 bits per 32 values into `q8` (the layout of quantize_q8 in

@@ -253,27 +253,34 @@ __device__ __forceinline__ XRow xrow(const u8* xq, int cols, int t) {
     return x;
 }
 
+// Quantize value y (element c of row r) of a warp's 32-value block to 8 bits
+// into `q8` (rows of q8_row(cols) bytes: q | d | s, as xrow reads them).
+// Every lane of the warp calls it (quantize_q8, and the norms and SiLU·mul
+// that write their consumer's 8-bit rows).
+__device__ __forceinline__ void q8_store(u8* q8, int r, int c, int cols, float y) {
+    int lane = threadIdx.x & 31;
+    u8* row = q8 + (size_t)r * q8_row(cols);
+    float amax = warp_max(fabsf(y));
+    float dd = amax / 127.0f;
+    int qi = dd > 0.0f ? (int)rintf(y / dd) : 0;
+    int sum = qi;
+#pragma unroll
+    for (int off = 8; off > 0; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+    ((i8*)row)[c] = (i8)qi;
+    if (lane == 0) ((float*)(row + cols))[c >> 5] = dd;
+    if ((lane & 15) == 0) ((short*)(row + cols + cols / 8))[c >> 4] = (short)sum;
+}
+
 // Quantize x [rows, cols] to 8 bits per 32 values (scale max|x| / 127, round
 // to nearest even), with the sum of every 16 quantized values, into `out`
 // (rows of q8_row(cols) bytes). One warp per 32-value block; grid:
 // ceil(rows · cols / 32 / 4); block 128.
 extern "C" __global__ void quantize_q8(const float* x, u8* out, int rows, int cols) {
-    int lane = threadIdx.x & 31;
     int nb = cols >> 5;
     int b = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     if (b >= rows * nb) return;
-    int t = b / nb, c = b - t * nb;
-    float v = x[(size_t)t * cols + 32 * c + lane];
-    float amax = warp_max(fabsf(v));
-    float dd = amax / 127.0f;
-    int qi = dd > 0.0f ? (int)rintf(v / dd) : 0;
-    u8* row = out + (size_t)t * q8_row(cols);
-    ((i8*)row)[32 * c + lane] = (i8)qi;
-    int sum = qi;
-#pragma unroll
-    for (int o = 8; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
-    if (lane == 0) ((float*)(row + cols))[c] = dd;
-    if ((lane & 15) == 0) ((short*)(row + cols + cols / 8))[2 * c + (lane >> 4)] = (short)sum;
+    int t = b / nb, c = 32 * (b - t * nb) + (threadIdx.x & 31);
+    q8_store(out, t, c, cols, x[(size_t)t * cols + c]);
 }
 
 // y[m0 + t, y_off + r] = xq[m0 + t] · W[r] (+ bias[y_off + r]) for M activation rows
