@@ -40,6 +40,10 @@ pub struct BackendArgs {
     /// instead of quantizing them to 8 bits (exact, slower).
     #[arg(long)]
     pub float_activations: bool,
+    /// CUDA: start each kernel only after the previous one has finished
+    /// (no programmatic dependent launch on Hopper GPUs).
+    #[arg(long)]
+    pub no_pdl: bool,
 }
 
 /// What a task learns about the backend besides the model.
@@ -85,6 +89,7 @@ pub fn with_model<T: ModelTask>(path: &Path, b: &BackendArgs, task: T) -> Result
         cache_dir: Some(crate::model_path::cache_root().join("cuda")),
         float_activations: b.float_activations,
         eager: b.no_cuda_graphs,
+        serial_launch: b.no_pdl,
     };
     let gpu = CudaBackend::new(&opts).context("starting the CUDA backend")?;
     let (_, total) = gpu.mem_info()?;

@@ -99,7 +99,9 @@ fn batched_decode<B: ferrum_kernels::Backend>(model: &ferrum_model::Model<B>) ->
 
 /// Decode steps recorded as CUDA graphs (measured, captured, then replayed)
 /// give bit-identical logits to the same steps launched kernel by kernel,
-/// also on a second KV cache (graphs hold the pools' addresses).
+/// also on a second KV cache (graphs hold the pools' addresses); and kernels
+/// launched early to wait on the device (programmatic dependent launch) give
+/// the same bits as kernels launched one after another.
 #[test]
 fn cuda_graph_decode_equals_eager() {
     if gpu().is_none() {
@@ -107,14 +109,16 @@ fn cuda_graph_decode_equals_eager() {
     }
     for family in FAMILIES {
         let path = dir(family).join("model-q8_0.gguf");
-        let run = |eager: bool| {
-            let model = load_model(&path, gpu_with(CudaOptions { eager, ..Default::default() }).unwrap()).unwrap();
+        let run = |eager: bool, serial_launch: bool| {
+            let model = load_model(&path, gpu_with(CudaOptions { eager, serial_launch, ..Default::default() }).unwrap()).unwrap();
             let bits = |rows: Vec<Vec<f32>>| -> Vec<Vec<u32>> { rows.iter().map(|r| r.iter().map(|v| v.to_bits()).collect()).collect() };
             (bits(batched_decode(&model)), bits(batched_decode(&model)))
         };
-        let (eager, eager2) = run(true);
-        let (recorded, recorded2) = run(false);
+        let (eager, eager2) = run(true, true);
+        let (recorded, recorded2) = run(false, false);
+        let (early, _) = run(true, false);
         assert!(eager == eager2, "{family}: eager decode differs between caches");
         assert!(recorded == eager && recorded2 == eager, "{family}: recorded decode differs from eager");
+        assert!(early == eager, "{family}: decode with early-launched kernels differs from serial launches");
     }
 }

@@ -3,7 +3,7 @@
 
 use std::sync::Mutex;
 
-use cudarc::driver::{LaunchConfig, PushKernelArg};
+use cudarc::driver::LaunchConfig;
 
 use super::kernels::ATTN_MAX_SMEM;
 use super::{launch, CudaAct, CudaBackend, CudaKv, CudaWeight, DevBuf};
@@ -221,12 +221,15 @@ fn decode(be: &CudaBackend, q: &CudaAct, heads: &HeadSpec, plan: &CudaPlan, kv: 
     let (pos, bt_off, tables) = (plan.pos(be)?, plan.bt_off(be)?, plan.tables(be)?);
     let (nh, nkv, hdi, bs) = (heads.n_heads as i32, heads.n_kv_heads as i32, heads.head_dim as i32, plan.meta.block_size as i32);
     let window = heads.window.map(|w| w as i32).unwrap_or(0);
+    // The output's 8-bit form for the O projection (a warp's 32 values must
+    // lie in one head).
+    let q8 = if heads.head_dim.is_multiple_of(32) { be.q8_out(out)? } else { 0 };
     let cfg = LaunchConfig { grid_dim: (rows as u32, heads.n_heads as u32, n_splits as u32), block_dim: (32 * DEC_WARPS, 1, 1), shared_mem_bytes: 0 };
-    launch!(be, &be.k.attention_decode, cfg, &qp, &op, &po, &pml, &kp, &vp, &f16, &pos, &bt_off, &tables, &nh, &nkv, &hdi, &bs, &heads.scale, &window)?;
+    launch!(be, &be.k.attention_decode, cfg, &qp, &op, &q8, &po, &pml, &kp, &vp, &f16, &pos, &bt_off, &tables, &nh, &nkv, &hdi, &bs, &heads.scale, &window)?;
     if n_splits > 1 {
         let ns = n_splits as i32;
         let cfg = LaunchConfig { grid_dim: (rows as u32, heads.n_heads as u32, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
-        launch!(be, &be.k.attention_combine, cfg, &po, &pml, &op, &nh, &hdi, &ns)?;
+        launch!(be, &be.k.attention_combine, cfg, &po, &pml, &op, &q8, &nh, &hdi, &ns)?;
     }
     Ok(())
 }

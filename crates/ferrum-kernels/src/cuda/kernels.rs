@@ -31,7 +31,7 @@ pub const TYPES: [(GgmlType, &str); 13] = [
 const Q8_TYPES: [GgmlType; 8] =
     [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0, GgmlType::Q4K, GgmlType::Q5K, GgmlType::Q6K];
 
-/// GEMV kernels with activations quantized to 8 bits (`gemv_q8.cu`).
+/// GEMV and expert kernels with activations quantized to 8 bits (`gemv_q8.cu`).
 pub struct Q8Kernels {
     /// One activation row, two output rows per warp.
     pub gemv1: CudaFunction,
@@ -63,6 +63,10 @@ pub struct Kernels {
     pub gather_rows: CudaFunction,
     pub to_f16: CudaFunction,
     pub quantize_q8: CudaFunction,
+    /// 8-bit-activation GEMV over up to three weight parts of any q8 type:
+    /// one activation row (two output rows per warp) / up to GEMV_M rows.
+    pub linear1_q8: CudaFunction,
+    pub linear_q8: CudaFunction,
     pub argmax_part: CudaFunction,
     pub argmax_merge: CudaFunction,
     pub copy_blocks: CudaFunction,
@@ -125,6 +129,8 @@ impl Kernels {
             gather_rows: f("gather_rows")?,
             to_f16: f("to_f16")?,
             quantize_q8: f("quantize_q8")?,
+            linear1_q8: f("linear1_q8")?,
+            linear_q8: f("linear_q8")?,
             argmax_part: f("argmax_part")?,
             argmax_merge: f("argmax_merge")?,
             copy_blocks: f("copy_blocks")?,

@@ -7,7 +7,7 @@ use std::ffi::c_void;
 use std::sync::{Arc, Mutex};
 
 use cudarc::cublas::{result as blas, sys as bsys};
-use cudarc::driver::{CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaSlice, CudaStream, LaunchConfig};
 
 use ferrum_core::GgmlType;
 
@@ -84,40 +84,81 @@ pub fn run(be: &CudaBackend, x: &CudaAct, w: &CudaWeight, bias: Option<&CudaWeig
     Ok(())
 }
 
-/// The GEMV kernels for `m < GEMM_MIN_ROWS` activation rows, one launch per
-/// part: 8-bit activations where every part's type has them (then the bias
-/// `bias_ptr`, if not 0, is added by the kernels and this returns true), else
-/// f32 activations.
+/// Weight parts of one 8-bit-activation GEMV launch (as `Q8Parts` in
+/// gemv_q8.cu): part p owns blocks `start[p]..start[p + 1]`.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct Q8Parts {
+    w: [u64; Q8_PARTS],
+    ty: [i32; Q8_PARTS],
+    rows: [i32; Q8_PARTS],
+    y_off: [i32; Q8_PARTS],
+    start: [i32; Q8_PARTS + 1],
+}
+
+/// Weight parts one 8-bit-activation GEMV launch takes (as in gemv_q8.cu).
+const Q8_PARTS: usize = 3;
+
+/// The GEMV kernels for `m < GEMM_MIN_ROWS` activation rows: with 8-bit
+/// activations where every part's type has them (up to Q8_PARTS parts of
+/// any types per launch; then the bias `bias_ptr`, if not 0, is added by the
+/// kernels and this returns true), else f32 activations, one launch per part.
 fn gemv(be: &CudaBackend, x: &CudaAct, w: &CudaWeight, bias_ptr: u64, out: &mut CudaAct) -> Result<bool> {
     let (cols, rows, m) = (w.dims[0], w.dims[1], x.rows);
     let (xp, op, ci, mi, ldy) = (be.ptr(&x.buf), be.ptr(&out.buf), cols as i32, m as i32, rows as i32);
-    let q8: Option<Vec<_>> = w.parts.iter().map(|p| be.q8_kernels(p.ty)).collect();
-    let mut tmp = None;
-    let xq = if q8.is_some() { Some(be.q8_of(x, xp, &mut tmp)?) } else { None };
-    let mut off = 0usize;
-    for (i, p) in w.parts.iter().enumerate() {
-        let (wp, r, yo) = (be.ptr(&p.buf), p.rows as i32, off as i32);
-        if let (Some(q8), Some(xqp)) = (&q8, xq) {
-            let (k, rows_per_block, tile) = if m == 1 { (&q8[i].gemv1, Q8_WARPS * Q8_RPW1, 1) } else { (&q8[i].gemv, Q8_WARPS, GEMV_M) };
+    if w.parts.iter().all(|p| be.q8_kernels(p.ty).is_some()) {
+        let mut tmp = None;
+        let xqp = be.q8_of(x, xp, &mut tmp)?;
+        let (rows_per_block, tile) = if m == 1 { (Q8_WARPS * Q8_RPW1, 1) } else { (Q8_WARPS, GEMV_M) };
+        if let Some((p, q8)) = w.parts.first().filter(|_| w.parts.len() == 1).and_then(|p| Some((p, be.q8_kernels(p.ty)?))) {
+            // One matrix: the kernel of its type.
+            let (k, wp, r) = (if m == 1 { &q8.gemv1 } else { &q8.gemv }, be.ptr(&p.buf), p.rows as i32);
             let cfg = LaunchConfig {
                 grid_dim: (p.rows.div_ceil(rows_per_block) as u32, m.div_ceil(tile) as u32, 1),
                 block_dim: (32 * Q8_WARPS as u32, 1, 1),
                 shared_mem_bytes: 0,
             };
-            launch!(be, k, cfg, &wp, &xqp, &op, &bias_ptr, &r, &ci, &mi, &ldy, &yo)?;
-        } else {
-            let tk = be.k.for_type(p.ty)?;
-            let k = if m == 1 { &tk.gemv1 } else { &tk.gemv };
+            launch!(be, k, cfg, &wp, &xqp, &op, &bias_ptr, &r, &ci, &mi, &ldy)?;
+            return Ok(bias_ptr != 0);
+        }
+        let k = if m == 1 { &be.k.linear1_q8 } else { &be.k.linear_q8 };
+        let mut off = 0usize;
+        for chunk in w.parts.chunks(Q8_PARTS) {
+            let mut parts = Q8Parts::default();
+            for (i, p) in chunk.iter().enumerate() {
+                parts.w[i] = be.ptr(&p.buf);
+                parts.ty[i] = p.ty.id() as i32;
+                parts.rows[i] = p.rows as i32;
+                parts.y_off[i] = off as i32;
+                parts.start[i + 1] = parts.start[i] + p.rows.div_ceil(rows_per_block) as i32;
+                off += p.rows;
+            }
+            for i in chunk.len()..Q8_PARTS {
+                parts.start[i + 1] = parts.start[i];
+            }
             let cfg = LaunchConfig {
-                grid_dim: (p.rows.div_ceil(GEMV_WARPS) as u32, m.div_ceil(GEMV_M) as u32, 1),
-                block_dim: (32 * GEMV_WARPS as u32, 1, 1),
+                grid_dim: (parts.start[Q8_PARTS] as u32, m.div_ceil(tile) as u32, 1),
+                block_dim: (32 * Q8_WARPS as u32, 1, 1),
                 shared_mem_bytes: 0,
             };
-            launch!(be, k, cfg, &wp, &xp, &op, &r, &ci, &mi, &ldy, &yo)?;
+            launch!(be, k, cfg, &parts, &xqp, &op, &bias_ptr, &ci, &mi, &ldy)?;
         }
+        return Ok(bias_ptr != 0);
+    }
+    let mut off = 0usize;
+    for p in &w.parts {
+        let (wp, r, yo) = (be.ptr(&p.buf), p.rows as i32, off as i32);
+        let tk = be.k.for_type(p.ty)?;
+        let k = if m == 1 { &tk.gemv1 } else { &tk.gemv };
+        let cfg = LaunchConfig {
+            grid_dim: (p.rows.div_ceil(GEMV_WARPS) as u32, m.div_ceil(GEMV_M) as u32, 1),
+            block_dim: (32 * GEMV_WARPS as u32, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        launch!(be, k, cfg, &wp, &xp, &op, &r, &ci, &mi, &ldy, &yo)?;
         off += p.rows;
     }
-    Ok(q8.is_some() && bias_ptr != 0)
+    Ok(false)
 }
 
 /// out [m, rows] = x [m, cols] · Wᵀ on the tensor cores: f16 copies of a

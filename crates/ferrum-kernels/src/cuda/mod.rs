@@ -12,10 +12,11 @@ mod moe;
 mod moe_grouped;
 mod pass;
 
+use std::ffi::c_void;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DriverError, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DriverError, LaunchConfig};
 use ferrum_core::GgmlType;
 
 use crate::attn_meta::AttnMeta;
@@ -38,6 +39,10 @@ pub struct CudaOptions {
     /// Launch every kernel of decode passes instead of recording each batch
     /// shape's pass once as a CUDA graph and replaying it.
     pub eager: bool,
+    /// Start each kernel only once the previous one has finished, instead
+    /// of letting it launch early and wait on the device (programmatic
+    /// dependent launch, sm_90+).
+    pub serial_launch: bool,
 }
 
 pub(crate) fn dev_err(op: &'static str, e: DriverError) -> BackendError {
@@ -65,10 +70,8 @@ macro_rules! launch {
         if $be.replaying() {
             Ok(())
         } else {
-            let mut b = $be.stream.launch_builder($f);
-            $( b.arg($a); )*
-            // SAFETY: every kernel's parameter list is matched by its launcher.
-            unsafe { b.launch($cfg) }.map(|_| ()).map_err(|e| $crate::cuda::dev_err("launch", e))
+            let mut args = [$( $a as *const _ as *mut ::std::ffi::c_void ),*];
+            $be.launch_raw($f, $cfg, &mut args)
         }
     }};
 }
@@ -78,6 +81,10 @@ pub(crate) use launch;
 pub(crate) fn q8_row(cols: usize) -> usize {
     (cols * 5 / 4).div_ceil(16) * 16
 }
+
+/// Threads of a norm block (one row each: few values per thread keep the
+/// chain of loads, reduction and 8-bit stores short).
+const NORM_BLOCK: u32 = 1024;
 
 pub(crate) fn grid1(n: usize, block: u32) -> LaunchConfig {
     LaunchConfig { grid_dim: ((n as u32).div_ceil(block).max(1), 1, 1), block_dim: (block, 1, 1), shared_mem_bytes: 0 }
@@ -93,6 +100,9 @@ pub struct CudaBackend {
     pub device_name: String,
     float_activations: bool,
     eager: bool,
+    /// Kernels launch while their predecessor runs (sm_90+; see `pdl_sync`
+    /// in common.cuh).
+    pdl: bool,
     /// Buffers and graphs of recorded passes.
     pass: Recorder,
     /// Rotary frequencies on the device (one table per model).
@@ -175,6 +185,7 @@ impl CudaBackend {
             device_name,
             float_activations: opts.float_activations,
             eager: opts.eager,
+            pdl: cc.0 >= 9 && !opts.serial_launch,
             pass: Recorder::new(),
             rope: Mutex::new(None),
         })
@@ -196,6 +207,35 @@ impl CudaBackend {
             return Err(BackendError::Shape { op: "act_from_host", detail: format!("{} values for [{rows}, {cols}]", data.len()) });
         }
         Ok(CudaAct::new(self.upload_slice(data)?, rows, cols))
+    }
+
+    /// Launch kernel `f` with `args` (addresses of its parameter values, in
+    /// order) on the backend's stream; with programmatic dependent launch
+    /// where the device has it.
+    pub(crate) fn launch_raw(&self, f: &CudaFunction, cfg: LaunchConfig, args: &mut [*mut c_void]) -> Result<()> {
+        use cudarc::driver::sys;
+        self.ctx.bind_to_thread().map_err(|e| dev_err("launch", e))?;
+        // SAFETY: a plain C struct; all-zero is a valid (empty) attribute.
+        let mut attr: sys::CUlaunchAttribute = unsafe { std::mem::zeroed() };
+        attr.id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+        attr.value.programmaticStreamSerializationAllowed = 1;
+        let c = sys::CUlaunchConfig {
+            gridDimX: cfg.grid_dim.0,
+            gridDimY: cfg.grid_dim.1,
+            gridDimZ: cfg.grid_dim.2,
+            blockDimX: cfg.block_dim.0,
+            blockDimY: cfg.block_dim.1,
+            blockDimZ: cfg.block_dim.2,
+            sharedMemBytes: cfg.shared_mem_bytes,
+            hStream: self.stream.cu_stream(),
+            attrs: &mut attr,
+            numAttrs: self.pdl as u32,
+        };
+        // SAFETY: every kernel's parameter list is matched by its launcher
+        // (`launch!`), and the argument values outlive this call.
+        unsafe { sys::cuLaunchKernelEx(&c, f.cu_function(), args.as_mut_ptr(), std::ptr::null_mut()) }
+            .result()
+            .map_err(|e| dev_err("launch", e))
     }
 
     /// Whether a recorded pass is replaying (kernel launches are in its graph).
@@ -546,7 +586,7 @@ impl Backend for CudaBackend {
         }
         let qp = self.q8_out(out)?;
         let (xp, wp, op, c) = (self.ptr(&x.buf), self.ptr(wv), self.ptr(&out.buf), x.cols as i32);
-        let cfg = LaunchConfig { grid_dim: (x.rows as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+        let cfg = LaunchConfig { grid_dim: (x.rows as u32, 1, 1), block_dim: (NORM_BLOCK, 1, 1), shared_mem_bytes: 0 };
         launch!(self, &self.k.rms_norm, cfg, &xp, &wp, &op, &qp, &c, &eps)
     }
 
@@ -560,7 +600,7 @@ impl Backend for CudaBackend {
         residual.q8_valid = false;
         let qp = self.q8_out(out)?;
         let (rp, dp, wp, op, c) = (self.ptr(&residual.buf), self.ptr(&delta.buf), self.ptr(wv), self.ptr(&out.buf), residual.cols as i32);
-        let cfg = LaunchConfig { grid_dim: (residual.rows as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+        let cfg = LaunchConfig { grid_dim: (residual.rows as u32, 1, 1), block_dim: (NORM_BLOCK, 1, 1), shared_mem_bytes: 0 };
         launch!(self, &self.k.add_rms_norm, cfg, &rp, &dp, &wp, &op, &qp, &c, &eps)
     }
 

@@ -3,7 +3,7 @@
 //! fused gate + up + SiLU per assignment, down projection, and the weighted
 //! sum added to the residual.
 
-use cudarc::driver::{LaunchConfig, PushKernelArg};
+use cudarc::driver::LaunchConfig;
 
 use super::linear::{GEMV_WARPS, Q8_RPW_MOE, Q8_WARPS};
 use super::{grid1, launch, moe_grouped, CudaAct, CudaBackend, CudaWeight};

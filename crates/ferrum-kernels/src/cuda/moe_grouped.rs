@@ -4,7 +4,6 @@
 //! GEMM over all of its tokens: gate and up into `[n_assign, 2·ff]`, SiLU·up,
 //! down into `[n_assign, hidden]`, then the weighted sum into the residual.
 
-use cudarc::driver::PushKernelArg;
 
 use super::linear::{gemm_group, GroupItem};
 use super::{dev_err, grid1, launch, CudaAct, CudaBackend, CudaWeight, DevBuf};

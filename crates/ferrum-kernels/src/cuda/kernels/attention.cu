@@ -22,6 +22,7 @@ __device__ void attention(const float* q, float* out, const void* kc, const void
                           const u32* pos, const u32* bt_off, const u32* tables, int n_heads, int n_kv, int hd,
                           int block_size, float scale, int window) {
     extern __shared__ float smem[];
+    pdl_sync();
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     int seq = tiles[3 * blockIdx.x], row0 = tiles[3 * blockIdx.x + 1], nrows = tiles[3 * blockIdx.x + 2];
     int kvh = blockIdx.y;
@@ -141,9 +142,10 @@ ATT_ENTRY(8, 4)
 #define DEC_KEYS 4
 
 extern "C" __global__ void __launch_bounds__(32 * DEC_WARPS) attention_decode(
-    const float* q, float* out, float* part_o, float* part_ml, const void* kc, const void* vc, int kv_f16,
+    const float* q, float* out, u8* q8, float* part_o, float* part_ml, const void* kc, const void* vc, int kv_f16,
     const u32* pos, const u32* bt_off, const u32* tables, int n_heads, int n_kv, int hd, int block_size, float scale,
     int window) {
+    pdl_sync();
     __shared__ float sm[DEC_WARPS], sl[DEC_WARPS];
     __shared__ float so[DEC_WARPS][256];
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -229,14 +231,20 @@ extern "C" __global__ void __launch_bounds__(32 * DEC_WARPS) attention_decode(
     for (int d = lane; d < hd; d += 32) {
         float v = 0.0f;
         for (int w = 0; w < DEC_WARPS; w++) v += so[w][d] * f[w];
-        if (n_splits > 1) part_o[slot * hd + d] = v;
-        else out[(size_t)r * n_heads * hd + h * hd + d] = L > 0.0f ? v / L : 0.0f;
+        if (n_splits > 1) {
+            part_o[slot * hd + d] = v;
+        } else {
+            v = L > 0.0f ? v / L : 0.0f;
+            out[(size_t)r * n_heads * hd + h * hd + d] = v;
+            if (q8) q8_store(q8, r, h * hd + d, n_heads * hd, v);
+        }
     }
 }
 
 // Merge the splits of attention_decode. grid: (rows, n_heads); block: 128.
-extern "C" __global__ void attention_combine(const float* part_o, const float* part_ml, float* out, int n_heads, int hd,
-                                             int n_splits) {
+extern "C" __global__ void attention_combine(const float* part_o, const float* part_ml, float* out, u8* q8, int n_heads,
+                                             int hd, int n_splits) {
+    pdl_sync();
     int r = blockIdx.x, h = blockIdx.y, rows = gridDim.x;
     float M = NEG_INF;
     for (int z = 0; z < n_splits; z++) M = fmaxf(M, part_ml[2 * (((size_t)z * rows + r) * n_heads + h)]);
@@ -253,6 +261,8 @@ extern "C" __global__ void attention_combine(const float* part_o, const float* p
             float mz = part_ml[2 * slot];
             if (mz != NEG_INF) v += part_o[slot * hd + d] * expf(mz - M);
         }
-        out[(size_t)r * n_heads * hd + h * hd + d] = L > 0.0f ? v / L : 0.0f;
+        v = L > 0.0f ? v / L : 0.0f;
+        out[(size_t)r * n_heads * hd + h * hd + d] = v;
+        if (q8) q8_store(q8, r, h * hd + d, n_heads * hd, v);
     }
 }

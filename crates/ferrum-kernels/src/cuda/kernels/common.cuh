@@ -34,6 +34,13 @@ __device__ __forceinline__ u32 ld_u32_a2(const u8* p) {
 }
 __device__ __forceinline__ u32 ld_u32(const u8* p) { return *(const u32*)p; }
 
+// Load through L2 (values other blocks of this grid wrote; L1 is not coherent).
+__device__ __forceinline__ float ld_cg(const float* p) {
+    float v;
+    asm volatile("ld.global.cg.f32 %0, [%1];" : "=f"(v) : "l"(p));
+    return v;
+}
+
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
@@ -60,3 +67,24 @@ __device__ __forceinline__ float block_sum(float v, float* scratch) {
 }
 
 __device__ __forceinline__ float silu(float x) { return x / (1.0f + expf(-x)); }
+
+// Programmatic dependent launch (sm_90+): a kernel may be launched while the
+// previous kernel of the stream still runs, so every kernel calls this before
+// it touches activations, caches or tables (anything a kernel writes): it
+// waits for the previous kernel to finish and its writes to be visible, then
+// lets the next kernel launch. Only immutable weights may be read before.
+// A no-op on older GPUs and for kernels launched the ordinary way.
+__device__ __forceinline__ void pdl_sync() {
+#if __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+// Ask L2 for the `n` bytes at `p` (immutable weights, before pdl_sync), one
+// 128-byte line per lane of the calling warp.
+__device__ __forceinline__ void prefetch_l2(const u8* p, size_t n) {
+    int lane = threadIdx.x & 31;
+    const u8* end = p + n;
+    for (const u8* a = p + 128 * lane; a < end; a += 128 * WARP) asm volatile("prefetch.global.L2 [%0];" ::"l"(a));
+}

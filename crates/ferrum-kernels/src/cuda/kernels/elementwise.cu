@@ -2,40 +2,49 @@
 // `[rows, cols]`, row-major.
 
 // Values per thread of the norms' register cache: rows of up to
-// NORM_VALS · 256 values are read once, with every load issued up front
-// (one block per row is latency-bound otherwise); longer rows loop.
-#define NORM_VALS 16
+// NORM_VALS · blockDim values are read once, with every load (row, delta, weight)
+// issued before any store (one block per row is latency-bound otherwise);
+// longer rows loop.
+#define NORM_VALS 8
 
-// out = v / rms(v) * w for one row `v` of `cols` values, first read by
-// `get(i)` and read again (longer rows) by `reget(i)`; optionally also
-// quantized to 8 bits per 32 values into `q8` (the layout of quantize_q8 in
-// gemv_q8.cu; null: not wanted; then cols % 32 == 0). block: 256.
-template <typename Get, typename Reget>
-__device__ void norm_row(Get get, Reget reget, const float* w, float* o, u8* q8, int cols, float eps) {
+// One row `x` of `cols` values (with `delta` added and stored back into `x`
+// when ADD): o = x / rms(x) * w; optionally also quantized to 8 bits per 32
+// values into `q8` (the layout of quantize_q8 in gemv_q8.cu; null: not
+// wanted; then cols % 32 == 0). Every thread of the block calls it.
+template <bool ADD>
+__device__ void norm_row(float* __restrict__ x, const float* __restrict__ delta, const float* __restrict__ w,
+                         float* __restrict__ o, u8* __restrict__ q8, int cols, float eps) {
     __shared__ float scratch[32];
     int t = threadIdx.x, nt = blockDim.x, lane = t & 31;
-    float v[NORM_VALS];
+    float v[NORM_VALS], wv[NORM_VALS];
     float ss = 0.0f;
     bool cached = cols <= NORM_VALS * nt;
     if (cached) {
 #pragma unroll
         for (int k = 0; k < NORM_VALS; k++) {
             int i = t + k * nt;
-            v[k] = i < cols ? get(i) : 0.0f;
+            bool in = i < cols;
+            v[k] = in ? x[i] + (ADD ? delta[i] : 0.0f) : 0.0f;
+            wv[k] = in ? w[i] : 0.0f;
         }
 #pragma unroll
-        for (int k = 0; k < NORM_VALS; k++) ss += v[k] * v[k];
+        for (int k = 0; k < NORM_VALS; k++) {
+            int i = t + k * nt;
+            if (ADD && i < cols) x[i] = v[k];
+            ss += v[k] * v[k];
+        }
     } else {
         for (int i = t; i < cols; i += nt) {
-            float x = get(i);
-            ss += x * x;
+            float xi = x[i] + (ADD ? delta[i] : 0.0f);
+            if (ADD) x[i] = xi;
+            ss += xi * xi;
         }
     }
     ss = block_sum(ss, scratch);
     float inv = rsqrtf(ss / (float)cols + eps);
     // Value i of a warp's 32-value block (all lanes of the warp take part).
-    auto emit = [&](int i, float x) {
-        float y = x * inv * (i < cols ? w[i] : 0.0f);
+    auto emit = [&](int i, float xi, float wi) {
+        float y = xi * inv * wi;
         if (i < cols) o[i] = y;
         if (q8) q8_store(q8, 0, i, cols, y);
     };
@@ -43,43 +52,41 @@ __device__ void norm_row(Get get, Reget reget, const float* w, float* o, u8* q8,
 #pragma unroll
         for (int k = 0; k < NORM_VALS; k++) {
             int i = t + k * nt;
-            if (i - lane < cols) emit(i, v[k]);
+            if (i - lane < cols) emit(i, v[k], wv[k]);
         }
     } else {
-        for (int base = t - lane; base < cols; base += nt) emit(base + lane, base + lane < cols ? reget(base + lane) : 0.0f);
+        for (int base = t - lane; base < cols; base += nt) {
+            int i = base + lane;
+            emit(i, i < cols ? x[i] : 0.0f, i < cols ? w[i] : 0.0f);
+        }
     }
 }
 
-// out[r] = x[r] / rms(x[r]) * w (and its 8-bit form in q8, if not null). grid: rows; block: 256.
+// out[r] = x[r] / rms(x[r]) * w (and its 8-bit form in q8, if not null). grid: rows; block: 1024.
 extern "C" __global__ void rms_norm(const float* x, const float* w, float* out, u8* q8, int cols, float eps) {
-    const float* xr = x + (size_t)blockIdx.x * cols;
-    auto get = [&](int i) { return xr[i]; };
-    norm_row(get, get, w, out + (size_t)blockIdx.x * cols, q8 ? q8 + blockIdx.x * q8_row(cols) : nullptr, cols, eps);
+    pdl_sync();
+    size_t r = blockIdx.x;
+    norm_row<false>((float*)x + r * cols, nullptr, w, out + r * cols, q8 ? q8 + r * q8_row(cols) : nullptr, cols, eps);
 }
 
-// res[r] += delta[r]; out[r] = rms_norm(res[r]) * w (and q8 as rms_norm). grid: rows; block: 256.
+// res[r] += delta[r]; out[r] = rms_norm(res[r]) * w (and q8 as rms_norm). grid: rows; block: 1024.
 extern "C" __global__ void add_rms_norm(float* res, const float* delta, const float* w, float* out, u8* q8, int cols,
                                         float eps) {
-    float* xr = res + (size_t)blockIdx.x * cols;
-    const float* dr = delta + (size_t)blockIdx.x * cols;
-    // Each value is read, summed and stored back by the thread that owns it.
-    auto get = [&](int i) {
-        float v = xr[i] + dr[i];
-        xr[i] = v;
-        return v;
-    };
-    auto reget = [&](int i) { return xr[i]; };
-    norm_row(get, reget, w, out + (size_t)blockIdx.x * cols, q8 ? q8 + blockIdx.x * q8_row(cols) : nullptr, cols, eps);
+    pdl_sync();
+    size_t r = blockIdx.x;
+    norm_row<true>(res + r * cols, delta + r * cols, w, out + r * cols, q8 ? q8 + r * q8_row(cols) : nullptr, cols, eps);
 }
 
 // a[i] += b[i].
 extern "C" __global__ void add_inplace(float* a, const float* b, int n) {
+    pdl_sync();
     int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) a[i] += b[i];
 }
 
 // out[r, c] += bias[c].
 extern "C" __global__ void add_bias(float* out, const float* bias, int rows, int cols) {
+    pdl_sync();
     int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i < rows * cols) out[i] += bias[i % cols];
 }
@@ -87,6 +94,7 @@ extern "C" __global__ void add_bias(float* out, const float* bias, int rows, int
 // out[r, i] = silu(gu[r, i]) * gu[r, ff + i]; gu [rows, 2·ff]; also the 8-bit
 // form in q8 when not null (then ff % 32 == 0: a warp's values share a block).
 extern "C" __global__ void silu_mul(const float* gu, float* out, u8* q8, int rows, int ff) {
+    pdl_sync();
     int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i - (threadIdx.x & 31) >= rows * ff) return;
     int r = i / ff, c = i % ff;
@@ -99,6 +107,7 @@ extern "C" __global__ void silu_mul(const float* gu, float* out, u8* q8, int row
 
 // out[i] = x[rows[i]]. grid: n; block: 256.
 extern "C" __global__ void gather_rows(const float* x, const u32* rows, float* out, int cols) {
+    pdl_sync();
     const float* src = x + (size_t)rows[blockIdx.x] * cols;
     float* o = out + (size_t)blockIdx.x * cols;
     for (int i = threadIdx.x; i < cols; i += blockDim.x) o[i] = src[i];
@@ -106,6 +115,7 @@ extern "C" __global__ void gather_rows(const float* x, const u32* rows, float* o
 
 // f32 -> f16 (activations for the tensor-core GEMM).
 extern "C" __global__ void to_f16(const float* x, u16* out, int n) {
+    pdl_sync();
     int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) out[i] = f2h(x[i]);
 }
@@ -113,6 +123,7 @@ extern "C" __global__ void to_f16(const float* x, u16* out, int n) {
 // Copy whole KV blocks: for each pair p, dst block pairs[2p+1] = src block pairs[2p].
 // `block_words`: 32-bit words per block. grid: (n_pairs, 2 for K and V).
 extern "C" __global__ void copy_blocks(u32* k, u32* v, const u32* pairs, int block_words) {
+    pdl_sync();
     u32* pool = blockIdx.y == 0 ? k : v;
     const u32* src = pool + (size_t)pairs[2 * blockIdx.x] * block_words;
     u32* dst = pool + (size_t)pairs[2 * blockIdx.x + 1] * block_words;
@@ -164,6 +175,7 @@ __device__ __forceinline__ ArgLse arg_lse_empty() {
 // tmp[(r·parts + p)·4 ..] = the partial result of slice p of row r.
 // grid: (rows, parts); block: 256.
 extern "C" __global__ void argmax_part(const float* x, int cols, int parts, float* tmp) {
+    pdl_sync();
     __shared__ ArgLse sh[32];
     const float* row = x + (size_t)blockIdx.x * cols;
     int chunk = (cols + parts - 1) / parts;
@@ -203,6 +215,7 @@ extern "C" __global__ void argmax_part(const float* x, int cols, int parts, floa
 // out[3r + 2] = log-sum-exp, from the `parts` (at most 32) partial results of
 // row r. grid: rows; block: 32.
 extern "C" __global__ void argmax_merge(const float* tmp, int parts, float* out) {
+    pdl_sync();
     int lane = threadIdx.x;
     ArgLse a = arg_lse_empty();
     if (lane < parts) {

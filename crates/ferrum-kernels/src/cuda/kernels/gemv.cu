@@ -27,6 +27,8 @@ __device__ void gemv(const u8* W, const float* x, float* y, int rows, int cols, 
     int mm = min(M, m - m0);
     const u8* row = W + (size_t)r * row_bytes<T>(cols);
     const float* xb = x + (size_t)m0 * cols;
+    prefetch_l2(row, row_bytes<T>(cols));
+    pdl_sync();
     float acc[M];
 #pragma unroll
     for (int t = 0; t < M; t++) acc[t] = 0.0f;
@@ -58,6 +60,7 @@ __device__ void gemv(const u8* W, const float* x, float* y, int rows, int cols, 
 template <int T>
 __device__ void moe_gate_up(const u8* G, const u8* U, const int* ids, const int* order, const float* x,
                             float* act, int ff, int hidden, int top_k) {
+    pdl_sync();
     int lane = threadIdx.x & 31;
     int r = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5);
     if (r >= ff) return;
@@ -85,6 +88,7 @@ __device__ void moe_gate_up(const u8* G, const u8* U, const int* ids, const int*
 // down: y[a, r] = act[a] · down_e[r]; y [n_assign, hidden]. grid: (ceil(hidden / GEMV_WARPS), n_assign).
 template <int T>
 __device__ void moe_down(const u8* D, const int* ids, const int* order, const float* act, float* y, int hidden, int ff) {
+    pdl_sync();
     int lane = threadIdx.x & 31;
     int r = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5);
     if (r >= hidden) return;
@@ -110,6 +114,7 @@ __device__ void moe_down(const u8* D, const int* ids, const int* order, const fl
 // consecutive 16-byte pieces. grid: ceil(rows * cols / 8 / 256); block 256.
 template <int T>
 __device__ void dequant_f16(const u8* W, u16* out, int rows, int cols, int row_off) {
+    pdl_sync();
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     int ng = cols >> 3;
     if (i >= (size_t)rows * ng) return;
@@ -127,6 +132,7 @@ __device__ void dequant_f16(const u8* W, u16* out, int rows, int cols, int row_o
 // Rows of an embedding table: out[i] = table[ids[i]]. grid: n_ids; block 128.
 template <int T>
 __device__ void embed(const u8* table, const u32* ids, float* out, int cols) {
+    pdl_sync();
     const u8* row = table + (size_t)ids[blockIdx.x] * row_bytes<T>(cols);
     float* o = out + (size_t)blockIdx.x * cols;
     for (int c = threadIdx.x; c < (cols >> 5); c += blockDim.x) {

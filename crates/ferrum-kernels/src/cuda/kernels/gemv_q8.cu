@@ -276,6 +276,7 @@ __device__ __forceinline__ void q8_store(u8* q8, int r, int c, int cols, float y
 // (rows of q8_row(cols) bytes). One warp per 32-value block; grid:
 // ceil(rows · cols / 32 / 4); block 128.
 extern "C" __global__ void quantize_q8(const float* x, u8* out, int rows, int cols) {
+    pdl_sync();
     int nb = cols >> 5;
     int b = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     if (b >= rows * nb) return;
@@ -284,18 +285,21 @@ extern "C" __global__ void quantize_q8(const float* x, u8* out, int rows, int co
 }
 
 // y[m0 + t, y_off + r] = xq[m0 + t] · W[r] (+ bias[y_off + r]) for M activation rows
-// (quantized by quantize_q8) and RPW rows per warp.
-// grid: (ceil(rows / (Q8_WARPS·RPW)), ceil(m / M)); block 32·Q8_WARPS.
+// (quantized by quantize_q8) and RPW rows per warp; Q8_WARPS·RPW rows per block.
+// bx: the block's index along the rows (blockIdx.x less the blocks of
+// earlier parts, see gemv_q8_parts).
 template <int T, int M, int RPW>
 __device__ void gemv_q8(const u8* W, const u8* xq, float* y, const float* bias, int rows, int cols, int m, int ldy,
-                        int y_off) {
+                        int y_off, int bx) {
     int m0 = blockIdx.y * M;
     int mm = min(M, m - m0);
     int lane = threadIdx.x & 31;
-    int r0 = (blockIdx.x * Q8_WARPS + (threadIdx.x >> 5)) * RPW;
+    int r0 = (bx * Q8_WARPS + (threadIdx.x >> 5)) * RPW;
     if (r0 >= rows) return;
     size_t rb = row_bytes<T>(cols);
     int ntask = cols / Q<T>::ELEMS * K8<T>::TASKS;
+    prefetch_l2(W + (size_t)r0 * rb, (size_t)(min(r0 + RPW, rows) - r0) * rb);
+    pdl_sync();
     float acc[RPW][M];
 #pragma unroll
     for (int i = 0; i < RPW; i++)
@@ -332,6 +336,7 @@ __device__ void gemv_q8(const u8* W, const u8* xq, float* y, const float* bias, 
 template <int T, int RPW>
 __device__ void moe_gate_up_q8(const u8* G, const u8* U, const int* ids, const int* order, const u8* xq, float* act,
                                int ff, int hidden, int top_k) {
+    pdl_sync();
     int a = order ? order[blockIdx.y] : blockIdx.y;
     int lane = threadIdx.x & 31;
     int r0 = (blockIdx.x * Q8_WARPS + (threadIdx.x >> 5)) * RPW;
@@ -373,6 +378,7 @@ __device__ void moe_gate_up_q8(const u8* G, const u8* U, const int* ids, const i
 template <int T, int RPW>
 __device__ void moe_down_q8(const u8* D, const int* ids, const float* wts, const u8* actq, float* res, int hidden,
                             int ff, int top_k) {
+    pdl_sync();
     int tok = blockIdx.y;
     int lane = threadIdx.x & 31;
     int r0 = (blockIdx.x * Q8_WARPS + (threadIdx.x >> 5)) * RPW;
@@ -409,12 +415,12 @@ __device__ void moe_down_q8(const u8* D, const int* ids, const float* wts, const
 #define Q8_RPW_MOE 1
 #define Q8_ENTRY(T, S)                                                                                            \
     extern "C" __global__ void __launch_bounds__(32 * Q8_WARPS) gemv1_q8_##S(                                    \
-        const u8* W, const u8* x, float* y, const float* bias, int rows, int cols, int m, int ldy, int y_off) {    \
-        gemv_q8<T, 1, Q8_RPW1>(W, x, y, bias, rows, cols, m, ldy, y_off);                                         \
+        const u8* W, const u8* x, float* y, const float* bias, int rows, int cols, int m, int ldy) {              \
+        gemv_q8<T, 1, Q8_RPW1>(W, x, y, bias, rows, cols, m, ldy, 0, blockIdx.x);                                 \
     }                                                                                                             \
     extern "C" __global__ void __launch_bounds__(32 * Q8_WARPS) gemv_q8_##S(                                     \
-        const u8* W, const u8* x, float* y, const float* bias, int rows, int cols, int m, int ldy, int y_off) {    \
-        gemv_q8<T, GEMV_M, 1>(W, x, y, bias, rows, cols, m, ldy, y_off);                                          \
+        const u8* W, const u8* x, float* y, const float* bias, int rows, int cols, int m, int ldy) {              \
+        gemv_q8<T, GEMV_M, 1>(W, x, y, bias, rows, cols, m, ldy, 0, blockIdx.x);                                  \
     }                                                                                                             \
     extern "C" __global__ void __launch_bounds__(32 * Q8_WARPS) moe_gate_up_q8_##S(                              \
         const u8* G, const u8* U, const int* ids, const int* order, const u8* x, float* act, int ff,              \
@@ -437,3 +443,51 @@ __device__ void moe_down_q8(const u8* D, const int* ids, const float* wts, const
     MACRO(T_Q6_K, q6_k)
 
 FOR_EACH_Q8_TYPE(Q8_ENTRY)
+
+// Up to Q8_PARTS weight matrices of possibly different types (a fused
+// projection such as Q4_K q/k with Q6_K v) with one input, in one launch
+// (one kernel for every type: it needs the registers of the largest, so a
+// single matrix runs the kernels of its own type above):
+// part p owns blocks [start[p], start[p + 1]) along x and writes its rows
+// at columns y_off[p] of y.
+#define Q8_PARTS 3
+struct Q8Parts {
+    const u8* w[Q8_PARTS];
+    int ty[Q8_PARTS];
+    int rows[Q8_PARTS];
+    int y_off[Q8_PARTS];
+    int start[Q8_PARTS + 1];
+};
+
+template <int M, int RPW>
+__device__ __forceinline__ void gemv_q8_parts(const Q8Parts& P, const u8* x, float* y, const float* bias, int cols,
+                                              int m, int ldy) {
+    int p = 0;
+#pragma unroll
+    for (int i = 1; i < Q8_PARTS; i++) p += (int)blockIdx.x >= P.start[i];
+    int bx = blockIdx.x - P.start[p];
+    const u8* W = P.w[p];
+    int rows = P.rows[p], yo = P.y_off[p];
+    switch (P.ty[p]) {
+#define Q8_CASE(T, S) \
+    case T:           \
+        gemv_q8<T, M, RPW>(W, x, y, bias, rows, cols, m, ldy, yo, bx); \
+        break;
+        FOR_EACH_Q8_TYPE(Q8_CASE)
+#undef Q8_CASE
+    }
+}
+
+// One activation row (decode of one sequence): Q8_RPW1 rows per warp.
+// grid: (start[Q8_PARTS], m); block 32·Q8_WARPS.
+extern "C" __global__ void __launch_bounds__(32 * Q8_WARPS)
+    linear1_q8(Q8Parts P, const u8* x, float* y, const float* bias, int cols, int m, int ldy) {
+    gemv_q8_parts<1, Q8_RPW1>(P, x, y, bias, cols, m, ldy);
+}
+
+// Up to GEMV_M activation rows per block, one row per warp.
+// grid: (start[Q8_PARTS], ceil(m / GEMV_M)); block 32·Q8_WARPS.
+extern "C" __global__ void __launch_bounds__(32 * Q8_WARPS)
+    linear_q8(Q8Parts P, const u8* x, float* y, const float* bias, int cols, int m, int ldy) {
+    gemv_q8_parts<GEMV_M, 1>(P, x, y, bias, cols, m, ldy);
+}

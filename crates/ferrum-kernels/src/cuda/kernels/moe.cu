@@ -8,6 +8,7 @@
 // One warp per token. logits [tokens, n_exp]; ids, wts [tokens, top_k].
 extern "C" __global__ void moe_route(const float* logits, int n_tokens, int n_exp, int top_k, int renorm, int* ids,
                                      float* wts) {
+    pdl_sync();
     int lane = threadIdx.x & 31;
     int t = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     if (t >= n_tokens) return;
@@ -71,6 +72,7 @@ extern "C" __global__ void moe_route(const float* logits, int n_tokens, int n_ex
 // Order the assignments by expert (a counting sort in one block of 1024
 // threads): order[] lists assignment indices grouped by expert id.
 extern "C" __global__ void moe_sort(const int* ids, int n_assign, int n_exp, int* order) {
+    pdl_sync();
     extern __shared__ int counts[];  // [n_exp + 1]
     for (int e = threadIdx.x; e <= n_exp; e += blockDim.x) counts[e] = 0;
     __syncthreads();
@@ -85,6 +87,7 @@ extern "C" __global__ void moe_sort(const int* ids, int n_assign, int n_exp, int
 // res[t, i] += sum_k wts[t, k] * y[t * top_k + k, i] (slots in order).
 extern "C" __global__ void moe_combine(float* res, const float* y, const float* wts, int n_tokens, int hidden,
                                        int top_k) {
+    pdl_sync();
     int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n_tokens * hidden) return;
     int t = i / hidden, c = i % hidden;
@@ -97,6 +100,7 @@ extern "C" __global__ void moe_combine(float* res, const float* y, const float* 
 // Rows of x in expert order, as f16 for the grouped GEMMs of a large batch:
 // out[i] = f16(x[order[i] / top_k]). grid: n_assign; block: 256.
 extern "C" __global__ void moe_gather_f16(const float* x, const u32* order, u16* out, int hidden, int top_k) {
+    pdl_sync();
     const float* src = x + (size_t)(order[blockIdx.x] / top_k) * hidden;
     u16* o = out + (size_t)blockIdx.x * hidden;
     for (int i = threadIdx.x; i < hidden; i += blockDim.x) o[i] = f2h(src[i]);
@@ -106,6 +110,7 @@ extern "C" __global__ void moe_gather_f16(const float* x, const u32* order, u16*
 // assignment a is y[inv[a]].
 extern "C" __global__ void moe_combine_sorted(float* res, const float* y, const float* wts, const u32* inv, int n_tokens,
                                               int hidden, int top_k) {
+    pdl_sync();
     int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n_tokens * hidden) return;
     int t = i / hidden, c = i % hidden;

@@ -14,6 +14,7 @@ __device__ __forceinline__ void kv_put(void* pool, int f16, size_t at, float v) 
 extern "C" __global__ void qk_rope_store(const float* qkv, float* q, const float* q_norm, const float* k_norm,
                                          const float* inv_freq, const u32* pos, const u32* slot, void* kc, void* vc,
                                          int kv_f16, int n_heads, int n_kv, int hd, int neox, float eps) {
+    pdl_sync();
     __shared__ float x[256];
     __shared__ float scratch[32];
     int r = blockIdx.x, h = blockIdx.y, t = threadIdx.x;
