@@ -303,6 +303,7 @@ fn moe_matches_cpu() {
         (GgmlType::Q8_0, GgmlType::Q8_0, 64usize, 32usize, 8usize, 2usize, false),
         (GgmlType::Q4K, GgmlType::Q6K, 256, 512, 128, 8, true),
         (GgmlType::F32, GgmlType::F16, 96, 64, 40, 3, true),
+        (GgmlType::Q5K, GgmlType::Q8_0, 256, 256, 16, 4, false),
     ] {
         let mk = |name: &str, t: GgmlType, dims: Vec<usize>, rng: &mut Rng| {
             let n: usize = dims.iter().product();
@@ -316,8 +317,10 @@ fn moe_matches_cpu() {
         let gw: Vec<_> = [&router, &gate, &up, &down].iter().map(|w| g.upload((*w).clone()).unwrap()).collect();
         let cw: Vec<_> = [router, gate, up, down].into_iter().map(|w| c.upload(w).unwrap()).collect();
         let spec = MoeSpec { n_experts: n_exp, top_k, renormalize: renorm };
-        // 160 rows × top-k 8 take the grouped (bucketed GEMM) path.
-        for rows in [1usize, 3, 40, 160] {
+        // 1024 assignments or more take the grouped path: the int8
+        // tensor-core kernels for k-quant / Q8_0 experts of 256-multiple
+        // sizes, else dequantized cuBLAS GEMMs.
+        for rows in [1usize, 3, 40, 160, 300] {
             let x: Vec<f32> = (0..rows * hidden).map(|_| rng.gauss()).collect();
             let res: Vec<f32> = (0..rows * hidden).map(|_| rng.gauss()).collect();
             let mut gr = g.act_from_host(&res, rows, hidden).unwrap();

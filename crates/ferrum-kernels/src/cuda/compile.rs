@@ -14,11 +14,12 @@ use sha2::{Digest, Sha256};
 use crate::backend::{BackendError, Result};
 
 /// The kernel sources, in dependency order.
-const SOURCES: [(&str, &str); 8] = [
+const SOURCES: [(&str, &str); 9] = [
     ("common.cuh", include_str!("kernels/common.cuh")),
     ("quant.cuh", include_str!("kernels/quant.cuh")),
     ("gemv.cu", include_str!("kernels/gemv.cu")),
     ("gemv_q8.cu", include_str!("kernels/gemv_q8.cu")),
+    ("moe_mmq.cu", include_str!("kernels/moe_mmq.cu")),
     ("elementwise.cu", include_str!("kernels/elementwise.cu")),
     ("rope.cu", include_str!("kernels/rope.cu")),
     ("attention.cu", include_str!("kernels/attention.cu")),

@@ -31,6 +31,9 @@ pub const TYPES: [(GgmlType, &str); 13] = [
 const Q8_TYPES: [GgmlType; 8] =
     [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0, GgmlType::Q4K, GgmlType::Q5K, GgmlType::Q6K];
 
+/// The types with int8 tensor-core expert kernels (moe_mmq.cu).
+const MMQ_TYPES: [(GgmlType, &str); 4] = [(GgmlType::Q4K, "q4_k"), (GgmlType::Q5K, "q5_k"), (GgmlType::Q6K, "q6_k"), (GgmlType::Q8_0, "q8_0")];
+
 /// GEMV and expert kernels with activations quantized to 8 bits (`gemv_q8.cu`).
 pub struct Q8Kernels {
     /// One activation row, two output rows per warp.
@@ -55,6 +58,8 @@ pub struct TypeKernels {
 
 pub struct Kernels {
     by_type: Vec<Option<TypeKernels>>,
+    /// Experts of large batches on the int8 tensor cores, by weight type.
+    moe_mmq: Vec<(GgmlType, CudaFunction)>,
     pub rms_norm: CudaFunction,
     pub add_rms_norm: CudaFunction,
     pub add_inplace: CudaFunction,
@@ -119,8 +124,16 @@ impl Kernels {
             a.set_attribute(CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, ATTN_MAX_SMEM as i32)
                 .map_err(|e| dev_err("attention smem", e))?;
         }
+        let mut moe_mmq = Vec::new();
+        for (ty, s) in MMQ_TYPES {
+            let k = f(&format!("moe_mmq_{s}"))?;
+            k.set_attribute(CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, 48 * 1024)
+                .map_err(|e| dev_err("moe_mmq smem", e))?;
+            moe_mmq.push((ty, k));
+        }
         Ok(Kernels {
             by_type,
+            moe_mmq,
             rms_norm: f("rms_norm")?,
             add_rms_norm: f("add_rms_norm")?,
             add_inplace: f("add_inplace")?,
@@ -144,6 +157,11 @@ impl Kernels {
             moe_gather_f16: f("moe_gather_f16")?,
             moe_combine_sorted: f("moe_combine_sorted")?,
         })
+    }
+
+    /// The int8 tensor-core expert kernel of `ty`, if it has one.
+    pub fn moe_mmq(&self, ty: GgmlType) -> Option<&CudaFunction> {
+        self.moe_mmq.iter().find(|(t, _)| *t == ty).map(|(_, k)| k)
     }
 
     pub fn supports(&self, ty: GgmlType) -> bool {

@@ -1,0 +1,235 @@
+// Experts of a large batch (prefill) on the int8 tensor cores, weights read
+// in their GGUF encoding: y[i, y_off + r] = x_i · W_e[r] for the assignments
+// i of a tile of one expert e, with x_i quantized to 8 bits (q8 rows, see
+// quantize_q8) and W_e decoded to 8-bit integers in shared memory 256
+// columns at a time, with one scale and one offset ("min") per 16 columns.
+//
+// A thread block computes MMQ_ROWS weight rows for up to MMQ_TOK assignments
+// (one tile); warp w takes rows 16w .. 16w + 15 with mma.m16n8k32 (int8 in,
+// int32 out) per 32 columns, each product then scaled in f32:
+//   Σ_c w·x = dx · (sc · Σ q_w q_x − mn · Σ q_x)  per 16 columns.
+
+#define MMQ_ROWS 64
+#define MMQ_TOK 32
+#define MMQ_K 256
+// Row stride of the int8 tiles in shared memory (padded: conflict-free
+// fragment loads).
+#define MMQ_LD (MMQ_K + 16)
+
+struct MmqTile {
+    i8 w[MMQ_ROWS][MMQ_LD];
+    float wsc[MMQ_ROWS][MMQ_K / 16];
+    float wmn[MMQ_ROWS][MMQ_K / 16];
+    i8 x[MMQ_TOK][MMQ_LD];
+    float xd[MMQ_TOK][MMQ_K / 32];
+    float xs[MMQ_TOK][MMQ_K / 16];
+};
+
+// Decoding of 128 columns (half `h` of a 256-column chunk starting at column
+// k0) of one weight row into w[0..127] (integers) and sc/mn[0..7] (per 16).
+template <int T> struct Mmq;
+
+// Q4_K/Q5_K: the 128 columns are sub-blocks 4h .. 4h + 3 of one super-block.
+__device__ __forceinline__ void kquant_scales(const u8* b, int h, float* sc, float* mn) {
+    float d = h2f(ld_u16(b)), dmin = h2f(ld_u16(b + 2));
+    u32 a = ld_u32(b + 4), bb = ld_u32(b + 8), c = ld_u32(b + 12);
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        float s, m;
+        scale_min6(a, bb, c, 4 * h + j, &s, &m);
+        sc[2 * j] = sc[2 * j + 1] = d * s;
+        mn[2 * j] = mn[2 * j + 1] = dmin * m;
+    }
+}
+
+template <> struct Mmq<T_Q4_K> {
+    static constexpr bool PER16 = false;
+    __device__ __forceinline__ static void load(const u8* row, int k0, int h, i8* w, float* sc, float* mn) {
+        const u8* b = row + 144 * (k0 / 256);
+        kquant_scales(b, h, sc, mn);
+        // Bytes 32j .. 32j + 31 of qs: low nibbles are columns 64j + l, high 64j + 32 + l.
+#pragma unroll
+        for (int jj = 0; jj < 2; jj++) {
+            const uint4* q = (const uint4*)(b + 16 + 32 * (2 * h + jj));
+#pragma unroll
+            for (int p = 0; p < 2; p++) {
+                uint4 v = q[p];
+                u32 vv[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+                for (int i = 0; i < 4; i++) {
+                    *(u32*)(w + 64 * jj + 16 * p + 4 * i) = vv[i] & M4;
+                    *(u32*)(w + 64 * jj + 32 + 16 * p + 4 * i) = (vv[i] >> 4) & M4;
+                }
+            }
+        }
+    }
+};
+
+template <> struct Mmq<T_Q5_K> {
+    static constexpr bool PER16 = false;
+    __device__ __forceinline__ static void load(const u8* row, int k0, int h, i8* w, float* sc, float* mn) {
+        const u8* b = row + 176 * (k0 / 256);
+        kquant_scales(b, h, sc, mn);
+#pragma unroll
+        for (int jj = 0; jj < 2; jj++) {
+            int j = 2 * h + jj;
+            const uint4* q = (const uint4*)(b + 48 + 32 * j);
+            const uint4* qh = (const uint4*)(b + 16);
+#pragma unroll
+            for (int p = 0; p < 2; p++) {
+                uint4 v = q[p], hv = qh[p];
+                u32 vv[4] = {v.x, v.y, v.z, v.w}, hh[4] = {hv.x, hv.y, hv.z, hv.w};
+#pragma unroll
+                for (int i = 0; i < 4; i++) {
+                    *(u32*)(w + 64 * jj + 16 * p + 4 * i) = (vv[i] & M4) | (((hh[i] >> (2 * j)) & 0x01010101u) << 4);
+                    *(u32*)(w + 64 * jj + 32 + 16 * p + 4 * i) =
+                        ((vv[i] >> 4) & M4) | (((hh[i] >> (2 * j + 1)) & 0x01010101u) << 4);
+                }
+            }
+        }
+    }
+};
+
+// Q6_K: half h is the block's 128-value half h; values q − 32 with one int8
+// scale per 16 (stored as q, with mn = 32·scale).
+template <> struct Mmq<T_Q6_K> {
+    static constexpr bool PER16 = true;
+    __device__ __forceinline__ static void load(const u8* row, int k0, int h, i8* w, float* sc, float* mn) {
+        const u8* b = row + 210 * (k0 / 256);
+        float d = h2f(ld_u16(b + 208));
+        const i8* s = (const i8*)(b + 192 + 8 * h);
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            sc[i] = d * (float)s[i];
+            mn[i] = 32.0f * sc[i];
+        }
+        const u8* ql = b + 64 * h;
+        const u8* qh = b + 128 + 32 * h;
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            u32 a = ld_u32_a2(ql + 4 * i), c = ld_u32_a2(ql + 32 + 4 * i), hb = ld_u32_a2(qh + 4 * i);
+            *(u32*)(w + 4 * i) = (a & M4) | ((hb & 0x03030303u) << 4);
+            *(u32*)(w + 32 + 4 * i) = (c & M4) | (((hb >> 2) & 0x03030303u) << 4);
+            *(u32*)(w + 64 + 4 * i) = ((a >> 4) & M4) | (((hb >> 4) & 0x03030303u) << 4);
+            *(u32*)(w + 96 + 4 * i) = ((c >> 4) & M4) | (((hb >> 6) & 0x03030303u) << 4);
+        }
+    }
+};
+
+// Q8_0: four 32-value blocks.
+template <> struct Mmq<T_Q8_0> {
+    static constexpr bool PER16 = false;
+    __device__ __forceinline__ static void load(const u8* row, int k0, int h, i8* w, float* sc, float* mn) {
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            const u8* b = row + 34 * (k0 / 32 + 4 * h + j);
+            sc[2 * j] = sc[2 * j + 1] = h2f(ld_u16(b));
+            mn[2 * j] = mn[2 * j + 1] = 0.0f;
+#pragma unroll
+            for (int i = 0; i < 8; i++) *(u32*)(w + 32 * j + 4 * i) = ld_u32_a2(b + 2 + 4 * i);
+        }
+    }
+};
+
+__device__ __forceinline__ void mma_s8(int* c, u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
+#if __CUDA_ARCH__ >= 800
+    asm volatile("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+                 : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
+                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+#endif
+}
+
+// tiles[3·blockIdx.y ..]: (expert, first assignment, assignments ≤ MMQ_TOK).
+// Assignment i reads q8 row xrow[i] of xq (xrow null: row i); W: the
+// experts' [n_exp][rows][cols] weights; y: [n_assign, ldy], written at
+// columns y_off + r. cols % 256 == 0. grid: (ceil(rows / MMQ_ROWS), n_tiles); block 128.
+template <int T>
+__device__ void moe_mmq(const u8* W, int rows, int cols, const u32* tiles, const u8* xq, const u32* xrow, float* y,
+                        int ldy, int y_off) {
+    extern __shared__ __align__(16) u8 mmq_smem[];
+    MmqTile& s = *(MmqTile*)mmq_smem;
+    pdl_sync();
+    int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    int g = lane >> 2, t4 = lane & 3;
+    int e = tiles[3 * blockIdx.y], first = tiles[3 * blockIdx.y + 1], count = tiles[3 * blockIdx.y + 2];
+    int r0 = blockIdx.x * MMQ_ROWS;
+    size_t rb = row_bytes<T>(cols);
+    const u8* Wr = W + ((size_t)e * rows + min(r0 + (tid >> 1), rows - 1)) * rb;
+    // The q8 row of this thread's token slot (tid / 4) and its quarter of a chunk.
+    int tn = tid >> 2, tq = tid & 3;
+    int xi = first + min(tn, count - 1);
+    const u8* xb = xq + (size_t)(xrow ? xrow[xi] : xi) * q8_row(cols);
+    float acc[4][4];
+#pragma unroll
+    for (int j = 0; j < 4; j++)
+#pragma unroll
+        for (int i = 0; i < 4; i++) acc[j][i] = 0.0f;
+    for (int k0 = 0; k0 < cols; k0 += MMQ_K) {
+        Mmq<T>::load(Wr, k0, tid & 1, &s.w[tid >> 1][128 * (tid & 1)], &s.wsc[tid >> 1][8 * (tid & 1)],
+                     &s.wmn[tid >> 1][8 * (tid & 1)]);
+        const int4* xv = (const int4*)(xb + k0 + 64 * tq);
+#pragma unroll
+        for (int p = 0; p < 4; p++) *(int4*)&s.x[tn][64 * tq + 16 * p] = xv[p];
+        const float* xd = (const float*)(xb + cols) + k0 / 32;
+        const short* xs = (const short*)(xb + cols + cols / 8) + k0 / 16;
+        s.xd[tn][2 * tq] = xd[2 * tq];
+        s.xd[tn][2 * tq + 1] = xd[2 * tq + 1];
+#pragma unroll
+        for (int p = 0; p < 4; p++) s.xs[tn][4 * tq + p] = (float)xs[4 * tq + p];
+        __syncthreads();
+        int wr = 16 * warp + g;
+#pragma unroll
+        for (int sb = 0; sb < MMQ_K / 32; sb++) {
+            int kc = 32 * sb + 4 * t4;
+            u32 a0 = *(const u32*)&s.w[wr][kc], a1 = *(const u32*)&s.w[wr + 8][kc];
+            u32 a2 = *(const u32*)&s.w[wr][kc + 16], a3 = *(const u32*)&s.w[wr + 8][kc + 16];
+            float sc0[2], sc1[2], mn0[2], mn1[2];
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                sc0[h] = s.wsc[wr + 8 * h][2 * sb];
+                sc1[h] = s.wsc[wr + 8 * h][2 * sb + 1];
+                mn0[h] = s.wmn[wr + 8 * h][2 * sb];
+                mn1[h] = s.wmn[wr + 8 * h][2 * sb + 1];
+            }
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                int n = 8 * j + g;
+                u32 b0 = *(const u32*)&s.x[n][kc], b1 = *(const u32*)&s.x[n][kc + 16];
+                int c[4] = {0, 0, 0, 0}, c1[4] = {0, 0, 0, 0};
+                if (Mmq<T>::PER16) {
+                    mma_s8(c, a0, a1, 0u, 0u, b0, b1);
+                    mma_s8(c1, 0u, 0u, a2, a3, b0, b1);
+                } else {
+                    mma_s8(c, a0, a1, a2, a3, b0, b1);
+                }
+#pragma unroll
+                for (int i = 0; i < 4; i++) {
+                    int h = i >> 1, tok = 8 * j + 2 * t4 + (i & 1);
+                    float dx = s.xd[tok][sb], s0 = s.xs[tok][2 * sb], s1 = s.xs[tok][2 * sb + 1];
+                    float dot = Mmq<T>::PER16 ? sc0[h] * (float)c[i] + sc1[h] * (float)c1[i] : sc0[h] * (float)c[i];
+                    acc[j][i] += dx * (dot - mn0[h] * s0 - mn1[h] * s1);
+                }
+            }
+        }
+        __syncthreads();
+    }
+#pragma unroll
+    for (int j = 0; j < 4; j++)
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            int r = r0 + 16 * warp + g + 8 * (i >> 1), tok = 8 * j + 2 * t4 + (i & 1);
+            if (r < rows && tok < count) y[(size_t)(first + tok) * ldy + y_off + r] = acc[j][i];
+        }
+}
+
+#define MMQ_ENTRY(T, S)                                                                                      \
+    extern "C" __global__ void __launch_bounds__(128) moe_mmq_##S(const u8* W, int rows, int cols,          \
+                                                                   const u32* tiles, const u8* xq,           \
+                                                                   const u32* xrow, float* y, int ldy,       \
+                                                                   int y_off) {                              \
+        moe_mmq<T>(W, rows, cols, tiles, xq, xrow, y, ldy, y_off);                                            \
+    }
+MMQ_ENTRY(T_Q4_K, q4_k)
+MMQ_ENTRY(T_Q5_K, q5_k)
+MMQ_ENTRY(T_Q6_K, q6_k)
+MMQ_ENTRY(T_Q8_0, q8_0)
