@@ -186,7 +186,9 @@ pub fn attention(be: &CudaBackend, q: &CudaAct, heads: &HeadSpec, plan: &CudaPla
         return Err(BackendError::Invalid { op: "attention", detail: format!("{group} query heads per KV head (at most {})", ATT_WARPS * max_items) });
     }
     let qt = (ATT_WARPS * max_items / group).max(1);
-    let smem = 4 * (qt * group * hd + KT * (hd + 1) + KT * hd);
+    // Q [items, hq], K [KT, hq + 4], V [KT, hd] with hq = hd rounded up to 4 (as in attention.cu).
+    let hq = hd.next_multiple_of(4);
+    let smem = 4 * (qt * group * hq + KT * (hq + 4) + KT * hd);
     if smem > ATTN_MAX_SMEM {
         return Err(BackendError::Invalid { op: "attention", detail: format!("{smem} bytes of shared memory for {heads:?}") });
     }

@@ -28,25 +28,33 @@ __device__ void attention(const float* q, float* out, const void* kc, const void
     int kvh = blockIdx.y;
     int group = n_heads / n_kv;
     int n_items = nrows * group;
-    int kvd = n_kv * hd, ks = hd + 1;
-    float* Qs = smem;                      // [n_items, hd]
-    float* Ks = Qs + n_items * hd;         // [KT, hd + 1]
+    // Q and K rows are padded to hq (a multiple of 4) for 16-byte loads.
+    int kvd = n_kv * hd, hq = (hd + 3) & ~3, ks = hq + 4;
+    float* Qs = smem;                      // [n_items, hq]
+    float* Ks = Qs + n_items * hq;         // [KT, hq + 4]
     float* Vs = Ks + KT * ks;              // [KT, hd]
     const u32* bt = tables + bt_off[seq];
 
-    for (int i = threadIdx.x; i < n_items * hd; i += blockDim.x) {
-        int item = i / hd, d = i % hd;
+    for (int i = threadIdx.x; i < n_items * hq; i += blockDim.x) {
+        int item = i / hq, d = i % hq;
         int r = row0 + item / group, h = kvh * group + item % group;
-        Qs[i] = q[(size_t)r * n_heads * hd + h * hd + d];
+        Qs[i] = d < hd ? q[(size_t)r * n_heads * hd + h * hd + d] : 0.0f;
     }
     int last = pos[row0 + nrows - 1];
     int first = pos[row0];
     if (window > 0) first = max(0, first - window + 1);
     else first = 0;
 
+    // Warp w's items are w, w + ATT_WARPS, ...: each keeps its position's
+    // key range, running max m, sum l and weighted value sum o.
     float m[MAXI], l[MAXI], o[MAXI][DPL];
+    int hi[MAXI], lo[MAXI];
 #pragma unroll
     for (int i = 0; i < MAXI; i++) {
+        int item = warp + ATT_WARPS * i;
+        int p = item < n_items ? (int)pos[row0 + item / group] : -1;
+        hi[i] = p;
+        lo[i] = window > 0 ? max(0, p - window + 1) : 0;
         m[i] = NEG_INF;
         l[i] = 0.0f;
 #pragma unroll
@@ -59,43 +67,54 @@ __device__ void attention(const float* q, float* out, const void* kc, const void
         for (int jj = warp; jj < KT; jj += ATT_WARPS) {
             int j = j0 + jj;
             size_t base = j <= last ? ((size_t)bt[j / block_size] * block_size + j % block_size) * kvd + kvh * hd : 0;
-            for (int d = lane; d < hd; d += 32) {
-                Ks[jj * ks + d] = j <= last ? kv_get(kc, kv_f16, base + d) : 0.0f;
-                Vs[jj * hd + d] = j <= last ? kv_get(vc, kv_f16, base + d) : 0.0f;
+            for (int d = lane; d < hq; d += 32) {
+                Ks[jj * ks + d] = j <= last && d < hd ? kv_get(kc, kv_f16, base + d) : 0.0f;
+                if (d < hd) Vs[jj * hd + d] = j <= last ? kv_get(vc, kv_f16, base + d) : 0.0f;
             }
         }
         __syncthreads();
+        // Scores of key j0 + lane against every item of the warp: each K
+        // value is read once for all items.
+        float sc[MAXI];
 #pragma unroll
-        for (int ii = 0; ii < MAXI; ii++) {
-            int item = warp + ATT_WARPS * ii;
-            if (item >= n_items) break;
-            int p = pos[row0 + item / group];
-            int lo = window > 0 ? max(0, p - window + 1) : 0;
-            int j = j0 + lane;
-            float s = NEG_INF;
-            if (j <= p && j >= lo) {
-                const float* qv = Qs + item * hd;
-                const float* kr = Ks + lane * ks;
-                float acc = 0.0f;
-                for (int d = 0; d < hd; d++) acc += qv[d] * kr[d];
-                s = acc * scale;
+        for (int i = 0; i < MAXI; i++) sc[i] = 0.0f;
+        const float* kr = Ks + lane * ks;
+        for (int d = 0; d < hq; d += 4) {
+            float4 k4 = *(const float4*)(kr + d);
+#pragma unroll
+            for (int i = 0; i < MAXI; i++) {
+                int item = min(warp + ATT_WARPS * i, n_items - 1);
+                float4 q4 = *(const float4*)(Qs + item * hq + d);
+                sc[i] += q4.x * k4.x + q4.y * k4.y + q4.z * k4.z + q4.w * k4.w;
             }
-            float mt = warp_max(s);
-            if (mt == NEG_INF) continue;
-            float mn = fmaxf(m[ii], mt);
-            float corr = expf(m[ii] - mn);
-            float pj = s == NEG_INF ? 0.0f : expf(s - mn);
-            l[ii] = l[ii] * corr + warp_sum(pj);
-            m[ii] = mn;
+        }
+        int j = j0 + lane;
+        float pj[MAXI];
 #pragma unroll
-            for (int k = 0; k < DPL; k++) o[ii][k] *= corr;
-            for (int jj = 0; jj < KT; jj++) {
-                float w = __shfl_sync(0xffffffffu, pj, jj);
+        for (int i = 0; i < MAXI; i++) {
+            float sv = j <= hi[i] && j >= lo[i] ? sc[i] * scale : NEG_INF;
+            float mn = fmaxf(m[i], warp_max(sv));
+            // mn = -inf: nothing seen yet for this item (state unchanged).
+            float corr = mn == NEG_INF ? 1.0f : expf(m[i] - mn);
+            pj[i] = sv == NEG_INF ? 0.0f : expf(sv - mn);
+            l[i] = l[i] * corr + warp_sum(pj[i]);
+            m[i] = mn;
 #pragma unroll
-                for (int k = 0; k < DPL; k++) {
-                    int d = lane + 32 * k;
-                    if (d < hd) o[ii][k] += w * Vs[jj * hd + d];
-                }
+            for (int k = 0; k < DPL; k++) o[i][k] *= corr;
+        }
+        // Each V value is read once for all items.
+        for (int jj = 0; jj < KT; jj++) {
+            float v[DPL];
+#pragma unroll
+            for (int k = 0; k < DPL; k++) {
+                int d = lane + 32 * k;
+                v[k] = d < hd ? Vs[jj * hd + d] : 0.0f;
+            }
+#pragma unroll
+            for (int i = 0; i < MAXI; i++) {
+                float w = __shfl_sync(0xffffffffu, pj[i], jj);
+#pragma unroll
+                for (int k = 0; k < DPL; k++) o[i][k] += w * v[k];
             }
         }
     }
