@@ -113,8 +113,9 @@ fn check_kv(op: &'static str, kv: &CudaKv, heads: &HeadSpec, plan: &CudaPlan) ->
     if kv.spec.n_kv_heads != heads.n_kv_heads || kv.spec.head_dim != heads.head_dim || kv.spec.block_size != plan.meta.block_size {
         return Err(BackendError::Shape { op, detail: format!("KV pool {:?} vs heads {heads:?}", kv.spec) });
     }
-    if heads.n_kv_heads == 0 || heads.n_heads % heads.n_kv_heads != 0 || heads.head_dim > 256 || heads.head_dim % 2 != 0 {
-        return Err(BackendError::Invalid { op, detail: format!("unsupported head geometry {heads:?}") });
+    // (Head dims a multiple of 4: the attention kernels move 4 values at a time.)
+    if heads.n_kv_heads == 0 || heads.n_heads % heads.n_kv_heads != 0 || heads.head_dim > 256 || heads.head_dim % 4 != 0 {
+        return Err(BackendError::Invalid { op, detail: format!("unsupported head geometry {heads:?} (head_dim must be a multiple of 4, at most 256)") });
     }
     if let Some(bad) = plan.meta.rows.iter().map(|r| r.slot).find(|&s| s as usize >= kv.spec.n_blocks * kv.spec.block_size) {
         return Err(BackendError::Invalid { op, detail: format!("slot {bad} outside the pool") });
@@ -186,9 +187,8 @@ pub fn attention(be: &CudaBackend, q: &CudaAct, heads: &HeadSpec, plan: &CudaPla
         return Err(BackendError::Invalid { op: "attention", detail: format!("{group} query heads per KV head (at most {})", ATT_WARPS * max_items) });
     }
     let qt = (ATT_WARPS * max_items / group).max(1);
-    // Q [items, hq], K [KT, hq + 4], V [KT, hd] with hq = hd rounded up to 4 (as in attention.cu).
-    let hq = hd.next_multiple_of(4);
-    let smem = 4 * (qt * group * hq + KT * (hq + 4) + KT * hd);
+    // Q [items, hd], K [KT, hd + 4], V [KT, hd] (as in attention.cu).
+    let smem = 4 * (qt * group * hd + KT * (hd + 4) + KT * hd);
     if smem > ATTN_MAX_SMEM {
         return Err(BackendError::Invalid { op: "attention", detail: format!("{smem} bytes of shared memory for {heads:?}") });
     }

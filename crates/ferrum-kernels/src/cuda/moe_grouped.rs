@@ -122,7 +122,7 @@ const MMQ_ROWS: usize = 64;
 const MMQ_TOK: usize = 32;
 const MMQ_K: usize = 256;
 /// Shared memory of one block (`MmqTile` in moe_mmq.cu).
-const MMQ_SMEM: u32 = (MMQ_ROWS * (MMQ_K + 16) + 2 * MMQ_ROWS * MMQ_K / 16 * 4 + MMQ_TOK * (MMQ_K + 16) + MMQ_TOK * MMQ_K / 32 * 4 + MMQ_TOK * MMQ_K / 16 * 4) as u32;
+const MMQ_SMEM: u32 = ((MMQ_ROWS + MMQ_TOK) * ((MMQ_K + 16) + (MMQ_K / 32 + 1) * 16)) as u32;
 
 /// The int8 tensor-core kernels of (gate/up, down), when their types have them.
 fn mmq_kernels<'k>(be: &'k CudaBackend, gate: &CudaWeight, up: &CudaWeight, down: &CudaWeight, hidden: usize, ff: usize) -> Option<(&'k CudaFunction, &'k CudaFunction)> {

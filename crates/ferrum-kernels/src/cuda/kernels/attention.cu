@@ -17,6 +17,13 @@ __device__ __forceinline__ float kv_get(const void* pool, int f16, size_t at) {
     return f16 ? h2f(((const u16*)pool)[at]) : ((const float*)pool)[at];
 }
 
+// Elements at .. at + 3 (at % 4 == 0) of an f16 or f32 pool.
+__device__ __forceinline__ float4 kv_get4(const void* pool, int f16, size_t at) {
+    if (!f16) return *(const float4*)((const float*)pool + at);
+    uint2 h = *(const uint2*)((const u16*)pool + at);
+    return f4(h2f((u16)(h.x & 0xffffu)), h2f((u16)(h.x >> 16)), h2f((u16)(h.y & 0xffffu)), h2f((u16)(h.y >> 16)));
+}
+
 template <int DPL, int MAXI>
 __device__ void attention(const float* q, float* out, const void* kc, const void* vc, int kv_f16, const u32* tiles,
                           const u32* pos, const u32* bt_off, const u32* tables, int n_heads, int n_kv, int hd,
@@ -28,17 +35,17 @@ __device__ void attention(const float* q, float* out, const void* kc, const void
     int kvh = blockIdx.y;
     int group = n_heads / n_kv;
     int n_items = nrows * group;
-    // Q and K rows are padded to hq (a multiple of 4) for 16-byte loads.
-    int kvd = n_kv * hd, hq = (hd + 3) & ~3, ks = hq + 4;
-    float* Qs = smem;                      // [n_items, hq]
-    float* Ks = Qs + n_items * hq;         // [KT, hq + 4]
+    // hd % 4 == 0 (16-byte loads); K rows padded by 4 (conflict-free reads).
+    int kvd = n_kv * hd, ks = hd + 4;
+    float* Qs = smem;                      // [n_items, hd]
+    float* Ks = Qs + n_items * hd;         // [KT, hd + 4]
     float* Vs = Ks + KT * ks;              // [KT, hd]
     const u32* bt = tables + bt_off[seq];
 
-    for (int i = threadIdx.x; i < n_items * hq; i += blockDim.x) {
-        int item = i / hq, d = i % hq;
+    for (int i = threadIdx.x; i < n_items * hd; i += blockDim.x) {
+        int item = i / hd, d = i % hd;
         int r = row0 + item / group, h = kvh * group + item % group;
-        Qs[i] = d < hd ? q[(size_t)r * n_heads * hd + h * hd + d] : 0.0f;
+        Qs[i] = q[(size_t)r * n_heads * hd + h * hd + d];
     }
     int last = pos[row0 + nrows - 1];
     int first = pos[row0];
@@ -63,13 +70,26 @@ __device__ void attention(const float* q, float* out, const void* kc, const void
 
     for (int j0 = first; j0 <= last; j0 += KT) {
         __syncthreads();
-        // One warp per key row (no per-element division), lanes along the head dims.
-        for (int jj = warp; jj < KT; jj += ATT_WARPS) {
-            int j = j0 + jj;
-            size_t base = j <= last ? ((size_t)bt[j / block_size] * block_size + j % block_size) * kvd + kvh * hd : 0;
-            for (int d = lane; d < hq; d += 32) {
-                Ks[jj * ks + d] = j <= last && d < hd ? kv_get(kc, kv_f16, base + d) : 0.0f;
-                if (d < hd) Vs[jj * hd + d] = j <= last ? kv_get(vc, kv_f16, base + d) : 0.0f;
+        // Warp w loads key rows w, w + ATT_WARPS, ... (all loads in flight
+        // before the stores), each lane 4 dims at a time.
+        for (int c0 = 0; c0 < hd; c0 += 128) {
+            int d = c0 + 4 * lane;
+            float4 kr4[KT / ATT_WARPS], vr4[KT / ATT_WARPS];
+#pragma unroll
+            for (int u = 0; u < KT / ATT_WARPS; u++) {
+                int j = j0 + warp + ATT_WARPS * u;
+                bool ok = j <= last && d < hd;
+                size_t at = ok ? ((size_t)bt[j / block_size] * block_size + j % block_size) * kvd + kvh * hd + d : 0;
+                kr4[u] = ok ? kv_get4(kc, kv_f16, at) : f4(0.0f, 0.0f, 0.0f, 0.0f);
+                vr4[u] = ok ? kv_get4(vc, kv_f16, at) : f4(0.0f, 0.0f, 0.0f, 0.0f);
+            }
+            if (d < hd) {
+#pragma unroll
+                for (int u = 0; u < KT / ATT_WARPS; u++) {
+                    int jj = warp + ATT_WARPS * u;
+                    *(float4*)&Ks[jj * ks + d] = kr4[u];
+                    *(float4*)&Vs[jj * hd + d] = vr4[u];
+                }
             }
         }
         __syncthreads();
@@ -79,12 +99,12 @@ __device__ void attention(const float* q, float* out, const void* kc, const void
 #pragma unroll
         for (int i = 0; i < MAXI; i++) sc[i] = 0.0f;
         const float* kr = Ks + lane * ks;
-        for (int d = 0; d < hq; d += 4) {
+        for (int d = 0; d < hd; d += 4) {
             float4 k4 = *(const float4*)(kr + d);
 #pragma unroll
             for (int i = 0; i < MAXI; i++) {
                 int item = min(warp + ATT_WARPS * i, n_items - 1);
-                float4 q4 = *(const float4*)(Qs + item * hq + d);
+                float4 q4 = *(const float4*)(Qs + item * hd + d);
                 sc[i] += q4.x * k4.x + q4.y * k4.y + q4.z * k4.z + q4.w * k4.w;
             }
         }

@@ -23,6 +23,15 @@ __device__ __forceinline__ u16 f2h(float f) {
     return h;
 }
 
+__device__ __forceinline__ float4 f4(float a, float b, float c, float d) {
+    float4 v;
+    v.x = a;
+    v.y = b;
+    v.z = c;
+    v.w = d;
+    return v;
+}
+
 __device__ __forceinline__ float bf2f(u16 h) { return __int_as_float(((u32)h) << 16); }
 
 // Little-endian loads from 2-byte-aligned addresses (block layouts of the

@@ -16,13 +16,16 @@
 // fragment loads).
 #define MMQ_LD (MMQ_K + 16)
 
+// One chunk of 256 columns. Per 32 columns (sub-block): the weight row's
+// (scale, scale, min, min) of its two 16-column halves, and the assignment's
+// (dx, dx·Σq_x of the first half, dx·Σq_x of the second, 0): one 16-byte
+// load each per product.
+// (Rows of ws / xs padded by one: conflict-free 16-byte loads.)
 struct MmqTile {
     i8 w[MMQ_ROWS][MMQ_LD];
-    float wsc[MMQ_ROWS][MMQ_K / 16];
-    float wmn[MMQ_ROWS][MMQ_K / 16];
+    float4 ws[MMQ_ROWS][MMQ_K / 32 + 1];
     i8 x[MMQ_TOK][MMQ_LD];
-    float xd[MMQ_TOK][MMQ_K / 32];
-    float xs[MMQ_TOK][MMQ_K / 16];
+    float4 xs[MMQ_TOK][MMQ_K / 32 + 1];
 };
 
 // Decoding of 128 columns (half `h` of a 256-column chunk starting at column
@@ -165,17 +168,29 @@ __device__ void moe_mmq(const u8* W, int rows, int cols, const u32* tiles, const
 #pragma unroll
         for (int i = 0; i < 4; i++) acc[j][i] = 0.0f;
     for (int k0 = 0; k0 < cols; k0 += MMQ_K) {
-        Mmq<T>::load(Wr, k0, tid & 1, &s.w[tid >> 1][128 * (tid & 1)], &s.wsc[tid >> 1][8 * (tid & 1)],
-                     &s.wmn[tid >> 1][8 * (tid & 1)]);
+        // Ask L2 for this thread's half of the next chunk while this one is decoded.
+        if (k0 + MMQ_K < cols) {
+            size_t chunk = row_bytes<T>(MMQ_K);
+            asm volatile("prefetch.global.L2 [%0];" ::"l"(Wr + row_bytes<T>(k0 + MMQ_K) + (tid & 1) * chunk / 2));
+        }
+        {
+            float sc[8], mn[8];
+            int r = tid >> 1, h = tid & 1;
+            Mmq<T>::load(Wr, k0, h, &s.w[r][128 * h], sc, mn);
+#pragma unroll
+            for (int j = 0; j < 4; j++) s.ws[r][4 * h + j] = f4(sc[2 * j], sc[2 * j + 1], mn[2 * j], mn[2 * j + 1]);
+        }
         const int4* xv = (const int4*)(xb + k0 + 64 * tq);
 #pragma unroll
         for (int p = 0; p < 4; p++) *(int4*)&s.x[tn][64 * tq + 16 * p] = xv[p];
         const float* xd = (const float*)(xb + cols) + k0 / 32;
-        const short* xs = (const short*)(xb + cols + cols / 8) + k0 / 16;
-        s.xd[tn][2 * tq] = xd[2 * tq];
-        s.xd[tn][2 * tq + 1] = xd[2 * tq + 1];
+        const short* xsum = (const short*)(xb + cols + cols / 8) + k0 / 16;
 #pragma unroll
-        for (int p = 0; p < 4; p++) s.xs[tn][4 * tq + p] = (float)xs[4 * tq + p];
+        for (int p = 0; p < 2; p++) {
+            int b = 2 * tq + p;
+            float dx = xd[b];
+            s.xs[tn][b] = f4(dx, dx * (float)xsum[2 * b], dx * (float)xsum[2 * b + 1], 0.0f);
+        }
         __syncthreads();
         int wr = 16 * warp + g;
 #pragma unroll
@@ -183,14 +198,7 @@ __device__ void moe_mmq(const u8* W, int rows, int cols, const u32* tiles, const
             int kc = 32 * sb + 4 * t4;
             u32 a0 = *(const u32*)&s.w[wr][kc], a1 = *(const u32*)&s.w[wr + 8][kc];
             u32 a2 = *(const u32*)&s.w[wr][kc + 16], a3 = *(const u32*)&s.w[wr + 8][kc + 16];
-            float sc0[2], sc1[2], mn0[2], mn1[2];
-#pragma unroll
-            for (int h = 0; h < 2; h++) {
-                sc0[h] = s.wsc[wr + 8 * h][2 * sb];
-                sc1[h] = s.wsc[wr + 8 * h][2 * sb + 1];
-                mn0[h] = s.wmn[wr + 8 * h][2 * sb];
-                mn1[h] = s.wmn[wr + 8 * h][2 * sb + 1];
-            }
+            float4 wsr[2] = {s.ws[wr][sb], s.ws[wr + 8][sb]};
 #pragma unroll
             for (int j = 0; j < 4; j++) {
                 int n = 8 * j + g;
@@ -202,12 +210,12 @@ __device__ void moe_mmq(const u8* W, int rows, int cols, const u32* tiles, const
                 } else {
                     mma_s8(c, a0, a1, a2, a3, b0, b1);
                 }
+                float4 xsr[2] = {s.xs[8 * j + 2 * t4][sb], s.xs[8 * j + 2 * t4 + 1][sb]};
 #pragma unroll
                 for (int i = 0; i < 4; i++) {
-                    int h = i >> 1, tok = 8 * j + 2 * t4 + (i & 1);
-                    float dx = s.xd[tok][sb], s0 = s.xs[tok][2 * sb], s1 = s.xs[tok][2 * sb + 1];
-                    float dot = Mmq<T>::PER16 ? sc0[h] * (float)c[i] + sc1[h] * (float)c1[i] : sc0[h] * (float)c[i];
-                    acc[j][i] += dx * (dot - mn0[h] * s0 - mn1[h] * s1);
+                    float4 w = wsr[i >> 1], x = xsr[i & 1];
+                    float dot = Mmq<T>::PER16 ? w.x * (float)c[i] + w.y * (float)c1[i] : w.x * (float)c[i];
+                    acc[j][i] += x.x * dot - w.z * x.y - w.w * x.z;
                 }
             }
         }
