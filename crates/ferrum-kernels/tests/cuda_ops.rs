@@ -317,10 +317,10 @@ fn moe_matches_cpu() {
         let gw: Vec<_> = [&router, &gate, &up, &down].iter().map(|w| g.upload((*w).clone()).unwrap()).collect();
         let cw: Vec<_> = [router, gate, up, down].into_iter().map(|w| c.upload(w).unwrap()).collect();
         let spec = MoeSpec { n_experts: n_exp, top_k, renormalize: renorm };
-        // 1024 assignments or more take the grouped path: the int8
-        // tensor-core kernels for k-quant / Q8_0 experts of 256-multiple
-        // sizes, else dequantized cuBLAS GEMMs.
-        for rows in [1usize, 3, 40, 160, 300] {
+        // Larger batches take the int8 tensor-core kernels (k-quant / Q8_0
+        // experts of 256-multiple sizes, 256+ assignments) or, from 1024
+        // assignments, dequantized cuBLAS GEMMs (the F32/F16 experts).
+        for rows in [1usize, 3, 40, 160, 400] {
             let x: Vec<f32> = (0..rows * hidden).map(|_| rng.gauss()).collect();
             let res: Vec<f32> = (0..rows * hidden).map(|_| rng.gauss()).collect();
             let mut gr = g.act_from_host(&res, rows, hidden).unwrap();

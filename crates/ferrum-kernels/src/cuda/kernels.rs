@@ -83,6 +83,8 @@ pub struct Kernels {
     pub attention_combine: CudaFunction,
     pub moe_route: CudaFunction,
     pub moe_sort: CudaFunction,
+    /// Expert bucketing and tiles for the int8 tensor-core expert kernels.
+    pub moe_tiles: CudaFunction,
     pub moe_combine: CudaFunction,
     pub moe_gather_f16: CudaFunction,
     pub moe_combine_sorted: CudaFunction,
@@ -153,6 +155,7 @@ impl Kernels {
             attention_combine: f("attention_combine")?,
             moe_route: f("moe_route")?,
             moe_sort: f("moe_sort")?,
+            moe_tiles: f("moe_tiles")?,
             moe_combine: f("moe_combine")?,
             moe_gather_f16: f("moe_gather_f16")?,
             moe_combine_sorted: f("moe_combine_sorted")?,

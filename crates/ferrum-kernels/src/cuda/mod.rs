@@ -10,6 +10,7 @@ mod linear;
 mod attention;
 mod moe;
 mod moe_grouped;
+mod moe_mmq;
 mod pass;
 
 use std::ffi::c_void;

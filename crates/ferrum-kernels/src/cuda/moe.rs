@@ -6,7 +6,7 @@
 use cudarc::driver::LaunchConfig;
 
 use super::linear::{GEMV_WARPS, Q8_RPW_MOE, Q8_WARPS};
-use super::{grid1, launch, moe_grouped, CudaAct, CudaBackend, CudaWeight};
+use super::{grid1, launch, moe_grouped, moe_mmq, CudaAct, CudaBackend, CudaWeight};
 use crate::backend::{Backend, BackendError, MoeSpec, MoeWeights, Result};
 
 /// Assignments from which they are ordered by expert (weights shared in L2).
@@ -50,6 +50,9 @@ pub fn run(be: &CudaBackend, x: &CudaAct, w: &MoeWeights<'_, CudaWeight>, spec: 
     let (ti, ne, ki, rn) = (t as i32, spec.n_experts as i32, k as i32, i32::from(spec.renormalize));
     launch!(be, &be.k.moe_route, grid1(t * 32, 128), &lp, &ti, &ne, &ki, &rn, &ip, &wp)?;
     residual.q8_valid = false;
+    if let Some(k) = moe_mmq::kernels(be, gate, up, down).filter(|_| n_assign >= moe_mmq::MIN_ASSIGN) {
+        return moe_mmq::run(be, x, k, gate, up, down, spec, &ids, &wts, residual);
+    }
     if n_assign >= moe_grouped::GROUPED_MIN_ASSIGN {
         return moe_grouped::run(be, x, gate, up, down, spec, &ids, &wts, residual);
     }

@@ -142,16 +142,19 @@ __device__ __forceinline__ void mma_s8(int* c, u32 a0, u32 a1, u32 a2, u32 a3, u
 #endif
 }
 
-// tiles[3·blockIdx.y ..]: (expert, first assignment, assignments ≤ MMQ_TOK).
-// Assignment i reads q8 row xrow[i] of xq (xrow null: row i); W: the
+// tiles[3·blockIdx.y ..]: (expert, first assignment, assignments ≤ MMQ_TOK),
+// *n_tiles of them (blocks past the last exit). Assignment i (in expert
+// order) reads q8 row order[i] / top_k of xq (order null: row i); W: the
 // experts' [n_exp][rows][cols] weights; y: [n_assign, ldy], written at
-// columns y_off + r. cols % 256 == 0. grid: (ceil(rows / MMQ_ROWS), n_tiles); block 128.
+// columns y_off + r. cols % 256 == 0.
+// grid: (ceil(rows / MMQ_ROWS), at least *n_tiles); block 128.
 template <int T>
-__device__ void moe_mmq(const u8* W, int rows, int cols, const u32* tiles, const u8* xq, const u32* xrow, float* y,
-                        int ldy, int y_off) {
+__device__ void moe_mmq(const u8* W, int rows, int cols, const u32* tiles, const u32* n_tiles, const u8* xq,
+                        const u32* order, int top_k, float* y, int ldy, int y_off) {
     extern __shared__ __align__(16) u8 mmq_smem[];
     MmqTile& s = *(MmqTile*)mmq_smem;
     pdl_sync();
+    if (blockIdx.y >= *n_tiles) return;
     int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     int g = lane >> 2, t4 = lane & 3;
     int e = tiles[3 * blockIdx.y], first = tiles[3 * blockIdx.y + 1], count = tiles[3 * blockIdx.y + 2];
@@ -161,7 +164,7 @@ __device__ void moe_mmq(const u8* W, int rows, int cols, const u32* tiles, const
     // The q8 row of this thread's token slot (tid / 4) and its quarter of a chunk.
     int tn = tid >> 2, tq = tid & 3;
     int xi = first + min(tn, count - 1);
-    const u8* xb = xq + (size_t)(xrow ? xrow[xi] : xi) * q8_row(cols);
+    const u8* xb = xq + (size_t)(order ? order[xi] / top_k : xi) * q8_row(cols);
     float acc[4][4];
 #pragma unroll
     for (int j = 0; j < 4; j++)
@@ -201,6 +204,7 @@ __device__ void moe_mmq(const u8* W, int rows, int cols, const u32* tiles, const
             float4 wsr[2] = {s.ws[wr][sb], s.ws[wr + 8][sb]};
 #pragma unroll
             for (int j = 0; j < 4; j++) {
+                if (8 * j >= count) break;  // no assignments left in this tile
                 int n = 8 * j + g;
                 u32 b0 = *(const u32*)&s.x[n][kc], b1 = *(const u32*)&s.x[n][kc + 16];
                 int c[4] = {0, 0, 0, 0}, c1[4] = {0, 0, 0, 0};
@@ -231,13 +235,53 @@ __device__ void moe_mmq(const u8* W, int rows, int cols, const u32* tiles, const
 }
 
 #define MMQ_ENTRY(T, S)                                                                                      \
-    extern "C" __global__ void __launch_bounds__(128) moe_mmq_##S(const u8* W, int rows, int cols,          \
-                                                                   const u32* tiles, const u8* xq,           \
-                                                                   const u32* xrow, float* y, int ldy,       \
-                                                                   int y_off) {                              \
-        moe_mmq<T>(W, rows, cols, tiles, xq, xrow, y, ldy, y_off);                                            \
+    extern "C" __global__ void __launch_bounds__(128)                                                        \
+        moe_mmq_##S(const u8* W, int rows, int cols, const u32* tiles, const u32* n_tiles, const u8* xq,     \
+                    const u32* order, int top_k, float* y, int ldy, int y_off) {                             \
+        moe_mmq<T>(W, rows, cols, tiles, n_tiles, xq, order, top_k, y, ldy, y_off);                          \
     }
 MMQ_ENTRY(T_Q4_K, q4_k)
 MMQ_ENTRY(T_Q5_K, q5_k)
 MMQ_ENTRY(T_Q6_K, q6_k)
 MMQ_ENTRY(T_Q8_0, q8_0)
+
+// Bucket the assignments by expert on the device and cut each expert's run
+// into tiles of at most `per_tile`: order[pos] = a and inv[a] = pos (pos:
+// the assignment's place in expert order), tiles[3i ..] = (expert, first
+// position, count), *n_tiles. One block (1024 threads); shared memory
+// 3·(n_exp + 1) ints.
+extern "C" __global__ void moe_tiles(const int* ids, int n_assign, int n_exp, int per_tile, u32* order, u32* inv,
+                                     u32* tiles, u32* n_tiles) {
+    extern __shared__ int tiles_smem[];
+    int *count = tiles_smem, *next = count + n_exp + 1, *tile0 = next + n_exp + 1;
+    pdl_sync();
+    int tid = threadIdx.x, nt = blockDim.x;
+    for (int e = tid; e <= n_exp; e += nt) count[e] = 0;
+    __syncthreads();
+    for (int a = tid; a < n_assign; a += nt) atomicAdd(&count[ids[a]], 1);
+    __syncthreads();
+    if (tid == 0) {
+        int at = 0, tl = 0;
+        for (int e = 0; e < n_exp; e++) {
+            next[e] = at;
+            tile0[e] = tl;
+            at += count[e];
+            tl += (count[e] + per_tile - 1) / per_tile;
+        }
+        *n_tiles = tl;
+    }
+    __syncthreads();
+    for (int e = tid; e < n_exp; e += nt)
+        for (int off = 0, i = 0; off < count[e]; off += per_tile, i++) {
+            u32* tt = tiles + 3 * (tile0[e] + i);
+            tt[0] = e;
+            tt[1] = next[e] + off;
+            tt[2] = min(per_tile, count[e] - off);
+        }
+    __syncthreads();
+    for (int a = tid; a < n_assign; a += nt) {
+        int pos = atomicAdd(&next[ids[a]], 1);
+        order[pos] = a;
+        inv[a] = pos;
+    }
+}
