@@ -154,29 +154,36 @@ PY
   done
 }
 
-stage_profile() { # per-kernel time of decode steps (batch 1) on each model
+stage_profile() { # per-kernel time of decode steps (batch 1) and of a 512-token prefill, each model
   local m ncu
   ncu=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null)
   [ -n "$ncu" ] || { echo "ncu not found"; return 1; }
   for m in $(models); do
     local name
     name=$(basename "$m" .gguf)
-    "$ncu" --csv --clock-control none --metrics gpu__time_duration.sum --launch-skip 2000 --launch-count 800 \
-      "$ferrum" bench --backend cuda -m "$m" -p 0 -n 64 -r 1 >"$work/ncu-$name.csv" 2>/dev/null
-    python3 - "$work/ncu-$name.csv" "$name" <<'PY' | tee -a "$summary"
+    # Caches are not flushed between kernels (as in a graph replay); the
+    # profiler serializes the kernels, so launch overlap is not seen.
+    "$ncu" --csv --clock-control none --cache-control none --metrics gpu__time_duration.sum --launch-skip 2000 \
+      --launch-count 500 "$ferrum" bench --backend cuda -m "$m" -p 0 -n 64 -r 1 >"$work/ncu-tg-$name.csv" 2>/dev/null
+    "$ncu" --csv --clock-control none --cache-control none --metrics gpu__time_duration.sum --launch-count 1000 \
+      "$ferrum" bench --backend cuda -m "$m" -p 512 -n 0 -r 1 >"$work/ncu-pp-$name.csv" 2>/dev/null
+    local what
+    for what in tg pp; do
+      python3 - "$work/ncu-$what-$name.csv" "$name ($([ $what = tg ] && echo 'decode steps' || echo '512-token prefill'))" <<'PY' | tee -a "$summary"
 import csv, collections, sys
 rows = [r for r in csv.DictReader(l for l in open(sys.argv[1]) if l.startswith('"'))]
 t = collections.defaultdict(float); n = collections.Counter()
 for r in rows:
     if r.get("Metric Name") == "gpu__time_duration.sum":
-        k = r["Kernel Name"].split("(")[0]
+        k = r["Kernel Name"].split("(")[0][:48]
         t[k] += float(r["Metric Value"].replace(",", "")) / 1e3
         n[k] += 1
 tot = sum(t.values())
-print(f"\nper-kernel GPU time over {len(rows)} launches of decode steps, {sys.argv[2]} (µs, share):")
+print(f"\nper-kernel GPU time over {len(rows)} launches, {sys.argv[2]} (µs, share):")
 for k, v in sorted(t.items(), key=lambda kv: -kv[1])[:16]:
-    print(f"  {k:28s} {v:10.1f}  {v / tot:5.1%}  ({n[k]} launches, {v / n[k]:.1f} each)")
+    print(f"  {k:48s} {v:10.1f}  {v / tot:5.1%}  ({n[k]} launches, {v / n[k]:.1f} each)")
 PY
+    done
   done
 }
 
