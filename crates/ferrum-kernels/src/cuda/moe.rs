@@ -6,11 +6,24 @@
 use cudarc::driver::LaunchConfig;
 
 use super::linear::{GEMV_WARPS, Q8_RPW_MOE, Q8_WARPS};
-use super::{grid1, launch, moe_grouped, moe_mmq, CudaAct, CudaBackend, CudaWeight};
+use super::{grid1, launch, moe_grouped, moe_mmq, CudaAct, CudaBackend, CudaWeight, DevBuf};
 use crate::backend::{Backend, BackendError, MoeSpec, MoeWeights, Result};
 
 /// Assignments from which they are ordered by expert (weights shared in L2).
 const SORT_MIN: usize = 32;
+
+/// A routed batch for the grouped expert paths: the input rows, the experts,
+/// and each row's top-k experts and weights (`[tokens, top_k]` on the device).
+#[derive(Clone, Copy)]
+pub(super) struct Routed<'a> {
+    pub x: &'a CudaAct,
+    pub gate: &'a CudaWeight,
+    pub up: &'a CudaWeight,
+    pub down: &'a CudaWeight,
+    pub spec: &'a MoeSpec,
+    pub ids: &'a DevBuf<i32>,
+    pub wts: &'a DevBuf<f32>,
+}
 
 pub fn run(be: &CudaBackend, x: &CudaAct, w: &MoeWeights<'_, CudaWeight>, spec: &MoeSpec, residual: &mut CudaAct) -> Result<()> {
     let shape = |detail: String| BackendError::Shape { op: "moe", detail };
@@ -50,11 +63,12 @@ pub fn run(be: &CudaBackend, x: &CudaAct, w: &MoeWeights<'_, CudaWeight>, spec: 
     let (ti, ne, ki, rn) = (t as i32, spec.n_experts as i32, k as i32, i32::from(spec.renormalize));
     launch!(be, &be.k.moe_route, grid1(t * 32, 128), &lp, &ti, &ne, &ki, &rn, &ip, &wp)?;
     residual.q8_valid = false;
+    let routed = Routed { x, gate, up, down, spec, ids: &ids, wts: &wts };
     if let Some(k) = moe_mmq::kernels(be, gate, up, down).filter(|_| n_assign >= moe_mmq::MIN_ASSIGN) {
-        return moe_mmq::run(be, x, k, gate, up, down, spec, &ids, &wts, residual);
+        return moe_mmq::run(be, &routed, k, residual);
     }
     if n_assign >= moe_grouped::GROUPED_MIN_ASSIGN {
-        return moe_grouped::run(be, x, gate, up, down, spec, &ids, &wts, residual);
+        return moe_grouped::run(be, &routed, residual);
     }
 
     let order = if n_assign >= SORT_MIN { Some(be.buffer::<i32>(n_assign)?) } else { None };

@@ -7,8 +7,9 @@
 
 
 use super::linear::{gemm_group, GroupItem};
+use super::moe::Routed;
 use super::{dev_err, grid1, launch, CudaAct, CudaBackend, CudaWeight, DevBuf};
-use crate::backend::{Backend, MoeSpec, Result};
+use crate::backend::{Backend, Result};
 
 /// Assignments (tokens × top-k) from which the grouped path is used.
 pub const GROUPED_MIN_ASSIGN: usize = 1024;
@@ -24,18 +25,8 @@ fn dequant_all(be: &CudaBackend, w: &CudaWeight) -> Result<DevBuf<u16>> {
     Ok(out)
 }
 
-#[allow(clippy::too_many_arguments)]
-pub fn run(
-    be: &CudaBackend,
-    x: &CudaAct,
-    gate: &CudaWeight,
-    up: &CudaWeight,
-    down: &CudaWeight,
-    spec: &MoeSpec,
-    ids: &DevBuf<i32>,
-    wts: &DevBuf<f32>,
-    residual: &mut CudaAct,
-) -> Result<()> {
+pub fn run(be: &CudaBackend, r: &Routed<'_>, residual: &mut CudaAct) -> Result<()> {
+    let Routed { x, gate, up, down, spec, ids, wts } = *r;
     let (t, k, hidden, ff) = (x.rows, spec.top_k, x.cols, gate.dims[1]);
     let n_assign = t * k;
     // Bucket the assignments by expert (stable), and the inverse permutation.

@@ -8,8 +8,9 @@
 
 use cudarc::driver::{CudaFunction, LaunchConfig};
 
-use super::{grid1, launch, q8_row, CudaAct, CudaBackend, CudaWeight, DevBuf};
-use crate::backend::{MoeSpec, Result};
+use super::moe::Routed;
+use super::{grid1, launch, q8_row, CudaAct, CudaBackend, CudaWeight};
+use crate::backend::Result;
 
 /// Assignments (tokens × top-k) from which this path is used.
 pub const MIN_ASSIGN: usize = 256;
@@ -32,21 +33,10 @@ pub fn kernels<'k>(be: &'k CudaBackend, gate: &CudaWeight, up: &CudaWeight, down
     Some((be.k.moe_mmq(gate.ty)?, be.k.moe_mmq(down.ty)?))
 }
 
-/// The experts of every row of `x` (routed: `ids` / `wts`, `[tokens, top_k]`),
-/// their weighted sums added to `residual`.
-#[allow(clippy::too_many_arguments)]
-pub fn run(
-    be: &CudaBackend,
-    x: &CudaAct,
-    (kgu, kd): (&CudaFunction, &CudaFunction),
-    gate: &CudaWeight,
-    up: &CudaWeight,
-    down: &CudaWeight,
-    spec: &MoeSpec,
-    ids: &DevBuf<i32>,
-    wts: &DevBuf<f32>,
-    residual: &mut CudaAct,
-) -> Result<()> {
+/// The experts of every row of the routed batch, their weighted sums added
+/// to `residual`.
+pub fn run(be: &CudaBackend, r: &Routed<'_>, (kgu, kd): (&CudaFunction, &CudaFunction), residual: &mut CudaAct) -> Result<()> {
+    let Routed { x, gate, up, down, spec, ids, wts } = *r;
     let (t, hidden, ff, top_k) = (x.rows, x.cols, gate.dims[1], spec.top_k);
     let n_assign = t * top_k;
     // At most ceil(n / MMQ_TOK) tiles plus one partial tile per expert.

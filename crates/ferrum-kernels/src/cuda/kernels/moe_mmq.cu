@@ -45,26 +45,36 @@ __device__ __forceinline__ void kquant_scales(const u8* b, int h, float* sc, flo
     }
 }
 
+// Q4_K/Q5_K columns of half h: bytes 32j .. 32j + 31 of qs hold columns
+// 64j + l (low nibbles) and 64j + 32 + l (high); Q5_K (FIVE) adds bit 2j /
+// 2j + 1 of qh[l] as bit 4.
+template <bool FIVE>
+__device__ __forceinline__ void kquant_values(const u8* qs, const u8* qh, int h, i8* w) {
+#pragma unroll
+    for (int jj = 0; jj < 2; jj++) {
+        int j = 2 * h + jj;
+#pragma unroll
+        for (int p = 0; p < 2; p++) {
+            uint4 v = ((const uint4*)(qs + 32 * j))[p];
+            uint4 hv = FIVE ? ((const uint4*)qh)[p] : v;
+            u32 vv[4] = {v.x, v.y, v.z, v.w}, hh[4] = {hv.x, hv.y, hv.z, hv.w};
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                u32 lo = FIVE ? ((hh[i] >> (2 * j)) & 0x01010101u) << 4 : 0u;
+                u32 hi = FIVE ? ((hh[i] >> (2 * j + 1)) & 0x01010101u) << 4 : 0u;
+                *(u32*)(w + 64 * jj + 16 * p + 4 * i) = (vv[i] & M4) | lo;
+                *(u32*)(w + 64 * jj + 32 + 16 * p + 4 * i) = ((vv[i] >> 4) & M4) | hi;
+            }
+        }
+    }
+}
+
 template <> struct Mmq<T_Q4_K> {
     static constexpr bool PER16 = false;
     __device__ __forceinline__ static void load(const u8* row, int k0, int h, i8* w, float* sc, float* mn) {
         const u8* b = row + 144 * (k0 / 256);
         kquant_scales(b, h, sc, mn);
-        // Bytes 32j .. 32j + 31 of qs: low nibbles are columns 64j + l, high 64j + 32 + l.
-#pragma unroll
-        for (int jj = 0; jj < 2; jj++) {
-            const uint4* q = (const uint4*)(b + 16 + 32 * (2 * h + jj));
-#pragma unroll
-            for (int p = 0; p < 2; p++) {
-                uint4 v = q[p];
-                u32 vv[4] = {v.x, v.y, v.z, v.w};
-#pragma unroll
-                for (int i = 0; i < 4; i++) {
-                    *(u32*)(w + 64 * jj + 16 * p + 4 * i) = vv[i] & M4;
-                    *(u32*)(w + 64 * jj + 32 + 16 * p + 4 * i) = (vv[i] >> 4) & M4;
-                }
-            }
-        }
+        kquant_values<false>(b + 16, nullptr, h, w);
     }
 };
 
@@ -73,23 +83,7 @@ template <> struct Mmq<T_Q5_K> {
     __device__ __forceinline__ static void load(const u8* row, int k0, int h, i8* w, float* sc, float* mn) {
         const u8* b = row + 176 * (k0 / 256);
         kquant_scales(b, h, sc, mn);
-#pragma unroll
-        for (int jj = 0; jj < 2; jj++) {
-            int j = 2 * h + jj;
-            const uint4* q = (const uint4*)(b + 48 + 32 * j);
-            const uint4* qh = (const uint4*)(b + 16);
-#pragma unroll
-            for (int p = 0; p < 2; p++) {
-                uint4 v = q[p], hv = qh[p];
-                u32 vv[4] = {v.x, v.y, v.z, v.w}, hh[4] = {hv.x, hv.y, hv.z, hv.w};
-#pragma unroll
-                for (int i = 0; i < 4; i++) {
-                    *(u32*)(w + 64 * jj + 16 * p + 4 * i) = (vv[i] & M4) | (((hh[i] >> (2 * j)) & 0x01010101u) << 4);
-                    *(u32*)(w + 64 * jj + 32 + 16 * p + 4 * i) =
-                        ((vv[i] >> 4) & M4) | (((hh[i] >> (2 * j + 1)) & 0x01010101u) << 4);
-                }
-            }
-        }
+        kquant_values<true>(b + 48, b + 16, h, w);
     }
 };
 
