@@ -6,6 +6,7 @@
 
 pub mod compile;
 mod kernels;
+mod launch;
 mod linear;
 mod attention;
 mod moe;
@@ -13,16 +14,16 @@ mod moe_grouped;
 mod moe_mmq;
 mod pass;
 
-use std::ffi::c_void;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DriverError, LaunchConfig};
+use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DriverError, LaunchConfig};
 use ferrum_core::GgmlType;
 
 use crate::attn_meta::AttnMeta;
 use crate::backend::{Backend, BackendError, HeadSpec, HostWeight, KvDType, KvSpec, MoeSpec, MoeWeights, Result, Rope, RowArgmax};
 use kernels::Kernels;
+pub(crate) use launch::launch;
 use pass::{DevAddr, DevBuf, PassKey, Recorder};
 
 pub use attention::CudaPlan;
@@ -63,20 +64,6 @@ pub fn device_available() -> bool {
     }
     cudarc::driver::result::init().is_ok() && cudarc::driver::result::device::get_count().map(|n| n > 0).unwrap_or(false)
 }
-
-/// Launch `$f` with `$cfg` and the given argument references (nothing to
-/// do while a recorded pass replays: its graph holds the launch).
-macro_rules! launch {
-    ($be:expr, $f:expr, $cfg:expr, $($a:expr),* $(,)?) => {{
-        if $be.replaying() {
-            Ok(())
-        } else {
-            let mut args = [$( $a as *const _ as *mut ::std::ffi::c_void ),*];
-            $be.launch_raw($f, $cfg, &mut args)
-        }
-    }};
-}
-pub(crate) use launch;
 
 /// Bytes per row of 8-bit activations (as `q8_row` in gemv_q8.cu).
 pub(crate) fn q8_row(cols: usize) -> usize {
@@ -208,35 +195,6 @@ impl CudaBackend {
             return Err(BackendError::Shape { op: "act_from_host", detail: format!("{} values for [{rows}, {cols}]", data.len()) });
         }
         Ok(CudaAct::new(self.upload_slice(data)?, rows, cols))
-    }
-
-    /// Launch kernel `f` with `args` (addresses of its parameter values, in
-    /// order) on the backend's stream; with programmatic dependent launch
-    /// where the device has it.
-    pub(crate) fn launch_raw(&self, f: &CudaFunction, cfg: LaunchConfig, args: &mut [*mut c_void]) -> Result<()> {
-        use cudarc::driver::sys;
-        self.ctx.bind_to_thread().map_err(|e| dev_err("launch", e))?;
-        // SAFETY: a plain C struct; all-zero is a valid (empty) attribute.
-        let mut attr: sys::CUlaunchAttribute = unsafe { std::mem::zeroed() };
-        attr.id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
-        attr.value.programmaticStreamSerializationAllowed = 1;
-        let c = sys::CUlaunchConfig {
-            gridDimX: cfg.grid_dim.0,
-            gridDimY: cfg.grid_dim.1,
-            gridDimZ: cfg.grid_dim.2,
-            blockDimX: cfg.block_dim.0,
-            blockDimY: cfg.block_dim.1,
-            blockDimZ: cfg.block_dim.2,
-            sharedMemBytes: cfg.shared_mem_bytes,
-            hStream: self.stream.cu_stream(),
-            attrs: &mut attr,
-            numAttrs: self.pdl as u32,
-        };
-        // SAFETY: every kernel's parameter list is matched by its launcher
-        // (`launch!`), and the argument values outlive this call.
-        unsafe { sys::cuLaunchKernelEx(&c, f.cu_function(), args.as_mut_ptr(), std::ptr::null_mut()) }
-            .result()
-            .map_err(|e| dev_err("launch", e))
     }
 
     /// Whether a recorded pass is replaying (kernel launches are in its graph).
