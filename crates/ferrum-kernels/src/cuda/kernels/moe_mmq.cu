@@ -19,7 +19,8 @@
 // One chunk of 256 columns. Per 32 columns (sub-block): the weight row's
 // (scale, scale, min, min) of its two 16-column halves, and the assignment's
 // (dx, dx·Σq_x of the first half, dx·Σq_x of the second, 0): one 16-byte
-// load each per product.
+// load each per product; types with one scale per 32 columns (not PER16)
+// keep (scale, min) and (dx, dx·Σq_x) in the first 8 bytes (8-byte loads).
 // (Rows of ws / xs padded by one: conflict-free 16-byte loads.)
 struct MmqTile {
     i8 w[MMQ_ROWS][MMQ_LD];
@@ -175,7 +176,9 @@ __device__ void moe_mmq(const u8* W, int rows, int cols, const u32* tiles, const
             int r = tid >> 1, h = tid & 1;
             Mmq<T>::load(Wr, k0, h, &s.w[r][128 * h], sc, mn);
 #pragma unroll
-            for (int j = 0; j < 4; j++) s.ws[r][4 * h + j] = f4(sc[2 * j], sc[2 * j + 1], mn[2 * j], mn[2 * j + 1]);
+            for (int j = 0; j < 4; j++)
+                s.ws[r][4 * h + j] = Mmq<T>::PER16 ? f4(sc[2 * j], sc[2 * j + 1], mn[2 * j], mn[2 * j + 1])
+                                                   : f4(sc[2 * j], mn[2 * j], 0.0f, 0.0f);
         }
         const int4* xv = (const int4*)(xb + k0 + 64 * tq);
 #pragma unroll
@@ -186,7 +189,8 @@ __device__ void moe_mmq(const u8* W, int rows, int cols, const u32* tiles, const
         for (int p = 0; p < 2; p++) {
             int b = 2 * tq + p;
             float dx = xd[b];
-            s.xs[tn][b] = f4(dx, dx * (float)xsum[2 * b], dx * (float)xsum[2 * b + 1], 0.0f);
+            float s0 = (float)xsum[2 * b], s1 = (float)xsum[2 * b + 1];
+            s.xs[tn][b] = Mmq<T>::PER16 ? f4(dx, dx * s0, dx * s1, 0.0f) : f4(dx, dx * (s0 + s1), 0.0f, 0.0f);
         }
         __syncthreads();
         int wr = 16 * warp + g;
@@ -195,7 +199,17 @@ __device__ void moe_mmq(const u8* W, int rows, int cols, const u32* tiles, const
             int kc = 32 * sb + 4 * t4;
             u32 a0 = *(const u32*)&s.w[wr][kc], a1 = *(const u32*)&s.w[wr + 8][kc];
             u32 a2 = *(const u32*)&s.w[wr][kc + 16], a3 = *(const u32*)&s.w[wr + 8][kc + 16];
-            float4 wsr[2] = {s.ws[wr][sb], s.ws[wr + 8][sb]};
+            // One scale and one min per 32 columns (8-byte records) unless PER16.
+            float4 wsr[2];
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                if (Mmq<T>::PER16) {
+                    wsr[h] = s.ws[wr + 8 * h][sb];
+                } else {
+                    float2 v = *(const float2*)&s.ws[wr + 8 * h][sb];
+                    wsr[h] = f4(v.x, 0.0f, v.y, 0.0f);
+                }
+            }
 #pragma unroll
             for (int j = 0; j < 4; j++) {
                 if (8 * j >= count) break;  // no assignments left in this tile
@@ -208,12 +222,24 @@ __device__ void moe_mmq(const u8* W, int rows, int cols, const u32* tiles, const
                 } else {
                     mma_s8(c, a0, a1, a2, a3, b0, b1);
                 }
-                float4 xsr[2] = {s.xs[8 * j + 2 * t4][sb], s.xs[8 * j + 2 * t4 + 1][sb]};
+                float4 xsr[2];
+#pragma unroll
+                for (int u = 0; u < 2; u++) {
+                    const float4* xp = &s.xs[8 * j + 2 * t4 + u][sb];
+                    if (Mmq<T>::PER16) {
+                        xsr[u] = *xp;
+                    } else {
+                        float2 v = *(const float2*)xp;
+                        xsr[u] = f4(v.x, v.y, 0.0f, 0.0f);
+                    }
+                }
 #pragma unroll
                 for (int i = 0; i < 4; i++) {
                     float4 w = wsr[i >> 1], x = xsr[i & 1];
-                    float dot = Mmq<T>::PER16 ? w.x * (float)c[i] + w.y * (float)c1[i] : w.x * (float)c[i];
-                    acc[j][i] += x.x * dot - w.z * x.y - w.w * x.z;
+                    if (Mmq<T>::PER16)
+                        acc[j][i] += x.x * (w.x * (float)c[i] + w.y * (float)c1[i]) - w.z * x.y - w.w * x.z;
+                    else
+                        acc[j][i] += x.x * (w.x * (float)c[i]) - w.z * x.y;
                 }
             }
         }
