@@ -32,7 +32,12 @@ const Q8_TYPES: [GgmlType; 8] =
     [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0, GgmlType::Q4K, GgmlType::Q5K, GgmlType::Q6K];
 
 /// The types with int8 tensor-core expert kernels (moe_mmq.cu).
-const MMQ_TYPES: [(GgmlType, &str); 4] = [(GgmlType::Q4K, "q4_k"), (GgmlType::Q5K, "q5_k"), (GgmlType::Q6K, "q6_k"), (GgmlType::Q8_0, "q8_0")];
+const MMQ_TYPES: [GgmlType; 4] = [GgmlType::Q4K, GgmlType::Q5K, GgmlType::Q6K, GgmlType::Q8_0];
+
+/// The kernel-name suffix of `ty` (from TYPES).
+fn suffix(ty: GgmlType) -> &'static str {
+    TYPES.iter().find(|(t, _)| *t == ty).map(|(_, s)| *s).unwrap_or("")
+}
 
 /// GEMV and expert kernels with activations quantized to 8 bits (`gemv_q8.cu`).
 pub struct Q8Kernels {
@@ -82,8 +87,7 @@ pub struct Kernels {
     pub attention_decode: CudaFunction,
     pub attention_combine: CudaFunction,
     pub moe_route: CudaFunction,
-    pub moe_sort: CudaFunction,
-    /// Expert bucketing and tiles for the int8 tensor-core expert kernels.
+    /// Assignments bucketed by expert and cut into tiles.
     pub moe_tiles: CudaFunction,
     pub moe_combine: CudaFunction,
     pub moe_gather_f16: CudaFunction,
@@ -110,7 +114,7 @@ impl Kernels {
             by_type[ty.id() as usize] = Some(k);
         }
         for ty in Q8_TYPES {
-            let s = TYPES.iter().find(|(t, _)| *t == ty).map(|(_, s)| *s).unwrap_or("");
+            let s = suffix(ty);
             let q8 = Q8Kernels {
                 gemv1: f(&format!("gemv1_q8_{s}"))?,
                 gemv: f(&format!("gemv_q8_{s}"))?,
@@ -127,8 +131,8 @@ impl Kernels {
                 .map_err(|e| dev_err("attention smem", e))?;
         }
         let mut moe_mmq = Vec::new();
-        for (ty, s) in MMQ_TYPES {
-            let k = f(&format!("moe_mmq_{s}"))?;
+        for ty in MMQ_TYPES {
+            let k = f(&format!("moe_mmq_{}", suffix(ty)))?;
             k.set_attribute(CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, 48 * 1024)
                 .map_err(|e| dev_err("moe_mmq smem", e))?;
             moe_mmq.push((ty, k));
@@ -154,7 +158,6 @@ impl Kernels {
             attention_decode: f("attention_decode")?,
             attention_combine: f("attention_combine")?,
             moe_route: f("moe_route")?,
-            moe_sort: f("moe_sort")?,
             moe_tiles: f("moe_tiles")?,
             moe_combine: f("moe_combine")?,
             moe_gather_f16: f("moe_gather_f16")?,

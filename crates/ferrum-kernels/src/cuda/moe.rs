@@ -12,6 +12,35 @@ use crate::backend::{Backend, BackendError, MoeSpec, MoeWeights, Result};
 /// Assignments from which they are ordered by expert (weights shared in L2).
 const SORT_MIN: usize = 32;
 
+/// Assignments bucketed by expert on the device (`moe_tiles`): `order` lists
+/// them in expert order, `inv` gives each one's place there, and `tiles`
+/// (`max_tiles` slots, `n_tiles` used) cut each expert's run into pieces of
+/// at most `per_tile`.
+pub(super) struct Buckets {
+    pub order: DevBuf<u32>,
+    pub inv: DevBuf<u32>,
+    pub tiles: DevBuf<u32>,
+    pub n_tiles: DevBuf<u32>,
+    pub max_tiles: usize,
+}
+
+pub(super) fn bucket(be: &CudaBackend, ids: &DevBuf<i32>, n_assign: usize, n_exp: usize, per_tile: usize) -> Result<Buckets> {
+    // At most ceil(n / per_tile) tiles plus one partial tile per expert.
+    let max_tiles = n_assign.div_ceil(per_tile) + n_exp;
+    let b = Buckets {
+        order: be.buffer(n_assign)?,
+        inv: be.buffer(n_assign)?,
+        tiles: be.buffer(3 * max_tiles)?,
+        n_tiles: be.buffer(1)?,
+        max_tiles,
+    };
+    let (ip, op, invp, tp, ntp) = (be.ptr(ids), be.ptr(&b.order), be.ptr(&b.inv), be.ptr(&b.tiles), be.ptr(&b.n_tiles));
+    let (na, ne, per) = (n_assign as i32, n_exp as i32, per_tile as i32);
+    let cfg = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (1024, 1, 1), shared_mem_bytes: 12 * (n_exp as u32 + 1) };
+    launch!(be, &be.k.moe_tiles, cfg, &ip, &na, &ne, &per, &op, &invp, &tp, &ntp)?;
+    Ok(b)
+}
+
 /// A routed batch for the grouped expert paths: the input rows, the experts,
 /// and each row's top-k experts and weights (`[tokens, top_k]` on the device).
 #[derive(Clone, Copy)]
@@ -71,13 +100,9 @@ pub fn run(be: &CudaBackend, x: &CudaAct, w: &MoeWeights<'_, CudaWeight>, spec: 
         return moe_grouped::run(be, &routed, residual);
     }
 
-    let order = if n_assign >= SORT_MIN { Some(be.buffer::<i32>(n_assign)?) } else { None };
-    let op = order.as_ref().map(|o| be.ptr(o)).unwrap_or(0);
-    if order.is_some() {
-        let na = n_assign as i32;
-        let cfg = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (1024, 1, 1), shared_mem_bytes: 4 * (spec.n_experts as u32 + 1) };
-        launch!(be, &be.k.moe_sort, cfg, &ip, &na, &ne, &op)?;
-    }
+    // (One tile per expert: only the order is used.)
+    let buckets = if n_assign >= SORT_MIN { Some(bucket(be, &ids, n_assign, spec.n_experts, n_assign)?) } else { None };
+    let op = buckets.as_ref().map(|b| be.ptr(&b.order)).unwrap_or(0);
 
     let act = be.buffer::<f32>(n_assign * ff)?;
     let (xp, ap) = (be.ptr(&x.buf), be.ptr(&act));

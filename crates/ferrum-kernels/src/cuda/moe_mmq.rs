@@ -8,7 +8,7 @@
 
 use cudarc::driver::{CudaFunction, LaunchConfig};
 
-use super::moe::Routed;
+use super::moe::{bucket, Routed};
 use super::{grid1, launch, q8_row, CudaAct, CudaBackend, CudaWeight};
 use crate::backend::Result;
 
@@ -39,14 +39,9 @@ pub fn run(be: &CudaBackend, r: &Routed<'_>, (kgu, kd): (&CudaFunction, &CudaFun
     let Routed { x, gate, up, down, spec, ids, wts } = *r;
     let (t, hidden, ff, top_k) = (x.rows, x.cols, gate.dims[1], spec.top_k);
     let n_assign = t * top_k;
-    // At most ceil(n / MMQ_TOK) tiles plus one partial tile per expert.
-    let max_tiles = n_assign.div_ceil(MMQ_TOK) + spec.n_experts;
-    let (order, inv) = (be.buffer::<u32>(n_assign)?, be.buffer::<u32>(n_assign)?);
-    let (tiles, n_tiles) = (be.buffer::<u32>(3 * max_tiles)?, be.buffer::<u32>(1)?);
-    let (ip, op, invp, tp, ntp) = (be.ptr(ids), be.ptr(&order), be.ptr(&inv), be.ptr(&tiles), be.ptr(&n_tiles));
-    let (na, ne, per, ki) = (n_assign as i32, spec.n_experts as i32, MMQ_TOK as i32, top_k as i32);
-    let cfg = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (1024, 1, 1), shared_mem_bytes: 12 * (spec.n_experts as u32 + 1) };
-    launch!(be, &be.k.moe_tiles, cfg, &ip, &na, &ne, &per, &op, &invp, &tp, &ntp)?;
+    let b = bucket(be, ids, n_assign, spec.n_experts, MMQ_TOK)?;
+    let (op, invp, tp, ntp, max_tiles) = (be.ptr(&b.order), be.ptr(&b.inv), be.ptr(&b.tiles), be.ptr(&b.n_tiles), b.max_tiles);
+    let (na, ki) = (n_assign as i32, top_k as i32);
 
     let xq = be.quantize_q8(be.ptr(&x.buf), t, hidden)?;
     let cfg = |rows: usize| LaunchConfig { grid_dim: (rows.div_ceil(MMQ_ROWS) as u32, max_tiles as u32, 1), block_dim: (128, 1, 1), shared_mem_bytes: MMQ_SMEM };
@@ -58,13 +53,12 @@ pub fn run(be: &CudaBackend, r: &Routed<'_>, (kgu, kd): (&CudaFunction, &CudaFun
         let wp = be.ptr(&w.parts[0].buf);
         launch!(be, kgu, cfg(ff), &wp, &ffi, &hi, &tp, &ntp, &xqp, &op, &ki, &gup, &ldgu, &off)?;
     }
-    // SiLU·up, in 8-bit form for the down projection (rows in expert order).
-    let act = be.buffer::<f32>(n_assign * ff)?;
+    // SiLU·up, only in 8-bit form, for the down projection (rows in expert order).
     let actq = be.buffer::<u8>(n_assign * q8_row(ff))?;
-    let (ap, aqp) = (be.ptr(&act), be.ptr(&actq));
-    launch!(be, &be.k.silu_mul, grid1(n_assign * ff, 256), &gup, &ap, &aqp, &na, &ffi)?;
+    let (none, aqp) = (0u64, be.ptr(&actq));
+    launch!(be, &be.k.silu_mul, grid1(n_assign * ff, 256), &gup, &none, &aqp, &na, &ffi)?;
     let y = be.buffer::<f32>(n_assign * hidden)?;
-    let (dp, yp, none, zero) = (be.ptr(&down.parts[0].buf), be.ptr(&y), 0u64, 0i32);
+    let (dp, yp, zero) = (be.ptr(&down.parts[0].buf), be.ptr(&y), 0i32);
     launch!(be, kd, cfg(hidden), &dp, &hi, &ffi, &tp, &ntp, &aqp, &none, &ki, &yp, &hi, &zero)?;
     let (rp, wp, ti) = (be.ptr(&residual.buf), be.ptr(wts), t as i32);
     launch!(be, &be.k.moe_combine_sorted, grid1(t * hidden, 256), &rp, &yp, &wp, &invp, &ti, &hi, &ki)

@@ -92,7 +92,8 @@ extern "C" __global__ void add_bias(float* out, const float* bias, int rows, int
 }
 
 // out[r, i] = silu(gu[r, i]) * gu[r, ff + i]; gu [rows, 2·ff]; also the 8-bit
-// form in q8 when not null (then ff % 32 == 0: a warp's values share a block).
+// form in q8 when not null (then ff % 32 == 0: a warp's values share a block);
+// out may be null when only the 8-bit form is wanted.
 extern "C" __global__ void silu_mul(const float* gu, float* out, u8* q8, int rows, int ff) {
     pdl_sync();
     int i = blockIdx.x * blockDim.x + threadIdx.x;
@@ -101,7 +102,7 @@ extern "C" __global__ void silu_mul(const float* gu, float* out, u8* q8, int row
     bool in = i < rows * ff;
     const float* g = gu + (size_t)r * 2 * ff;
     float y = in ? silu(g[c]) * g[ff + c] : 0.0f;
-    if (in) out[i] = y;
+    if (in && out) out[i] = y;
     if (q8) q8_store(q8, r, c, ff, y);
 }
 

@@ -69,19 +69,45 @@ extern "C" __global__ void moe_route(const float* logits, int n_tokens, int n_ex
     }
 }
 
-// Order the assignments by expert (a counting sort in one block of 1024
-// threads): order[] lists assignment indices grouped by expert id.
-extern "C" __global__ void moe_sort(const int* ids, int n_assign, int n_exp, int* order) {
+// Bucket the assignments by expert on the device and cut each expert's run
+// into tiles of at most `per_tile`: order[pos] = a and inv[a] = pos (pos:
+// the assignment's place in expert order), tiles[3i ..] = (expert, first
+// position, count), *n_tiles. One block (1024 threads); shared memory
+// 3·(n_exp + 1) ints.
+extern "C" __global__ void moe_tiles(const int* ids, int n_assign, int n_exp, int per_tile, u32* order, u32* inv,
+                                     u32* tiles, u32* n_tiles) {
+    extern __shared__ int tiles_smem[];
+    int *count = tiles_smem, *next = count + n_exp + 1, *tile0 = next + n_exp + 1;
     pdl_sync();
-    extern __shared__ int counts[];  // [n_exp + 1]
-    for (int e = threadIdx.x; e <= n_exp; e += blockDim.x) counts[e] = 0;
+    int tid = threadIdx.x, nt = blockDim.x;
+    for (int e = tid; e <= n_exp; e += nt) count[e] = 0;
     __syncthreads();
-    for (int a = threadIdx.x; a < n_assign; a += blockDim.x) atomicAdd(&counts[ids[a] + 1], 1);
+    for (int a = tid; a < n_assign; a += nt) atomicAdd(&count[ids[a]], 1);
     __syncthreads();
-    if (threadIdx.x == 0)
-        for (int e = 1; e <= n_exp; e++) counts[e] += counts[e - 1];
+    if (tid == 0) {
+        int at = 0, tl = 0;
+        for (int e = 0; e < n_exp; e++) {
+            next[e] = at;
+            tile0[e] = tl;
+            at += count[e];
+            tl += (count[e] + per_tile - 1) / per_tile;
+        }
+        *n_tiles = tl;
+    }
     __syncthreads();
-    for (int a = threadIdx.x; a < n_assign; a += blockDim.x) order[atomicAdd(&counts[ids[a]], 1)] = a;
+    for (int e = tid; e < n_exp; e += nt)
+        for (int off = 0, i = 0; off < count[e]; off += per_tile, i++) {
+            u32* tt = tiles + 3 * (tile0[e] + i);
+            tt[0] = e;
+            tt[1] = next[e] + off;
+            tt[2] = min(per_tile, count[e] - off);
+        }
+    __syncthreads();
+    for (int a = tid; a < n_assign; a += nt) {
+        int pos = atomicAdd(&next[ids[a]], 1);
+        order[pos] = a;
+        inv[a] = pos;
+    }
 }
 
 // res[t, i] += sum_k wts[t, k] * y[t * top_k + k, i] (slots in order).
