@@ -5,6 +5,7 @@
 //! pp N: one forward over N random tokens from an empty cache.
 //! tg N: N single-token steps from an empty cache (B sequences decoding
 //! together with `--batch B`; tokens/s counts all B sequences).
+//! `-d D` (llama-bench's depth) first fills each cache with D tokens, untimed.
 //!
 //! `ferrum bench serve ...` instead load-tests a running OpenAI-compatible
 //! server (see `bench_serve`).
@@ -34,6 +35,9 @@ pub struct BenchArgs {
     /// Generated tokens of the tg test (0 skips it).
     #[arg(short = 'n', long = "n-gen", default_value_t = 128)]
     n_gen: usize,
+    /// Tokens already in each sequence's cache before a test (untimed).
+    #[arg(short = 'd', long = "n-depth", default_value_t = 0)]
+    n_depth: usize,
     /// Repeats after one warm-up run.
     #[arg(short = 'r', long, default_value_t = 5)]
     repetitions: usize,
@@ -86,16 +90,17 @@ impl loading::ModelTask for Bench {
 
     fn run<B: Backend + 'static>(self, _: ModelFile, model: Model<B>, info: loading::BackendInfo) -> Result<()> {
         let Bench { a, name } = self;
-        let kv = info.kv_dtype;
+        let (kv, d) = (info.kv_dtype, a.n_depth);
+        let at = if d > 0 { format!(" @ d{d}") } else { String::new() };
         let mut rows = Vec::new();
         if a.n_prompt > 0 {
-            let runs = measure(a.repetitions, || pp(&model, kv, a.n_prompt))?;
-            rows.push(row(&name, format!("pp{}", a.n_prompt), 1, runs));
+            let runs = measure(a.repetitions, || pp(&model, kv, d, a.n_prompt))?;
+            rows.push(row(&name, format!("pp{}{at}", a.n_prompt), 1, runs));
         }
         if a.n_gen > 0 {
             for &b in &a.batch {
-                let runs = measure(a.repetitions, || tg(&model, kv, a.n_gen, b))?;
-                rows.push(row(&name, format!("tg{}", a.n_gen), b, runs));
+                let runs = measure(a.repetitions, || tg(&model, kv, d, a.n_gen, b))?;
+                rows.push(row(&name, format!("tg{}{at}", a.n_gen), b, runs));
             }
         }
         if a.json {
@@ -121,14 +126,14 @@ fn row(model: &str, test: String, batch: usize, runs: Vec<f64>) -> Row {
     Row { model: model.to_string(), test, batch, tokens_per_s_mean: mean, tokens_per_s_std: var.sqrt(), runs }
 }
 
-/// One warm-up call, then `reps` timed calls; each returns tokens processed.
-fn measure(reps: usize, mut f: impl FnMut() -> Result<usize>) -> Result<Vec<f64>> {
+/// One warm-up call, then `reps` timed calls; each returns the tokens it
+/// processed and the seconds the timed part took.
+fn measure(reps: usize, mut f: impl FnMut() -> Result<(usize, f64)>) -> Result<Vec<f64>> {
     f()?;
     let mut out = Vec::with_capacity(reps);
     for _ in 0..reps {
-        let t = Instant::now();
-        let n = f()?;
-        out.push(n as f64 / t.elapsed().as_secs_f64());
+        let (n, secs) = f()?;
+        out.push(n as f64 / secs);
     }
     Ok(out)
 }
@@ -143,20 +148,36 @@ fn cache<B: Backend>(model: &Model<B>, dtype: KvDType, seqs: usize, len: usize) 
     Ok((KvCache::new(&model.backend, &model.cfg, seqs * per, dtype)?, per))
 }
 
-fn pp<B: Backend>(model: &Model<B>, dtype: KvDType, n: usize) -> Result<usize> {
-    let (mut kv, per) = cache(model, dtype, 1, n)?;
-    let table: Vec<u32> = (0..per as u32).collect();
-    let toks = tokens(model.cfg.vocab_size, n, 0);
-    let batch = ForwardBatch { seqs: vec![SeqInput { tokens: &toks, start_pos: 0, block_table: &table, logits: LogitRows::Last }] };
-    model.forward(&batch, &mut kv, None)?;
-    Ok(n)
+/// Fills the first `depth` positions of each sequence's cache (untimed).
+fn fill<B: Backend>(model: &Model<B>, kv: &mut KvCache<B>, tables: &[Vec<u32>], depth: usize) -> Result<()> {
+    for (s, table) in tables.iter().enumerate() {
+        let toks = tokens(model.cfg.vocab_size, depth, s + 1);
+        for (i, chunk) in toks.chunks(512).enumerate() {
+            let seqs = vec![SeqInput { tokens: chunk, start_pos: i * 512, block_table: table, logits: LogitRows::None }];
+            model.forward(&ForwardBatch { seqs }, kv, None)?;
+        }
+    }
+    Ok(())
 }
 
-fn tg<B: Backend>(model: &Model<B>, dtype: KvDType, n: usize, b: usize) -> Result<usize> {
-    let (mut kv, per) = cache(model, dtype, b, n)?;
+fn pp<B: Backend>(model: &Model<B>, dtype: KvDType, depth: usize, n: usize) -> Result<(usize, f64)> {
+    let (mut kv, per) = cache(model, dtype, 1, depth + n)?;
+    let table: Vec<u32> = (0..per as u32).collect();
+    fill(model, &mut kv, std::slice::from_ref(&table), depth)?;
+    let toks = tokens(model.cfg.vocab_size, n, 0);
+    let t = Instant::now();
+    let batch = ForwardBatch { seqs: vec![SeqInput { tokens: &toks, start_pos: depth, block_table: &table, logits: LogitRows::Last }] };
+    model.forward(&batch, &mut kv, None)?;
+    Ok((n, t.elapsed().as_secs_f64()))
+}
+
+fn tg<B: Backend>(model: &Model<B>, dtype: KvDType, depth: usize, n: usize, b: usize) -> Result<(usize, f64)> {
+    let (mut kv, per) = cache(model, dtype, b, depth + n)?;
     let tables: Vec<Vec<u32>> = (0..b).map(|s| ((s * per) as u32..((s + 1) * per) as u32).collect()).collect();
+    fill(model, &mut kv, &tables, depth)?;
     let mut next: Vec<u32> = (0..b).map(|s| tokens(model.cfg.vocab_size, 1, s)[0]).collect();
-    for pos in 0..n {
+    let t = Instant::now();
+    for pos in depth..depth + n {
         let steps: Vec<[u32; 1]> = next.iter().map(|&t| [t]).collect();
         let seqs = (0..b)
             .map(|s| SeqInput { tokens: &steps[s], start_pos: pos, block_table: &tables[s], logits: LogitRows::Last })
@@ -167,5 +188,5 @@ fn tg<B: Backend>(model: &Model<B>, dtype: KvDType, n: usize, b: usize) -> Resul
             *t = picks.last_of(s).and_then(|p| p.id).unwrap_or(0);
         }
     }
-    Ok(n * b)
+    Ok((n * b, t.elapsed().as_secs_f64()))
 }

@@ -248,7 +248,7 @@ fn check_attention(heads: HeadSpec, seqs: &[(usize, usize)], style: RopeStyle, q
 fn attention_matches_cpu() {
     let h = |n_heads, n_kv_heads, head_dim, window| HeadSpec { n_heads, n_kv_heads, head_dim, scale: 1.0 / (head_dim as f32).sqrt(), window, norm_eps: 1e-6 };
     let mixed = [(0usize, 1usize), (0, 17), (15, 2), (16, 1), (40, 1), (17, 15), (240, 17), (3, 257)];
-    // Decode-only steps take the split-key kernel (600 keys: three splits).
+    // Decode-only steps take the split-key kernel (up to 600 keys: 16 splits).
     let decode = [(40usize, 1usize), (0, 1), (300, 1), (600, 1), (15, 1)];
     for (heads, style, norm) in [
         (h(14, 2, 64, None), RopeStyle::NeoX, false),
@@ -258,6 +258,7 @@ fn attention_matches_cpu() {
         (h(6, 3, 48, None), RopeStyle::GptJ, false),
         (h(8, 1, 256, None), RopeStyle::NeoX, false),
         (h(6, 2, 16, Some(8)), RopeStyle::NeoX, false),
+        (h(16, 1, 64, None), RopeStyle::NeoX, false),
     ] {
         for seqs in [&mixed[..], &decode[..]] {
             check_attention(heads, seqs, style, norm, KvDType::F32);

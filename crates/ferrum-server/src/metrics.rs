@@ -45,7 +45,7 @@ fn gauge(enc: &mut DescriptorEncoder, name: &str, help: &str, v: i64) -> Result<
     g.encode(m)
 }
 
-fn counter(enc: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> Result<(), std::fmt::Error> {
+fn counter<N: prometheus_client::encoding::EncodeCounterValue>(enc: &mut DescriptorEncoder, name: &str, help: &str, v: N) -> Result<(), std::fmt::Error> {
     let c = ConstCounter::new(v);
     let m = enc.encode_descriptor(name, help, None, c.metric_type())?;
     c.encode(m)
@@ -67,6 +67,9 @@ impl Collector for EngineCollector {
         counter(&mut enc, "prefill_tokens", "Prompt tokens computed by the model (prefix-cache hits excluded).", s.prefill_tokens)?;
         counter(&mut enc, "generation_tokens", "Tokens sampled.", s.generation_tokens)?;
         counter(&mut enc, "engine_steps", "Forward steps run.", s.steps)?;
+        let secs = |ns: u64| ns as f64 * 1e-9;
+        counter(&mut enc, "engine_step_seconds", "Time spent in engine steps (scheduling, forward pass, sampling, bookkeeping).", secs(s.step_ns))?;
+        counter(&mut enc, "engine_forward_seconds", "Time spent in the forward pass and sampling.", secs(s.forward_ns))?;
         counter(&mut enc, "preemptions", "Sequences preempted for lack of KV blocks.", s.preemptions)?;
         counter(&mut enc, "kv_block_copies", "KV blocks copied for copy-on-write (n > 1 choices).", s.kv_block_copies)?;
         Ok(())

@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::sync::{mpsc, Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ferrum_kernels::Backend;
 use ferrum_model::{ForwardBatch, KvCache, LogitRows, Model, SeqInput};
@@ -185,6 +185,15 @@ impl<B: Backend> EngineLoop<B> {
 
     /// Runs one step; false when the plan was empty.
     fn step(&mut self) -> bool {
+        let t = Instant::now();
+        let ran = self.step_inner();
+        if ran {
+            self.totals.step_ns += t.elapsed().as_nanos() as u64;
+        }
+        ran
+    }
+
+    fn step_inner(&mut self) -> bool {
         let plan = match self.sched.schedule() {
             Ok(p) => p,
             Err(e) => {
@@ -198,7 +207,10 @@ impl<B: Backend> EngineLoop<B> {
         }
         self.totals.steps += 1;
         self.totals.preemptions += plan.preempted.len() as u64;
-        let sampled = match self.forward_and_sample(&plan) {
+        let t = Instant::now();
+        let sampled = self.forward_and_sample(&plan);
+        self.totals.forward_ns += t.elapsed().as_nanos() as u64;
+        let sampled = match sampled {
             Ok(s) => s,
             Err(msg) => {
                 for s in &plan.seqs {

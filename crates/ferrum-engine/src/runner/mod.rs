@@ -166,6 +166,11 @@ pub struct EngineStats {
     /// Tokens sampled.
     pub generation_tokens: u64,
     pub steps: u64,
+    /// Nanoseconds spent in steps: scheduling, the forward pass and
+    /// sampling, bookkeeping and sending the tokens.
+    pub step_ns: u64,
+    /// Of which in the forward pass and sampling.
+    pub forward_ns: u64,
     pub preemptions: u64,
     /// KV blocks copied for copy-on-write (shared blocks of `n > 1` siblings).
     pub kv_block_copies: u64,

@@ -13,9 +13,12 @@ use crate::backend::{BackendError, HeadSpec, KvDType, Result, Rope};
 /// Keys per shared-memory tile, warps per block and keys per decode split; as in attention.cu.
 const KT: usize = 32;
 const ATT_WARPS: usize = 4;
-const DEC_SPLIT: usize = 256;
 /// Warps of a decode attention block; as in attention.cu.
-const DEC_WARPS: u32 = 8;
+const DEC_WARPS: u32 = 4;
+/// Decode attention blocks a step aims for (a few per SM), and the fewest
+/// keys a split takes.
+const DEC_BLOCKS: usize = 1024;
+const DEC_MIN_SPLIT: usize = 32;
 
 /// A step's attention metadata on the device, in one buffer uploaded at
 /// first use: `[pos (rows) | slot (rows) | block-table offset (seqs) | block tables]`.
@@ -30,9 +33,17 @@ pub struct CudaPlan {
     tiles: Mutex<Vec<(usize, DevBuf<u32>, usize)>>,
 }
 
-/// Key splits of the decode attention for the longest context of `plan`.
-pub fn decode_splits(plan: &CudaPlan) -> usize {
-    plan.meta.seqs.iter().map(|s| s.ctx_len).max().unwrap_or(1).div_ceil(DEC_SPLIT).max(1)
+/// The longest context of `plan` rounded up to a power of two (at least
+/// DEC_MIN_SPLIT): the decode attention's shape depends on it, not on the
+/// exact lengths, so a recorded pass serves every context up to it.
+pub fn decode_span(plan: &CudaPlan) -> usize {
+    plan.meta.seqs.iter().map(|s| s.ctx_len).max().unwrap_or(1).next_power_of_two().max(DEC_MIN_SPLIT)
+}
+
+/// Key splits of the decode attention: enough blocks to fill the GPU
+/// (`blocks` of them per split), splits of at least DEC_MIN_SPLIT keys.
+fn decode_splits(span: usize, blocks: usize) -> usize {
+    (span / DEC_MIN_SPLIT).min(DEC_BLOCKS.div_ceil(blocks.max(1)).next_power_of_two()).max(1)
 }
 
 fn lock<T>(m: &Mutex<T>) -> Result<std::sync::MutexGuard<'_, T>> {
@@ -51,7 +62,7 @@ impl CudaPlan {
         if let Some(b) = buf.as_ref() {
             return Ok(be.ptr(b));
         }
-        let pad = (be.pass_active()).then(|| (decode_splits(self) * DEC_SPLIT).div_ceil(self.meta.block_size));
+        let pad = (be.pass_active()).then(|| decode_span(self).div_ceil(self.meta.block_size));
         let meta = &self.meta;
         let mut v: Vec<u32> = Vec::with_capacity(2 * self.n_rows + self.n_seqs + meta.seqs.iter().map(|s| s.block_table.len()).sum::<usize>());
         v.extend(meta.rows.iter().map(|r| r.pos));
@@ -207,10 +218,26 @@ pub fn attention(be: &CudaBackend, q: &CudaAct, heads: &HeadSpec, plan: &CudaPla
 }
 
 /// A decode-only step (one row per sequence): split-key attention, merged
-/// by a second kernel when a context spans several splits.
+/// by a second kernel when there are several splits.
 fn decode(be: &CudaBackend, q: &CudaAct, heads: &HeadSpec, plan: &CudaPlan, kv: &CudaKv, out: &mut CudaAct) -> Result<()> {
-    let rows = q.rows;
-    let n_splits = decode_splits(plan);
+    let (rows, hd) = (q.rows, heads.head_dim);
+    // Head dims a lane (loads of V consecutive values) and query heads a block.
+    let (vi, v) = match hd {
+        0..=64 => (0, 2),
+        65..=128 => (1, 4),
+        _ => (2, 8),
+    };
+    if hd > 256 || hd % v != 0 {
+        return Err(BackendError::Invalid { op: "attention", detail: format!("decode attention needs head_dim <= 256 and a multiple of {v}, got {hd}") });
+    }
+    let group = heads.n_heads / heads.n_kv_heads;
+    let (gi, dg) = match group {
+        1 => (0, 1),
+        2..=4 => (1, 4),
+        _ => (2, 8),
+    };
+    let head_blocks = heads.n_kv_heads * group.div_ceil(dg);
+    let n_splits = decode_splits(decode_span(plan), rows * head_blocks);
     let (part_o, part_ml) = if n_splits > 1 {
         (Some(be.buffer::<f32>(n_splits * rows * q.cols)?), Some(be.buffer::<f32>(2 * n_splits * rows * heads.n_heads)?))
     } else {
@@ -226,8 +253,8 @@ fn decode(be: &CudaBackend, q: &CudaAct, heads: &HeadSpec, plan: &CudaPlan, kv: 
     // The output's 8-bit form for the O projection (a warp's 32 values must
     // lie in one head).
     let q8 = if heads.head_dim.is_multiple_of(32) { be.q8_out(out)? } else { 0 };
-    let cfg = LaunchConfig { grid_dim: (rows as u32, heads.n_heads as u32, n_splits as u32), block_dim: (32 * DEC_WARPS, 1, 1), shared_mem_bytes: 0 };
-    launch!(be, &be.k.attention_decode, cfg, &qp, &op, &q8, &po, &pml, &kp, &vp, &f16, &pos, &bt_off, &tables, &nh, &nkv, &hdi, &bs, &heads.scale, &window)?;
+    let cfg = LaunchConfig { grid_dim: (rows as u32, head_blocks as u32, n_splits as u32), block_dim: (32 * DEC_WARPS, 1, 1), shared_mem_bytes: 0 };
+    launch!(be, &be.k.attention_decode[vi][gi], cfg, &qp, &op, &q8, &po, &pml, &kp, &vp, &f16, &pos, &bt_off, &tables, &nh, &nkv, &hdi, &bs, &heads.scale, &window)?;
     if n_splits > 1 {
         let ns = n_splits as i32;
         let cfg = LaunchConfig { grid_dim: (rows as u32, heads.n_heads as u32, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };

@@ -83,8 +83,9 @@ pub struct Kernels {
     pub qk_rope_store: CudaFunction,
     /// Attention for head dims up to 32, 64, 128 and 256.
     pub attention: [CudaFunction; 4],
-    /// Decode-only batches: split-key attention and the merge of its splits.
-    pub attention_decode: CudaFunction,
+    /// Decode-only batches: split-key attention, by head dims a lane
+    /// (2, 4, 8) and query heads a block (1, 4, 8); the merge of its splits.
+    pub attention_decode: [[CudaFunction; 3]; 3],
     pub attention_combine: CudaFunction,
     pub moe_route: CudaFunction,
     /// Assignments bucketed by expert and cut into tiles.
@@ -130,6 +131,11 @@ impl Kernels {
             a.set_attribute(CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, ATTN_MAX_SMEM as i32)
                 .map_err(|e| dev_err("attention smem", e))?;
         }
+        let dec = |v: usize| -> Result<[CudaFunction; 3]> {
+            let g = |g: usize| f(&format!("attention_decode_v{v}_g{g}"));
+            Ok([g(1)?, g(4)?, g(8)?])
+        };
+        let attention_decode = [dec(2)?, dec(4)?, dec(8)?];
         let mut moe_mmq = Vec::new();
         for ty in MMQ_TYPES {
             let k = f(&format!("moe_mmq_{}", suffix(ty)))?;
@@ -155,7 +161,7 @@ impl Kernels {
             copy_blocks: f("copy_blocks")?,
             qk_rope_store: f("qk_rope_store")?,
             attention,
-            attention_decode: f("attention_decode")?,
+            attention_decode,
             attention_combine: f("attention_combine")?,
             moe_route: f("moe_route")?,
             moe_tiles: f("moe_tiles")?,

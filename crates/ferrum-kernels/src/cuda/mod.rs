@@ -497,7 +497,7 @@ impl Backend for CudaBackend {
         for l in kv {
             std::hash::Hash::hash(&(self.ptr(&l.k), self.ptr(&l.v)), &mut h);
         }
-        let key = PassKey { rows, splits: attention::decode_splits(plan), kv: std::hash::Hasher::finish(&h) };
+        let key = PassKey { rows, span: attention::decode_span(plan), kv: std::hash::Hasher::finish(&h) };
         self.pass.begin(&self.ctx, &self.stream, key)?;
         plan.upload(self).map(|_| ())
     }

@@ -59,11 +59,12 @@ impl<T> DevAddr for DevBuf<T> {
 }
 
 /// What a recorded pass depends on: rows (= sequences, one decode row each),
-/// key splits of the decode attention, and a hash of the KV pools' addresses.
+/// the longest context rounded up to a power of two (the decode attention's
+/// shape), and a hash of the KV pools' addresses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct PassKey {
     pub rows: usize,
-    pub splits: usize,
+    pub span: usize,
     pub kv: u64,
 }
 

@@ -167,118 +167,234 @@ ATT_ENTRY(4, 8)
 ATT_ENTRY(8, 4)
 
 // Decode attention (one row per sequence), split over the keys for
-// parallelism (flash-decoding): block (row, query head, split) scans up to
-// DEC_SPLIT keys with its DEC_WARPS warps taking groups of DEC_KEYS keys in
-// turn (the loads of a group's keys are in flight together), each lane
-// holding head dims lane + 32k; the warps' online-softmax states are merged
-// in shared memory. With several splits the partial (max, sum, weighted
-// values) go to `part_*` and attention_combine merges them.
+// parallelism (flash-decoding). A block takes one sequence, up to DG query
+// heads of one KV head's group (each key and value row is read once for all
+// of them) and one split of the keys: split z of S scans keys
+// [lo + z·len, lo + (z+1)·len), len = ceil(context / S). Its DEC_WARPS warps
+// take DEC_KEYS keys each in turn (their loads in flight together); a lane
+// holds V consecutive head dims of every head. The DG dot products of a key
+// are summed across the warp by halving exchanges (each round a lane keeps
+// half of its heads and trades the other half with its partner), so that
+// lane ends with the score of one head (head_of(lane)); that lane keeps the
+// head's online softmax and broadcasts its weights for the value update.
+// The warps' states merge in shared memory. With several splits the partial
+// (max, sum, weighted values) go to `part_*` (slot (z, row, head)) and
+// attention_combine merges them.
 //
-// grid: (rows, n_heads, n_splits); block: 32 · DEC_WARPS.
+// grid: (rows, n_kv · ceil(group / DG), S); block: 32 · DEC_WARPS.
 
-#define DEC_SPLIT 256
-#define DEC_WARPS 8
-#define DEC_KEYS 4
+#define DEC_WARPS 4
 
-extern "C" __global__ void __launch_bounds__(32 * DEC_WARPS) attention_decode(
-    const float* q, float* out, u8* q8, float* part_o, float* part_ml, const void* kc, const void* vc, int kv_f16,
-    const u32* pos, const u32* bt_off, const u32* tables, int n_heads, int n_kv, int hd, int block_size, float scale,
-    int window) {
+// V consecutive values at `at` (at % V == 0) of an f16 or f32 pool.
+template <int V>
+__device__ __forceinline__ void kv_load(const void* pool, int f16, size_t at, float (&x)[V]) {
+    if (f16) {
+        const u16* p = (const u16*)pool + at;
+        u32 w[V / 2];
+        if constexpr (V == 2) {
+            w[0] = *(const u32*)p;
+        } else if constexpr (V == 4) {
+            uint2 h = *(const uint2*)p;
+            w[0] = h.x, w[1] = h.y;
+        } else {
+            uint4 h = *(const uint4*)p;
+            w[0] = h.x, w[1] = h.y, w[2] = h.z, w[3] = h.w;
+        }
+#pragma unroll
+        for (int i = 0; i < V / 2; i++) {
+            x[2 * i] = h2f((u16)(w[i] & 0xffffu));
+            x[2 * i + 1] = h2f((u16)(w[i] >> 16));
+        }
+    } else {
+        const float* p = (const float*)pool + at;
+#pragma unroll
+        for (int i = 0; i < V; i += 2) {
+            float2 f = *(const float2*)(p + i);
+            x[i] = f.x, x[i + 1] = f.y;
+        }
+    }
+}
+
+// log2 of DG (1, 4 or 8).
+template <int DG>
+__device__ constexpr int dec_rounds() { return DG == 8 ? 3 : DG == 4 ? 2 : DG == 2 ? 1 : 0; }
+
+// The head whose full sum lane ends with in dec_scatter_sum, and the first
+// lane holding head g.
+template <int DG>
+__device__ __forceinline__ int head_of(int lane) {
+    int g = 0;
+#pragma unroll
+    for (int r = 0; r < dec_rounds<DG>(); r++) g += (lane & (16 >> r)) ? (DG >> (r + 1)) : 0;
+    return g;
+}
+template <int DG>
+__device__ __forceinline__ int lane_of(int g) {
+    int l = 0;
+#pragma unroll
+    for (int r = 0; r < dec_rounds<DG>(); r++) l += (g & (DG >> (r + 1))) ? (16 >> r) : 0;
+    return l;
+}
+
+// Sums a[0..DG) over the warp; returns this lane's share: the total of head_of(lane).
+template <int DG>
+__device__ __forceinline__ float dec_scatter_sum(float (&a)[DG], int lane) {
+#pragma unroll
+    for (int r = 0; r < dec_rounds<DG>(); r++) {
+        const int half = DG >> (r + 1), off = 16 >> r;
+        bool upper = lane & off;
+#pragma unroll
+        for (int i = 0; i < half; i++) {
+            float keep = upper ? a[i + half] : a[i], send = upper ? a[i] : a[i + half];
+            a[i] = keep + __shfl_xor_sync(0xffffffffu, send, off);
+        }
+    }
+    float v = a[0];
+#pragma unroll
+    for (int off = 16 >> dec_rounds<DG>(); off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+    return v;
+}
+
+template <int V, int DG, int K>
+__device__ void attention_decode(const float* q, float* out, u8* q8, float* part_o, float* part_ml, const void* kc,
+                                 const void* vc, int kv_f16, const u32* pos, const u32* bt_off, const u32* tables,
+                                 int n_heads, int n_kv, int hd, int block_size, float scale, int window) {
     pdl_sync();
-    __shared__ float sm[DEC_WARPS], sl[DEC_WARPS];
-    __shared__ float so[DEC_WARPS][256];
+    __shared__ float s_ml[DEC_WARPS][DG][2];
+    __shared__ float s_o[DEC_WARPS][DG][32 * V];
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    int r = blockIdx.x, h = blockIdx.y, z = blockIdx.z, n_splits = gridDim.z;
-    int kvh = h / (n_heads / n_kv), kvd = n_kv * hd;
+    int r = blockIdx.x, z = blockIdx.z, n_splits = gridDim.z;
+    int group = n_heads / n_kv, hgs = (group + DG - 1) / DG;
+    int kvh = blockIdx.y / hgs, g0 = (blockIdx.y - kvh * hgs) * DG, ng = min(DG, group - g0);
+    int h0 = kvh * group + g0, kvd = n_kv * hd;
     int p = pos[r];
     int lo = window > 0 ? max(0, p - window + 1) : 0;
-    int j0 = max(lo, z * DEC_SPLIT), j1 = min(p + 1, (z + 1) * DEC_SPLIT);
+    int len = (p + 1 - lo + n_splits - 1) / n_splits;
+    int j0 = lo + z * len, j1 = min(p + 1, j0 + len);
     const u32* bt = tables + bt_off[r];
-    float qv[8], o[8];
+    bool on = lane * V < hd;
+    float qv[DG][V], o[DG][V];
 #pragma unroll
-    for (int k = 0; k < 8; k++) {
-        int d = lane + 32 * k;
-        qv[k] = d < hd ? q[(size_t)r * n_heads * hd + h * hd + d] : 0.0f;
-        o[k] = 0.0f;
-    }
-    float m = NEG_INF, l = 0.0f;
-    for (int j = j0 + warp * DEC_KEYS; j < j1; j += DEC_WARPS * DEC_KEYS) {
-        size_t at[DEC_KEYS];
-        float s[DEC_KEYS];
+    for (int g = 0; g < DG; g++)
 #pragma unroll
-        for (int u = 0; u < DEC_KEYS; u++) {
-            int ju = min(j + u, j1 - 1);
-            at[u] = ((size_t)bt[ju / block_size] * block_size + ju % block_size) * kvd + kvh * hd;
-            s[u] = 0.0f;
+        for (int v = 0; v < V; v++) {
+            qv[g][v] = g < ng && on ? q[(size_t)r * n_heads * hd + (h0 + g) * hd + lane * V + v] * scale : 0.0f;
+            o[g][v] = 0.0f;
         }
+    // The online softmax of head head_of(lane).
+    float m = NEG_INF, l = 0.0f;
+    for (int j = j0 + warp * K; j < j1; j += DEC_WARPS * K) {
+        float kx[K][V], vx[K][V];
 #pragma unroll
-        for (int k = 0; k < 8; k++) {
-            int d = lane + 32 * k;
-            if (d < hd) {
+        for (int u = 0; u < K; u++) {
+            int ju = min(j + u, j1 - 1);
+            size_t at = ((size_t)bt[ju / block_size] * block_size + ju % block_size) * kvd + kvh * hd + lane * V;
+            if (on) {
+                kv_load<V>(kc, kv_f16, at, kx[u]);
+                kv_load<V>(vc, kv_f16, at, vx[u]);
+            } else {
 #pragma unroll
-                for (int u = 0; u < DEC_KEYS; u++) s[u] += qv[k] * kv_get(kc, kv_f16, at[u] + d);
+                for (int v = 0; v < V; v++) kx[u][v] = vx[u][v] = 0.0f;
             }
         }
-        float mn = m;
+        float s[K], mn = m;
 #pragma unroll
-        for (int u = 0; u < DEC_KEYS; u++) {
-            s[u] = j + u < j1 ? warp_sum(s[u]) * scale : NEG_INF;
+        for (int u = 0; u < K; u++) {
+            float a[DG];
+#pragma unroll
+            for (int g = 0; g < DG; g++) {
+                float t = 0.0f;
+#pragma unroll
+                for (int v = 0; v < V; v++) t += qv[g][v] * kx[u][v];
+                a[g] = t;
+            }
+            float sc = dec_scatter_sum<DG>(a, lane);
+            s[u] = j + u < j1 ? sc : NEG_INF;
             mn = fmaxf(mn, s[u]);
         }
-        float corr = expf(m - mn), pj[DEC_KEYS];
+        // Key j < j1, so mn is finite.
+        float corr = expf(m - mn), pu[K];
         l *= corr;
 #pragma unroll
-        for (int u = 0; u < DEC_KEYS; u++) {
-            pj[u] = expf(s[u] - mn);
-            l += pj[u];
-        }
-#pragma unroll
-        for (int k = 0; k < 8; k++) {
-            int d = lane + 32 * k;
-            if (d < hd) {
-                float acc = o[k] * corr;
-#pragma unroll
-                for (int u = 0; u < DEC_KEYS; u++) acc += pj[u] * kv_get(vc, kv_f16, at[u] + d);
-                o[k] = acc;
-            }
+        for (int u = 0; u < K; u++) {
+            pu[u] = expf(s[u] - mn);
+            l += pu[u];
         }
         m = mn;
+#pragma unroll
+        for (int g = 0; g < DG; g++) {
+            int src = lane_of<DG>(g);
+            float cg = __shfl_sync(0xffffffffu, corr, src);
+#pragma unroll
+            for (int v = 0; v < V; v++) o[g][v] *= cg;
+#pragma unroll
+            for (int u = 0; u < K; u++) {
+                float pg = __shfl_sync(0xffffffffu, pu[u], src);
+#pragma unroll
+                for (int v = 0; v < V; v++) o[g][v] += pg * vx[u][v];
+            }
+        }
     }
-    if (lane == 0) {
-        sm[warp] = m;
-        sl[warp] = l;
+    if ((lane & (32 / DG - 1)) == 0) {
+        s_ml[warp][head_of<DG>(lane)][0] = m;
+        s_ml[warp][head_of<DG>(lane)][1] = l;
     }
 #pragma unroll
-    for (int k = 0; k < 8; k++) {
-        int d = lane + 32 * k;
-        if (d < hd) so[warp][d] = o[k];
-    }
+    for (int g = 0; g < DG; g++)
+#pragma unroll
+        for (int v = 0; v < V; v++) s_o[warp][g][lane * V + v] = o[g][v];
     __syncthreads();
-    if (warp != 0) return;
-    float M = NEG_INF;
-    for (int w = 0; w < DEC_WARPS; w++) M = fmaxf(M, sm[w]);
-    float L = 0.0f, f[DEC_WARPS];
-    for (int w = 0; w < DEC_WARPS; w++) {
-        f[w] = M == NEG_INF ? 0.0f : expf(sm[w] - M);
-        L += sl[w] * f[w];
-    }
-    size_t slot = ((size_t)z * gridDim.x + r) * n_heads + h;
-    if (n_splits > 1 && lane == 0) {
-        part_ml[2 * slot] = M;
-        part_ml[2 * slot + 1] = L;
-    }
-    for (int d = lane; d < hd; d += 32) {
-        float v = 0.0f;
-        for (int w = 0; w < DEC_WARPS; w++) v += so[w][d] * f[w];
+    // Merge the warps: warp w takes the 32-dim chunks w, w + DEC_WARPS, ... of the heads.
+    int chunks = (hd + 31) / 32;
+    for (int c = warp; c < ng * chunks; c += DEC_WARPS) {
+        int g = c / chunks, d = (c - g * chunks) * 32 + lane, h = h0 + g;
+        float M = NEG_INF;
+#pragma unroll
+        for (int w = 0; w < DEC_WARPS; w++) M = fmaxf(M, s_ml[w][g][0]);
+        float L = 0.0f, v = 0.0f;
+#pragma unroll
+        for (int w = 0; w < DEC_WARPS; w++) {
+            float mw = s_ml[w][g][0];
+            if (mw != NEG_INF) {
+                float f = expf(mw - M);
+                L += s_ml[w][g][1] * f;
+                if (d < hd) v += s_o[w][g][d] * f;
+            }
+        }
         if (n_splits > 1) {
-            part_o[slot * hd + d] = v;
+            size_t slot = ((size_t)z * gridDim.x + r) * n_heads + h;
+            if (lane == 0) {
+                part_ml[2 * slot] = M;
+                part_ml[2 * slot + 1] = L;
+            }
+            if (d < hd) part_o[slot * hd + d] = v;
         } else {
             v = L > 0.0f ? v / L : 0.0f;
-            out[(size_t)r * n_heads * hd + h * hd + d] = v;
+            if (d < hd) out[(size_t)r * n_heads * hd + h * hd + d] = v;
             if (q8) q8_store(q8, r, h * hd + d, n_heads * hd, v);
         }
     }
 }
+
+// Entry points: V head dims a lane (head_dim <= 32 V), DG query heads a block.
+#define DEC_ENTRY(V, DG, K)                                                                                           \
+    extern "C" __global__ void __launch_bounds__(32 * DEC_WARPS) attention_decode_v##V##_g##DG(                        \
+        const float* q, float* out, u8* q8, float* part_o, float* part_ml, const void* kc, const void* vc, int kv_f16, \
+        const u32* pos, const u32* bt_off, const u32* tables, int n_heads, int n_kv, int hd, int block_size,          \
+        float scale, int window) {                                                                                   \
+        attention_decode<V, DG, K>(q, out, q8, part_o, part_ml, kc, vc, kv_f16, pos, bt_off, tables, n_heads, n_kv,  \
+                                   hd, block_size, scale, window);                                                   \
+    }
+
+DEC_ENTRY(2, 1, 4)
+DEC_ENTRY(2, 4, 4)
+DEC_ENTRY(2, 8, 4)
+DEC_ENTRY(4, 1, 4)
+DEC_ENTRY(4, 4, 4)
+DEC_ENTRY(4, 8, 4)
+DEC_ENTRY(8, 1, 2)
+DEC_ENTRY(8, 4, 2)
+DEC_ENTRY(8, 8, 2)
 
 // Merge the splits of attention_decode. grid: (rows, n_heads); block: 128.
 extern "C" __global__ void attention_combine(const float* part_o, const float* part_ml, float* out, u8* q8, int n_heads,
