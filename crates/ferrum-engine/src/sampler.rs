@@ -16,19 +16,22 @@
 //! 4. `temperature == 0`: the argmax (lowest id on ties), done;
 //! 5. divide by the temperature; keep the `top_k` best; keep the smallest
 //!    set whose probability reaches `top_p`; drop tokens whose probability
-//!    is below `min_p` times the best one's; sample from what is left.
+//!    is below `min_p` times the best one's; sample from what is left
+//!    ([`ferrum_kernels::sample`] defines each step exactly).
 //!
 //! Reported log-probabilities are the log-softmax of the raw logits (before
 //! penalties, bias and temperature), as OpenAI reports them.
 //!
-//! The RNG is ChaCha20 seeded from the request's 64-bit seed: the same seed,
-//! parameters and logits give the same tokens on every platform.
+//! The draw is a Gumbel-max over a counter-based hash of (seed, step,
+//! token): the same seed, parameters and logits give the same tokens on
+//! every platform, and on the device as on the host — a request with no
+//! penalties, bias or top log-probabilities is sampled on the backend
+//! ([`Sampler::device_spec`]) and only its token id comes back.
 
 use std::collections::{HashMap, VecDeque};
 
 use ferrum_format::hf_config::GenerationConfig;
-use rand_chacha::rand_core::{RngCore, SeedableRng};
-use rand_chacha::ChaCha20Rng;
+use ferrum_kernels::{sample_row, SampleSpec};
 
 #[derive(Clone, Debug, thiserror::Error, PartialEq)]
 pub enum SamplerError {
@@ -210,31 +213,26 @@ pub struct Sampled {
     pub top: Vec<TokenLogprob>,
 }
 
-/// Per-request sampling state: parameters, RNG and token history.
+/// Per-request sampling state: parameters, seed, step and token history.
 #[derive(Clone, Debug)]
 pub struct Sampler {
     params: SamplingParams,
     vocab: usize,
     seed: u64,
-    rng: ChaCha20Rng,
+    /// Tokens sampled so far (the draw's counter).
+    step: u64,
     /// Generated token counts (presence / frequency penalties).
     counts: HashMap<u32, u32>,
     /// The last `repeat_last_n` context tokens (all when it is 0).
     recent: VecDeque<u32>,
 }
 
-/// Candidates more than this far below the best logit (after temperature)
-/// are left out of the top-p sort: their probability relative to the best is
-/// below e^-40 ≈ 4e-18, so even a whole vocabulary of them cannot move an
-/// f32 cumulative sum.
-const NEGLIGIBLE: f32 = 40.0;
-
 impl Sampler {
     pub fn new(params: SamplingParams, vocab: usize) -> Result<Self, SamplerError> {
         params.validate(vocab)?;
         let seed = params.seed.unwrap_or_else(rand::random);
         Ok(Sampler {
-            rng: ChaCha20Rng::seed_from_u64(seed),
+            step: 0,
             params,
             vocab,
             seed,
@@ -279,35 +277,58 @@ impl Sampler {
         }
         let mut w = logits.to_vec();
         self.apply_bias_and_penalties(&mut w);
-        let id = if self.params.temperature == 0.0 {
-            argmax(&w).ok_or(SamplerError::NothingToSample)?
-        } else {
-            self.draw(&mut w)?
-        };
+        let id = if self.params.temperature == 0.0 { argmax(&w) } else { sample_row(&w, &self.spec()).id };
+        let id = id.ok_or(SamplerError::NothingToSample)?;
         let (logprob, top) = raw_logprobs(logits, id, self.params.logprobs);
+        self.record(id);
+        Ok(Sampled { id, logprob, top })
+    }
+
+    /// The spec of this step's draw.
+    fn spec(&self) -> SampleSpec {
+        let p = &self.params;
+        SampleSpec {
+            temperature: p.temperature,
+            top_k: u32::try_from(p.top_k).unwrap_or(u32::MAX),
+            top_p: p.top_p,
+            min_p: p.min_p,
+            seed: self.seed,
+            step: self.step,
+        }
+    }
+
+    /// This step's draw, when the backend can make it: no bias or
+    /// penalties (which need the token history) and no top
+    /// log-probabilities (which need the row). Record the result with
+    /// [`Sampler::accept`].
+    pub fn device_spec(&self) -> Option<SampleSpec> {
+        let p = &self.params;
+        let plain = p.logit_bias.is_empty()
+            && p.repetition_penalty == 1.0
+            && p.presence_penalty == 0.0
+            && p.frequency_penalty == 0.0
+            && p.logprobs == 0;
+        plain.then(|| self.spec())
+    }
+
+    fn record(&mut self, id: u32) {
         self.push_recent(id);
         *self.counts.entry(id).or_insert(0) += 1;
-        Ok(Sampled { id, logprob, top })
+        self.step += 1;
     }
 
     /// Whether this sampler takes the raw argmax and reports only the chosen
     /// token's log-probability, so that the backend can choose
     /// ([`Sampler::accept`]) and only ids come back from the device.
     pub fn plain_greedy(&self) -> bool {
-        let p = &self.params;
-        p.temperature == 0.0
-            && p.logit_bias.is_empty()
-            && p.repetition_penalty == 1.0
-            && p.presence_penalty == 0.0
-            && p.frequency_penalty == 0.0
-            && p.logprobs == 0
+        self.params.temperature == 0.0 && self.device_spec().is_some()
     }
 
-    /// Records a choice made by the backend for a [plain-greedy](Sampler::plain_greedy) sampler.
+    /// Records a choice made by the backend, greedy ([`Sampler::plain_greedy`])
+    /// or drawn by [`Sampler::device_spec`].
     pub fn accept(&mut self, pick: &ferrum_kernels::RowArgmax) -> Result<Sampled, SamplerError> {
         let id = pick.id.ok_or(SamplerError::NothingToSample)?;
-        self.push_recent(id);
-        *self.counts.entry(id).or_insert(0) += 1;
+        self.record(id);
         Ok(Sampled { id, logprob: pick.logit - pick.lse, top: Vec::new() })
     }
 
@@ -338,81 +359,6 @@ impl Sampler {
                     *x -= p.presence_penalty + p.frequency_penalty * n as f32;
                 }
             }
-        }
-    }
-
-    /// Temperature, top-k, top-p, min-p, then a draw. `w` is scratch.
-    fn draw(&mut self, w: &mut [f32]) -> Result<u32, SamplerError> {
-        let p = &self.params;
-        let inv_t = 1.0 / p.temperature;
-        let mut best = f32::NEG_INFINITY;
-        for x in w.iter_mut() {
-            *x = if x.is_nan() {
-                f32::NEG_INFINITY
-            } else {
-                *x * inv_t
-            };
-            best = best.max(*x);
-        }
-        if best == f32::NEG_INFINITY {
-            return Err(SamplerError::NothingToSample);
-        }
-        // Candidates, best first (ties: lower id first).
-        let floor = best - NEGLIGIBLE;
-        let mut cand: Vec<u32> = (0..w.len() as u32)
-            .filter(|&i| w[i as usize] >= floor && w[i as usize] > f32::NEG_INFINITY)
-            .collect();
-        let order = |a: &u32, b: &u32| w[*b as usize].total_cmp(&w[*a as usize]).then(a.cmp(b));
-        if p.top_k > 0 && p.top_k < cand.len() {
-            cand.select_nth_unstable_by(p.top_k - 1, order);
-            cand.truncate(p.top_k);
-        }
-        cand.sort_unstable_by(order);
-        // Probabilities of the candidates (f64 for the sums).
-        let mut probs: Vec<f64> = cand
-            .iter()
-            .map(|&i| f64::from(w[i as usize] - best).exp())
-            .collect();
-        normalize(&mut probs);
-        if p.top_p < 1.0 {
-            let mut cum = 0.0;
-            let keep = probs
-                .iter()
-                .position(|&q| {
-                    cum += q;
-                    cum >= f64::from(p.top_p)
-                })
-                .map_or(probs.len(), |i| i + 1);
-            cand.truncate(keep);
-            probs.truncate(keep);
-            normalize(&mut probs);
-        }
-        if p.min_p > 0.0 {
-            let threshold = f64::from(p.min_p) * probs[0];
-            let keep = probs.iter().take_while(|&&q| q >= threshold).count().max(1);
-            cand.truncate(keep);
-            probs.truncate(keep);
-            normalize(&mut probs);
-        }
-        // u in [0, 1) with 53 random bits.
-        let u = (self.rng.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64);
-        let mut cum = 0.0;
-        for (i, q) in probs.iter().enumerate() {
-            cum += q;
-            if u < cum {
-                return Ok(cand[i]);
-            }
-        }
-        // Rounding left the sum a hair below 1: the last candidate.
-        cand.last().copied().ok_or(SamplerError::NothingToSample)
-    }
-}
-
-fn normalize(p: &mut [f64]) {
-    let s: f64 = p.iter().sum();
-    if s > 0.0 {
-        for q in p.iter_mut() {
-            *q /= s;
         }
     }
 }
@@ -446,8 +392,10 @@ pub fn raw_logprobs(logits: &[f32], id: u32, k: usize) -> (f32, Vec<TokenLogprob
         .filter(|x| !x.is_nan())
         .map(|&x| f64::from((x - max).exp()))
         .sum();
-    let lse = f64::from(max) + sum.ln();
-    let lp = |x: f32| (f64::from(x) - lse) as f32;
+    // As the backend reports it (RowArgmax: an f32 log-sum-exp), so that a
+    // token's log-probability does not depend on where it was chosen.
+    let lse = (f64::from(max) + sum.ln()) as f32;
+    let lp = |x: f32| x - lse;
     let chosen = logits
         .get(id as usize)
         .map_or(f32::NEG_INFINITY, |&x| lp(x));

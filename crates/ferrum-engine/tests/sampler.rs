@@ -94,8 +94,9 @@ fn a_seed_reproduces_and_another_differs() {
     };
     assert_eq!(run(42), run(42));
     assert_ne!(run(42), run(43));
-    // Pinned draws: the ChaCha20 stream and the draw procedure are part of
-    // the contract (same seed, same tokens, on every platform and release).
+    // Pinned draws: the counter-based hash and the Gumbel-max draw are part
+    // of the contract (same seed, same tokens, on every platform and
+    // backend, in every release).
     let probs = logits_of(&[0.25, 0.25, 0.25, 0.25]);
     let mut s = sampler(
         SamplingParams {
@@ -109,7 +110,7 @@ fn a_seed_reproduces_and_another_differs() {
 }
 
 /// Draws of `seed = 42` from a uniform 4-token distribution.
-const PINNED_SEED_42: [u32; 12] = [2, 1, 0, 0, 0, 1, 3, 1, 0, 1, 0, 2];
+const PINNED_SEED_42: [u32; 12] = [2, 2, 1, 2, 2, 3, 2, 3, 1, 3, 0, 2];
 
 #[test]
 fn unseeded_samplers_report_their_seed() {

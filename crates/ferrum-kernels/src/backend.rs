@@ -9,6 +9,7 @@ use ferrum_core::GgmlType;
 use std::sync::Arc;
 
 use crate::attn_meta::AttnMeta;
+use crate::sample::{sample_row, SampleSpec};
 
 /// Errors of backend operations: shape or type mismatches and bad metadata.
 #[derive(Debug, thiserror::Error)]
@@ -243,6 +244,19 @@ pub trait Backend: Send + Sync {
     /// Default: on the host.
     fn argmax_rows(&self, x: &Self::Act, cols: usize) -> Result<Vec<RowArgmax>> {
         Ok(self.to_host(x)?.chunks(cols.max(1)).map(RowArgmax::of).collect())
+    }
+    /// Samples each row of `x` (logits, rows of `cols`) by its spec
+    /// (`specs.len()` rows), so that only token ids and log-probabilities
+    /// come back to the host. Default: on the host ([`sample_row`]).
+    fn sample_rows(&self, x: &Self::Act, cols: usize, specs: &[SampleSpec]) -> Result<Vec<RowArgmax>> {
+        let host = self.to_host(x)?;
+        if Some(host.len()) != cols.checked_mul(specs.len()) {
+            return Err(BackendError::Shape { op: "sample_rows", detail: format!("{} values for {} rows of {cols}", host.len(), specs.len()) });
+        }
+        if cols == 0 {
+            return Ok(specs.iter().map(|s| sample_row(&[], s)).collect());
+        }
+        Ok(host.chunks(cols).zip(specs).map(|(r, s)| sample_row(r, s)).collect())
     }
     /// `out = x[rows]` (used to compute logits only for the rows asked for).
     fn gather_rows(&self, x: &Self::Act, rows: &[usize], out: &mut Self::Act) -> Result<()>;

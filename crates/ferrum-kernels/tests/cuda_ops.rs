@@ -318,10 +318,11 @@ fn moe_matches_cpu() {
         let gw: Vec<_> = [&router, &gate, &up, &down].iter().map(|w| g.upload((*w).clone()).unwrap()).collect();
         let cw: Vec<_> = [router, gate, up, down].into_iter().map(|w| c.upload(w).unwrap()).collect();
         let spec = MoeSpec { n_experts: n_exp, top_k, renormalize: renorm };
-        // Larger batches take the int8 tensor-core kernels (k-quant / Q8_0
-        // experts of 256-multiple sizes, 256+ assignments) or, from 1024
+        // One block row per assignment (sorted by expert from 32); larger
+        // batches take the int8 tensor-core kernels (k-quant / Q8_0 experts
+        // of 256-multiple sizes, 256+ assignments) or, from 1024
         // assignments, dequantized cuBLAS GEMMs (the F32/F16 experts).
-        for rows in [1usize, 3, 40, 160, 400] {
+        for rows in [1usize, 3, 10, 40, 160, 400] {
             let x: Vec<f32> = (0..rows * hidden).map(|_| rng.gauss()).collect();
             let res: Vec<f32> = (0..rows * hidden).map(|_| rng.gauss()).collect();
             let mut gr = g.act_from_host(&res, rows, hidden).unwrap();
@@ -432,5 +433,118 @@ fn argmax_rows_match_host() {
             let close = (p.lse - want.lse).abs() <= 1e-5 * want.lse.abs().max(1.0) || p.lse == want.lse || (p.lse.is_nan() && want.lse.is_nan());
             assert!(close, "cols {cols} row {r}: lse {} vs {}", p.lse, want.lse);
         }
+    }
+}
+
+/// Sampling on the device draws the host reference's ids (temperature,
+/// top-k, top-p, min-p, seeds), with the raw logit and the row's lse.
+#[test]
+fn sample_rows_match_host() {
+    use ferrum_kernels::{sample_row, SampleSpec};
+    let Some(g) = gpu() else { return };
+    let mut rng = Rng::new(29);
+    let sp = |temperature, top_k, top_p, min_p| SampleSpec { temperature, top_k, top_p, min_p, seed: 0, step: 0 };
+    let specs = [
+        sp(0.0, 0, 1.0, 0.0),
+        sp(0.7, 40, 0.95, 0.05),
+        sp(1.0, 0, 1.0, 0.0),
+        sp(1.3, 0, 0.5, 0.0),
+        sp(1.0, 1, 1.0, 0.0),
+        sp(0.9, 0, 0.9, 0.0),
+        sp(0.8, 5, 1.0, 0.0),
+        sp(1.0, 0, 1.0, 0.2),
+        // More than fit in shared memory: the top-k radix passes and the
+        // top-p bisection run over the whole row.
+        sp(1.0, 3000, 0.9, 0.0),
+        sp(0.6, 0, 0.99, 0.01),
+    ];
+    let (mut draws, mut differ) = (0usize, Vec::new());
+    for cols in [151_936usize, 1000, 33] {
+        let rows = specs.len();
+        // One batch: row r has spec r; rows 5 and 6 are special.
+        let mut x: Vec<f32> = (0..rows * cols).map(|_| rng.gauss() * 3.0).collect();
+        {
+            // Row 5: NaN and -inf entries.
+            let r = &mut x[5 * cols..6 * cols];
+            for i in (0..cols).step_by(7) {
+                r[i] = if i % 2 == 0 { f32::NAN } else { f32::NEG_INFINITY };
+            }
+            // Row 6 (top_k 5): the 5th largest value repeated, so that ties
+            // at the boundary are kept whole.
+            let r = &mut x[6 * cols..7 * cols];
+            let mut sorted = r.to_vec();
+            sorted.sort_by(|a, b| b.total_cmp(a));
+            let v5 = sorted[4.min(cols - 1)];
+            for i in (3..cols).step_by(11).take(4) {
+                r[i] = v5;
+            }
+        }
+        let xa = g.act_from_host(&x, rows, cols).unwrap();
+        for step in 0..200u64 {
+            let batch: Vec<SampleSpec> = specs.iter().enumerate().map(|(r, s)| SampleSpec { seed: 1000 + r as u64, step, ..*s }).collect();
+            let got = g.sample_rows(&xa, cols, &batch).unwrap();
+            assert_eq!(got.len(), rows);
+            if step % 50 == 0 {
+                // The same input gives the same bits.
+                let again = g.sample_rows(&xa, cols, &batch).unwrap();
+                assert!(got.iter().zip(&again).all(|(a, b)| a.id == b.id && a.logit.to_bits() == b.logit.to_bits() && a.lse.to_bits() == b.lse.to_bits()));
+            }
+            for (r, (p, s)) in got.iter().zip(&batch).enumerate() {
+                let row = &x[r * cols..(r + 1) * cols];
+                let want = sample_row(row, s);
+                draws += 1;
+                if p.id != want.id {
+                    differ.push((cols, r, step, p.id, want.id));
+                    continue;
+                }
+                assert_eq!(p.logit.to_bits(), want.logit.to_bits(), "cols {cols} row {r} step {step}");
+                let close = (p.lse - want.lse).abs() <= 1e-5 * want.lse.abs().max(1.0) || p.lse == want.lse;
+                assert!(close, "cols {cols} row {r}: lse {} vs {}", p.lse, want.lse);
+            }
+        }
+    }
+    // Exact equality is expected; a last-ulp difference of exp or log
+    // between the device and the host may move a cut only at a near-tie.
+    eprintln!("{} of {draws} draws differ: {:?}", differ.len(), &differ[..differ.len().min(10)]);
+    assert!(differ.len() * 200 <= draws, "{} of {draws} draws differ: {:?}", differ.len(), &differ[..differ.len().min(10)]);
+    // Rows without values give no id; a batch of none gives none.
+    let x = vec![f32::NAN, f32::NEG_INFINITY, f32::NAN];
+    let got = g.sample_rows(&g.act_from_host(&x, 1, 3).unwrap(), 3, &[sp(1.0, 0, 0.9, 0.1)]).unwrap();
+    assert_eq!(got[0].id, None);
+    assert!(g.sample_rows(&g.act_from_host(&x, 1, 3).unwrap(), 3, &[]).is_err());
+}
+
+/// Sampling 1 and 64 rows of 151936 logits on the device, µs per call
+/// (upload of the specs and download of the ids included):
+/// `cuda_ops -- --ignored --nocapture sample_rows_speed`.
+#[test]
+#[ignore]
+fn sample_rows_speed() {
+    use ferrum_kernels::SampleSpec;
+    let Some(g) = gpu() else { return };
+    let mut rng = Rng::new(31);
+    let cols = 151_936;
+    for rows in [1usize, 64] {
+        let x: Vec<f32> = (0..rows * cols).map(|_| rng.gauss() * 3.0).collect();
+        let xa = g.act_from_host(&x, rows, cols).unwrap();
+        let us = time_us(&g, || {
+            g.argmax_rows(&xa, cols).unwrap();
+        });
+        let mut line = format!("{rows:2} x {cols}: argmax_rows {us:6.1} µs; sample_rows:");
+        for (label, s) in [
+            ("greedy", SampleSpec::greedy()),
+            ("T=1", SampleSpec { temperature: 1.0, ..SampleSpec::greedy() }),
+            ("k40", SampleSpec { temperature: 1.0, top_k: 40, ..SampleSpec::greedy() }),
+            ("k40 p.95 m.05", SampleSpec { temperature: 0.7, top_k: 40, top_p: 0.95, min_p: 0.05, ..SampleSpec::greedy() }),
+            ("p.9", SampleSpec { temperature: 1.0, top_p: 0.9, ..SampleSpec::greedy() }),
+            ("T1.3 p.5", SampleSpec { temperature: 1.3, top_p: 0.5, ..SampleSpec::greedy() }),
+        ] {
+            let specs = vec![s; rows];
+            let us = time_us(&g, || {
+                g.sample_rows(&xa, cols, &specs).unwrap();
+            });
+            line += &format!("  {label} {us:7.1} µs");
+        }
+        eprintln!("{line}");
     }
 }

@@ -52,14 +52,14 @@ impl Logits {
     }
 }
 
-/// The greedy choice of each row asked for, in batch order.
-pub struct Greedy {
+/// The backend's choice (greedy or sampled) of each row asked for, in batch order.
+pub struct Picks {
     /// `(sequence index, position)` of each returned row.
     pub rows: Vec<(usize, usize)>,
     pub picks: Vec<RowArgmax>,
 }
 
-impl Greedy {
+impl Picks {
     /// The choice for the last returned row of sequence `seq`.
     pub fn last_of(&self, seq: usize) -> Option<&RowArgmax> {
         self.rows.iter().rposition(|r| r.0 == seq).and_then(|i| self.picks.get(i))

@@ -2,9 +2,9 @@
 //! through `ModelConfig` options (biases, QK-norm, dense or MoE FFN, tied
 //! output, rope layout and scaling).
 
-use ferrum_kernels::{AttnMeta, Backend, HeadSpec, MoeSpec, MoeWeights, Rope, SeqPlan};
+use ferrum_kernels::{AttnMeta, Backend, HeadSpec, MoeSpec, MoeWeights, Rope, SampleSpec, SeqPlan};
 
-use crate::batch::{ForwardBatch, Greedy, LogitRows, Logits};
+use crate::batch::{ForwardBatch, LogitRows, Logits, Picks};
 use crate::config::{Ffn, ModelConfig};
 use crate::error::{ModelError, Result};
 use crate::kv::KvCache;
@@ -69,13 +69,31 @@ impl<B: Backend> Model<B> {
 
     /// As [`Model::forward`], returning each asked-for row's greedy choice
     /// (reduced on the backend: only ids and log-probabilities come back).
-    pub fn forward_greedy(&self, batch: &ForwardBatch<'_>, kv: &mut KvCache<B>) -> Result<Greedy> {
+    pub fn forward_greedy(&self, batch: &ForwardBatch<'_>, kv: &mut KvCache<B>) -> Result<Picks> {
         let (rows, logits) = self.pass(batch, kv, None)?;
         let picks = match &logits {
             Some(l) => self.backend.argmax_rows(l, self.cfg.vocab_size)?,
             None => Vec::new(),
         };
-        Ok(Greedy { rows, picks })
+        Ok(Picks { rows, picks })
+    }
+
+    /// As [`Model::forward_greedy`], each asked-for row of sequence `i`
+    /// sampled on the backend by `specs[i]` (temperature, top-k, top-p,
+    /// min-p, seed and step; see [`ferrum_kernels::sample`]).
+    pub fn forward_sampled(&self, batch: &ForwardBatch<'_>, kv: &mut KvCache<B>, specs: &[SampleSpec]) -> Result<Picks> {
+        if specs.len() != batch.seqs.len() {
+            return Err(ModelError::Batch(format!("{} sampling specs for {} sequences", specs.len(), batch.seqs.len())));
+        }
+        let (rows, logits) = self.pass(batch, kv, None)?;
+        let picks = match &logits {
+            Some(l) => {
+                let per_row: Vec<SampleSpec> = rows.iter().map(|&(s, _)| specs[s]).collect();
+                self.backend.sample_rows(l, self.cfg.vocab_size, &per_row)?
+            }
+            None => Vec::new(),
+        };
+        Ok(Picks { rows, picks })
     }
 
     /// The forward pass: `(sequence, position)` of each row asked for, and

@@ -11,7 +11,7 @@ pub mod load;
 pub mod source;
 pub mod weights;
 
-pub use batch::{ForwardBatch, Greedy, LogitRows, Logits, SeqInput};
+pub use batch::{ForwardBatch, LogitRows, Logits, Picks, SeqInput};
 pub use config::{Ffn, ModelConfig, RopeConfig, RopeScaling};
 pub use decoder::{Model, Tracer};
 pub use error::{ModelError, Result};

@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use crate::backend::{BackendError, Result};
 
 /// The kernel sources, in dependency order.
-const SOURCES: [(&str, &str); 9] = [
+const SOURCES: [(&str, &str); 10] = [
     ("common.cuh", include_str!("kernels/common.cuh")),
     ("quant.cuh", include_str!("kernels/quant.cuh")),
     ("gemv.cu", include_str!("kernels/gemv.cu")),
@@ -24,6 +24,7 @@ const SOURCES: [(&str, &str); 9] = [
     ("rope.cu", include_str!("kernels/rope.cu")),
     ("attention.cu", include_str!("kernels/attention.cu")),
     ("moe.cu", include_str!("kernels/moe.cu")),
+    ("sample.cu", include_str!("kernels/sample.cu")),
 ];
 
 /// The whole translation unit.

@@ -79,6 +79,8 @@ pub struct Kernels {
     pub linear_q8: CudaFunction,
     pub argmax_part: CudaFunction,
     pub argmax_merge: CudaFunction,
+    /// Temperature / top-k / top-p / min-p sampling, one block per row.
+    pub sample_rows: CudaFunction,
     pub copy_blocks: CudaFunction,
     pub qk_rope_store: CudaFunction,
     /// Attention for head dims up to 32, 64, 128 and 256.
@@ -158,6 +160,7 @@ impl Kernels {
             linear_q8: f("linear_q8")?,
             argmax_part: f("argmax_part")?,
             argmax_merge: f("argmax_merge")?,
+            sample_rows: f("sample_rows")?,
             copy_blocks: f("copy_blocks")?,
             qk_rope_store: f("qk_rope_store")?,
             attention,

@@ -13,6 +13,7 @@ mod moe;
 mod moe_grouped;
 mod moe_mmq;
 mod pass;
+mod sample;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -251,6 +252,22 @@ impl CudaBackend {
         Ok(p)
     }
 
+    /// Per-row choices the argmax and sampling kernels wrote at `out`
+    /// (`[rows, 3]`: id bits, raw logit, log-sum-exp), copied to the host.
+    pub(crate) fn picks_to_host(&self, out: u64, rows: usize) -> Result<Vec<RowArgmax>> {
+        let mut host = vec![0.0f32; 3 * rows];
+        // SAFETY: `out` holds 3·rows values; the copy completes before `host` is read.
+        unsafe { cudarc::driver::result::memcpy_dtoh_async(&mut host, out, self.stream.cu_stream()) }.map_err(|e| dev_err("picks to host", e))?;
+        self.synchronize()?;
+        Ok(host
+            .chunks(3)
+            .map(|v| {
+                let id = v[0].to_bits() as i32;
+                RowArgmax { id: (id >= 0).then_some(id as u32), logit: v[1], lse: v[2] }
+            })
+            .collect())
+    }
+
     /// `x` `[rows, cols]` (at device address `xp`) quantized to 8 bits per 32
     /// values for the 8-bit-activation kernels (rows of `q8_row(cols)` bytes).
     pub(crate) fn quantize_q8(&self, xp: u64, rows: usize, cols: usize) -> Result<DevBuf<u8>> {
@@ -469,17 +486,13 @@ impl Backend for CudaBackend {
         launch!(self, &self.k.argmax_part, cfg, &xp, &c, &pi, &tp)?;
         let cfg = LaunchConfig { grid_dim: (x.rows as u32, 1, 1), block_dim: (32, 1, 1), shared_mem_bytes: 0 };
         launch!(self, &self.k.argmax_merge, cfg, &tp, &pi, &op)?;
-        let mut host = vec![0.0f32; 3 * x.rows];
-        // SAFETY: `out` holds 3·rows values; the copy completes before `host` is read.
-        unsafe { cudarc::driver::result::memcpy_dtoh_async(&mut host, op, self.stream.cu_stream()) }.map_err(|e| dev_err("argmax_rows", e))?;
-        self.synchronize()?;
-        Ok(host
-            .chunks(3)
-            .map(|v| {
-                let id = v[0].to_bits() as i32;
-                RowArgmax { id: (id >= 0).then_some(id as u32), logit: v[1], lse: v[2] }
-            })
-            .collect())
+        self.picks_to_host(op, x.rows)
+    }
+
+    fn sample_rows(&self, x: &CudaAct, cols: usize, specs: &[crate::sample::SampleSpec]) -> Result<Vec<RowArgmax>> {
+        // A recorded pass ends here: its graph runs before the sampling.
+        self.pass.finish(&self.stream)?;
+        sample::sample_rows(self, x, cols, specs)
     }
 
     fn plan(&self, meta: AttnMeta) -> Result<CudaPlan> {
