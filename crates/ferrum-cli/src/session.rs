@@ -98,8 +98,10 @@ impl<'m, B: Backend> Session<'m, B> {
         self.cached.clear();
     }
 
-    /// Runs `tokens` at positions `start..`; returns the last row's logits.
-    fn forward(&mut self, tokens: &[u32], start: usize) -> Result<Vec<f32>> {
+    /// Runs `tokens` at positions `start..` and samples the next token from
+    /// the last row: on the backend when the sampler allows it (only the id
+    /// comes back), else from the row's logits on the host.
+    fn step(&mut self, tokens: &[u32], start: usize, sampler: &mut Sampler) -> Result<Sampled> {
         let batch = ForwardBatch {
             seqs: vec![SeqInput {
                 tokens,
@@ -108,18 +110,27 @@ impl<'m, B: Backend> Session<'m, B> {
                 logits: LogitRows::Last,
             }],
         };
-        let logits = self.model.forward(&batch, &mut self.kv, None)?;
+        let sampled = if let Some(spec) = sampler.device_spec() {
+            let picks = if sampler.plain_greedy() {
+                self.model.forward_greedy(&batch, &mut self.kv)?
+            } else {
+                self.model.forward_sampled(&batch, &mut self.kv, &[spec])?
+            };
+            let Some(pick) = picks.last_of(0) else { bail!("the model returned no logits") };
+            sampler.accept(pick)?
+        } else {
+            let logits = self.model.forward(&batch, &mut self.kv, None)?;
+            let Some(row) = logits.last_of(0) else { bail!("the model returned no logits") };
+            sampler.sample(row)?
+        };
         self.cached.truncate(start);
         self.cached.extend_from_slice(tokens);
-        match logits.last_of(0) {
-            Some(row) => Ok(row.to_vec()),
-            None => bail!("the model returned no logits"),
-        }
+        Ok(sampled)
     }
 
-    /// Makes the cache hold exactly `prompt`; returns the logits after its
-    /// last token and how many tokens were reused.
-    fn prefill(&mut self, prompt: &[u32]) -> Result<(Vec<f32>, usize)> {
+    /// Makes the cache hold exactly `prompt`; returns the token sampled
+    /// after its last token and how many tokens were reused.
+    fn prefill(&mut self, prompt: &[u32], sampler: &mut Sampler) -> Result<(Sampled, usize)> {
         if prompt.is_empty() {
             bail!("the prompt is empty");
         }
@@ -138,8 +149,8 @@ impl<'m, B: Backend> Session<'m, B> {
             .count();
         // The last prompt token is always run: its logits pick the first token.
         let start = common.min(prompt.len() - 1);
-        let logits = self.forward(&prompt[start..], start)?;
-        Ok((logits, start))
+        let first = self.step(&prompt[start..], start, sampler)?;
+        Ok((first, start))
     }
 
     /// Generates an answer to `req.prompt`, streaming the text to `emit`.
@@ -155,7 +166,7 @@ impl<'m, B: Backend> Session<'m, B> {
         let mut sampler = Sampler::new(req.params.clone(), self.model.cfg.vocab_size)?;
         sampler.observe_context(req.prompt);
         let t0 = Instant::now();
-        let (mut logits, reused) = self.prefill(req.prompt)?;
+        let (mut next, reused) = self.prefill(req.prompt, &mut sampler)?;
         let prefill_s = t0.elapsed().as_secs_f64();
         let mut detok = Detokenizer::new(tok, true);
         let mut stops = StopMatcher::new(req.stops);
@@ -188,7 +199,7 @@ impl<'m, B: Backend> Session<'m, B> {
                 g.finish = Finish::Interrupted;
                 break;
             }
-            let s = sampler.sample(&logits)?;
+            let s = next;
             if tok.is_eos(s.id) {
                 g.finish = Finish::Eos;
                 break;
@@ -210,7 +221,7 @@ impl<'m, B: Backend> Session<'m, B> {
                 g.finish = Finish::Context;
                 break;
             }
-            logits = self.forward(&[id], self.cached.len())?;
+            next = self.step(&[id], self.cached.len(), &mut sampler)?;
             g.decode_steps += 1;
         }
         g.decode_s = t1.elapsed().as_secs_f64();
