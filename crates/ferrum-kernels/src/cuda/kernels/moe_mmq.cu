@@ -160,6 +160,7 @@ __device__ void moe_mmq(const u8* W, int rows, int cols, const u32* tiles, const
     int tn = tid >> 2, tq = tid & 3;
     int xi = first + min(tn, count - 1);
     const u8* xb = xq + (size_t)(order ? order[xi] / top_k : xi) * q8_row(cols);
+    int x_slots = (count + 7) & ~7;
     float acc[4][4];
 #pragma unroll
     for (int j = 0; j < 4; j++)
@@ -180,17 +181,21 @@ __device__ void moe_mmq(const u8* W, int rows, int cols, const u32* tiles, const
                 s.ws[r][4 * h + j] = Mmq<T>::PER16 ? f4(sc[2 * j], sc[2 * j + 1], mn[2 * j], mn[2 * j + 1])
                                                    : f4(sc[2 * j], mn[2 * j], 0.0f, 0.0f);
         }
-        const int4* xv = (const int4*)(xb + k0 + 64 * tq);
+        // Only the token slots of the 8-wide MMA tiles in use (small tiles:
+        // decode batches give an expert a few tokens).
+        if (tn < x_slots) {
+            const int4* xv = (const int4*)(xb + k0 + 64 * tq);
 #pragma unroll
-        for (int p = 0; p < 4; p++) *(int4*)&s.x[tn][64 * tq + 16 * p] = xv[p];
-        const float* xd = (const float*)(xb + cols) + k0 / 32;
-        const short* xsum = (const short*)(xb + cols + cols / 8) + k0 / 16;
+            for (int p = 0; p < 4; p++) *(int4*)&s.x[tn][64 * tq + 16 * p] = xv[p];
+            const float* xd = (const float*)(xb + cols) + k0 / 32;
+            const short* xsum = (const short*)(xb + cols + cols / 8) + k0 / 16;
 #pragma unroll
-        for (int p = 0; p < 2; p++) {
-            int b = 2 * tq + p;
-            float dx = xd[b];
-            float s0 = (float)xsum[2 * b], s1 = (float)xsum[2 * b + 1];
-            s.xs[tn][b] = Mmq<T>::PER16 ? f4(dx, dx * s0, dx * s1, 0.0f) : f4(dx, dx * (s0 + s1), 0.0f, 0.0f);
+            for (int p = 0; p < 2; p++) {
+                int b = 2 * tq + p;
+                float dx = xd[b];
+                float s0 = (float)xsum[2 * b], s1 = (float)xsum[2 * b + 1];
+                s.xs[tn][b] = Mmq<T>::PER16 ? f4(dx, dx * s0, dx * s1, 0.0f) : f4(dx, dx * (s0 + s1), 0.0f, 0.0f);
+            }
         }
         __syncthreads();
         int wr = 16 * warp + g;
