@@ -117,10 +117,11 @@ wait_ready() {
 }
 
 serve_load() { # NAME PORT: closed loop at concurrency 1, 16 and 64, random 256 in / 128 out
+  # (a seed per level: no prompt repeats an earlier level's, so no prefix-cache hits)
   local c
   for c in 1 16 64; do
     "$ferrum" bench serve --base-url "http://127.0.0.1:$2" --concurrency "$c" --num-prompts $((c < 8 ? 8 : 2 * c)) \
-      --warmup 1 --input-len 256 --output-len 128 --seed 1 --result-json "$work/serve-$1-c$c.json" >/dev/null 2>&1
+      --warmup 1 --input-len 256 --output-len 128 --seed "$c" --result-json "$work/serve-$1-c$c.json" >/dev/null 2>&1
   done
 }
 
