@@ -30,34 +30,37 @@ struct MmqTile {
 };
 
 // Decoding of 128 columns (half `h` of a 256-column chunk starting at column
-// k0) of one weight row into w[0..127] (integers) and sc/mn[0..7] (per 16).
+// k0) of one weight row, in two steps so that a chunk's loads are in flight
+// while the previous chunk multiplies: `fetch` loads its GGUF bytes into
+// registers (Raw), `decode` writes w[0..127] (integers) and sc/mn[0..7]
+// (per 16 columns).
 template <int T> struct Mmq;
 
-// Q4_K/Q5_K: the 128 columns are sub-blocks 4h .. 4h + 3 of one super-block.
-__device__ __forceinline__ void kquant_scales(const u8* b, int h, float* sc, float* mn) {
-    float d = h2f(ld_u16(b)), dmin = h2f(ld_u16(b + 2));
-    u32 a = ld_u32(b + 4), bb = ld_u32(b + 8), c = ld_u32(b + 12);
+// Q4_K/Q5_K scales of sub-blocks 4h .. 4h + 3 from the block header
+// (d, dmin | 12 scale bytes).
+__device__ __forceinline__ void kquant_scales(uint4 hdr, int h, float* sc, float* mn) {
+    float d = h2f((u16)(hdr.x & 0xffffu)), dmin = h2f((u16)(hdr.x >> 16));
 #pragma unroll
     for (int j = 0; j < 4; j++) {
         float s, m;
-        scale_min6(a, bb, c, 4 * h + j, &s, &m);
+        scale_min6(hdr.y, hdr.z, hdr.w, 4 * h + j, &s, &m);
         sc[2 * j] = sc[2 * j + 1] = d * s;
         mn[2 * j] = mn[2 * j + 1] = dmin * m;
     }
 }
 
-// Q4_K/Q5_K columns of half h: bytes 32j .. 32j + 31 of qs hold columns
-// 64j + l (low nibbles) and 64j + 32 + l (high); Q5_K (FIVE) adds bit 2j /
-// 2j + 1 of qh[l] as bit 4.
+// Q4_K/Q5_K columns of half h: q[2jj + p] = bytes 16p .. of the 32-byte
+// group j = 2h + jj of qs, holding columns 64j + l (low nibbles) and
+// 64j + 32 + l (high); Q5_K (FIVE) adds bit 2j / 2j + 1 of qh[l] as bit 4.
 template <bool FIVE>
-__device__ __forceinline__ void kquant_values(const u8* qs, const u8* qh, int h, i8* w) {
+__device__ __forceinline__ void kquant_values(const uint4* q, const uint4* qh, int h, i8* w) {
 #pragma unroll
     for (int jj = 0; jj < 2; jj++) {
         int j = 2 * h + jj;
 #pragma unroll
         for (int p = 0; p < 2; p++) {
-            uint4 v = ((const uint4*)(qs + 32 * j))[p];
-            uint4 hv = FIVE ? ((const uint4*)qh)[p] : v;
+            uint4 v = q[2 * jj + p];
+            uint4 hv = FIVE ? qh[p] : v;
             u32 vv[4] = {v.x, v.y, v.z, v.w}, hh[4] = {hv.x, hv.y, hv.z, hv.w};
 #pragma unroll
             for (int i = 0; i < 4; i++) {
@@ -72,19 +75,37 @@ __device__ __forceinline__ void kquant_values(const u8* qs, const u8* qh, int h,
 
 template <> struct Mmq<T_Q4_K> {
     static constexpr bool PER16 = false;
-    __device__ __forceinline__ static void load(const u8* row, int k0, int h, i8* w, float* sc, float* mn) {
+    struct Raw {
+        uint4 hdr, q[4];
+    };
+    __device__ __forceinline__ static void fetch(const u8* row, int k0, int h, Raw& r) {
         const u8* b = row + 144 * (k0 / 256);
-        kquant_scales(b, h, sc, mn);
-        kquant_values<false>(b + 16, nullptr, h, w);
+        r.hdr = *(const uint4*)b;
+#pragma unroll
+        for (int i = 0; i < 4; i++) r.q[i] = *(const uint4*)(b + 16 + 64 * h + 16 * i);
+    }
+    __device__ __forceinline__ static void decode(const Raw& r, int h, i8* w, float* sc, float* mn) {
+        kquant_scales(r.hdr, h, sc, mn);
+        kquant_values<false>(r.q, nullptr, h, w);
     }
 };
 
 template <> struct Mmq<T_Q5_K> {
     static constexpr bool PER16 = false;
-    __device__ __forceinline__ static void load(const u8* row, int k0, int h, i8* w, float* sc, float* mn) {
+    struct Raw {
+        uint4 hdr, qh[2], q[4];
+    };
+    __device__ __forceinline__ static void fetch(const u8* row, int k0, int h, Raw& r) {
         const u8* b = row + 176 * (k0 / 256);
-        kquant_scales(b, h, sc, mn);
-        kquant_values<true>(b + 48, b + 16, h, w);
+        r.hdr = *(const uint4*)b;
+        r.qh[0] = *(const uint4*)(b + 16);
+        r.qh[1] = *(const uint4*)(b + 32);
+#pragma unroll
+        for (int i = 0; i < 4; i++) r.q[i] = *(const uint4*)(b + 48 + 64 * h + 16 * i);
+    }
+    __device__ __forceinline__ static void decode(const Raw& r, int h, i8* w, float* sc, float* mn) {
+        kquant_scales(r.hdr, h, sc, mn);
+        kquant_values<true>(r.q, r.qh, h, w);
     }
 };
 
@@ -92,20 +113,34 @@ template <> struct Mmq<T_Q5_K> {
 // scale per 16 (stored as q, with mn = 32·scale).
 template <> struct Mmq<T_Q6_K> {
     static constexpr bool PER16 = true;
-    __device__ __forceinline__ static void load(const u8* row, int k0, int h, i8* w, float* sc, float* mn) {
+    struct Raw {
+        u32 a[8], c[8], hb[8], s[2];
+        u16 d;
+    };
+    __device__ __forceinline__ static void fetch(const u8* row, int k0, int h, Raw& r) {
         const u8* b = row + 210 * (k0 / 256);
-        float d = h2f(ld_u16(b + 208));
-        const i8* s = (const i8*)(b + 192 + 8 * h);
-#pragma unroll
-        for (int i = 0; i < 8; i++) {
-            sc[i] = d * (float)s[i];
-            mn[i] = 32.0f * sc[i];
-        }
         const u8* ql = b + 64 * h;
         const u8* qh = b + 128 + 32 * h;
 #pragma unroll
         for (int i = 0; i < 8; i++) {
-            u32 a = ld_u32_a2(ql + 4 * i), c = ld_u32_a2(ql + 32 + 4 * i), hb = ld_u32_a2(qh + 4 * i);
+            r.a[i] = ld_u32_a2(ql + 4 * i);
+            r.c[i] = ld_u32_a2(ql + 32 + 4 * i);
+            r.hb[i] = ld_u32_a2(qh + 4 * i);
+        }
+        r.s[0] = ld_u32_a2(b + 192 + 8 * h);
+        r.s[1] = ld_u32_a2(b + 196 + 8 * h);
+        r.d = ld_u16(b + 208);
+    }
+    __device__ __forceinline__ static void decode(const Raw& r, int h, i8* w, float* sc, float* mn) {
+        float d = h2f(r.d);
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            sc[i] = d * (float)(i8)((r.s[i >> 2] >> (8 * (i & 3))) & 0xffu);
+            mn[i] = 32.0f * sc[i];
+        }
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            u32 a = r.a[i], c = r.c[i], hb = r.hb[i];
             *(u32*)(w + 4 * i) = (a & M4) | ((hb & 0x03030303u) << 4);
             *(u32*)(w + 32 + 4 * i) = (c & M4) | (((hb >> 2) & 0x03030303u) << 4);
             *(u32*)(w + 64 + 4 * i) = ((a >> 4) & M4) | (((hb >> 4) & 0x03030303u) << 4);
@@ -117,14 +152,26 @@ template <> struct Mmq<T_Q6_K> {
 // Q8_0: four 32-value blocks.
 template <> struct Mmq<T_Q8_0> {
     static constexpr bool PER16 = false;
-    __device__ __forceinline__ static void load(const u8* row, int k0, int h, i8* w, float* sc, float* mn) {
+    struct Raw {
+        u32 q[4][8];
+        u16 d[4];
+    };
+    __device__ __forceinline__ static void fetch(const u8* row, int k0, int h, Raw& r) {
 #pragma unroll
         for (int j = 0; j < 4; j++) {
             const u8* b = row + 34 * (k0 / 32 + 4 * h + j);
-            sc[2 * j] = sc[2 * j + 1] = h2f(ld_u16(b));
+            r.d[j] = ld_u16(b);
+#pragma unroll
+            for (int i = 0; i < 8; i++) r.q[j][i] = ld_u32_a2(b + 2 + 4 * i);
+        }
+    }
+    __device__ __forceinline__ static void decode(const Raw& r, int h, i8* w, float* sc, float* mn) {
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            sc[2 * j] = sc[2 * j + 1] = h2f(r.d[j]);
             mn[2 * j] = mn[2 * j + 1] = 0.0f;
 #pragma unroll
-            for (int i = 0; i < 8; i++) *(u32*)(w + 32 * j + 4 * i) = ld_u32_a2(b + 2 + 4 * i);
+            for (int i = 0; i < 8; i++) *(u32*)(w + 32 * j + 4 * i) = r.q[j][i];
         }
     }
 };
@@ -166,16 +213,13 @@ __device__ void moe_mmq(const u8* W, int rows, int cols, const u32* tiles, const
     for (int j = 0; j < 4; j++)
 #pragma unroll
         for (int i = 0; i < 4; i++) acc[j][i] = 0.0f;
+    int r = tid >> 1, h = tid & 1;
+    typename Mmq<T>::Raw raw;
+    Mmq<T>::fetch(Wr, 0, h, raw);
     for (int k0 = 0; k0 < cols; k0 += MMQ_K) {
-        // Ask L2 for this thread's half of the next chunk while this one is decoded.
-        if (k0 + MMQ_K < cols) {
-            size_t chunk = row_bytes<T>(MMQ_K);
-            asm volatile("prefetch.global.L2 [%0];" ::"l"(Wr + row_bytes<T>(k0 + MMQ_K) + (tid & 1) * chunk / 2));
-        }
         {
             float sc[8], mn[8];
-            int r = tid >> 1, h = tid & 1;
-            Mmq<T>::load(Wr, k0, h, &s.w[r][128 * h], sc, mn);
+            Mmq<T>::decode(raw, h, &s.w[r][128 * h], sc, mn);
 #pragma unroll
             for (int j = 0; j < 4; j++)
                 s.ws[r][4 * h + j] = Mmq<T>::PER16 ? f4(sc[2 * j], sc[2 * j + 1], mn[2 * j], mn[2 * j + 1])
@@ -198,6 +242,8 @@ __device__ void moe_mmq(const u8* W, int rows, int cols, const u32* tiles, const
             }
         }
         __syncthreads();
+        // The next chunk's weights load while this one multiplies.
+        if (k0 + MMQ_K < cols) Mmq<T>::fetch(Wr, k0 + MMQ_K, h, raw);
         int wr = 16 * warp + g;
 #pragma unroll
         for (int sb = 0; sb < MMQ_K / 32; sb++) {
