@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
-use ferrum_kernels::{Backend, KvDType};
+use ferrum_kernels::{Backend, KvDType, SampleSpec};
 use ferrum_model::load::ModelFile;
 use ferrum_model::{ForwardBatch, KvCache, LogitRows, Model, SeqInput, BLOCK_SIZE};
 use serde::Serialize;
@@ -176,6 +176,7 @@ fn tg<B: Backend>(model: &Model<B>, dtype: KvDType, depth: usize, n: usize, b: u
     let tables: Vec<Vec<u32>> = (0..b).map(|s| ((s * per) as u32..((s + 1) * per) as u32).collect()).collect();
     fill(model, &mut kv, &tables, depth)?;
     let mut next: Vec<u32> = (0..b).map(|s| tokens(model.cfg.vocab_size, 1, s)[0]).collect();
+    let greedy = vec![SampleSpec::greedy(); b];
     let t = Instant::now();
     for pos in depth..depth + n {
         let steps: Vec<[u32; 1]> = next.iter().map(|&t| [t]).collect();
@@ -183,7 +184,7 @@ fn tg<B: Backend>(model: &Model<B>, dtype: KvDType, depth: usize, n: usize, b: u
             .map(|s| SeqInput { tokens: &steps[s], start_pos: pos, block_table: &tables[s], logits: LogitRows::Last })
             .collect();
         // Greedy, chosen on the backend (as the server does for greedy requests).
-        let picks = model.forward_greedy(&ForwardBatch { seqs }, &mut kv)?;
+        let picks = model.forward_sampled(&ForwardBatch { seqs }, &mut kv, &greedy)?;
         for (s, t) in next.iter_mut().enumerate() {
             *t = picks.last_of(s).and_then(|p| p.id).unwrap_or(0);
         }

@@ -111,11 +111,7 @@ impl<'m, B: Backend> Session<'m, B> {
             }],
         };
         let sampled = if let Some(spec) = sampler.device_spec() {
-            let picks = if sampler.plain_greedy() {
-                self.model.forward_greedy(&batch, &mut self.kv)?
-            } else {
-                self.model.forward_sampled(&batch, &mut self.kv, &[spec])?
-            };
+            let picks = self.model.forward_sampled(&batch, &mut self.kv, &[spec])?;
             let Some(pick) = picks.last_of(0) else { bail!("the model returned no logits") };
             sampler.accept(pick)?
         } else {

@@ -67,20 +67,11 @@ impl<B: Backend> Model<B> {
         Ok(Logits { rows, data, vocab: self.cfg.vocab_size })
     }
 
-    /// As [`Model::forward`], returning each asked-for row's greedy choice
-    /// (reduced on the backend: only ids and log-probabilities come back).
-    pub fn forward_greedy(&self, batch: &ForwardBatch<'_>, kv: &mut KvCache<B>) -> Result<Picks> {
-        let (rows, logits) = self.pass(batch, kv, None)?;
-        let picks = match &logits {
-            Some(l) => self.backend.argmax_rows(l, self.cfg.vocab_size)?,
-            None => Vec::new(),
-        };
-        Ok(Picks { rows, picks })
-    }
-
-    /// As [`Model::forward_greedy`], each asked-for row of sequence `i`
-    /// sampled on the backend by `specs[i]` (temperature, top-k, top-p,
-    /// min-p, seed and step; see [`ferrum_kernels::sample`]).
+    /// As [`Model::forward`], each asked-for row of sequence `i` chosen on
+    /// the backend by `specs[i]` (greedy, or sampled by temperature, top-k,
+    /// top-p, min-p, seed and step; see [`ferrum_kernels::sample`]): only
+    /// ids and log-probabilities come back. All-greedy steps take the
+    /// backend's argmax reduction, which is faster than a sampling pass.
     pub fn forward_sampled(&self, batch: &ForwardBatch<'_>, kv: &mut KvCache<B>, specs: &[SampleSpec]) -> Result<Picks> {
         if specs.len() != batch.seqs.len() {
             return Err(ModelError::Batch(format!("{} sampling specs for {} sequences", specs.len(), batch.seqs.len())));
@@ -89,7 +80,11 @@ impl<B: Backend> Model<B> {
         let picks = match &logits {
             Some(l) => {
                 let per_row: Vec<SampleSpec> = rows.iter().map(|&(s, _)| specs[s]).collect();
-                self.backend.sample_rows(l, self.cfg.vocab_size, &per_row)?
+                if per_row.iter().all(|s| s.inv_temperature().is_none()) {
+                    self.backend.argmax_rows(l, self.cfg.vocab_size)?
+                } else {
+                    self.backend.sample_rows(l, self.cfg.vocab_size, &per_row)?
+                }
             }
             None => Vec::new(),
         };

@@ -303,21 +303,18 @@ impl<B: Backend> EngineLoop<B> {
         };
         // Rows the backend can choose for (greedy, or sampled without
         // penalties, bias or top log-probabilities) send back only ids. A
-        // sampled row with forking siblings needs their own draws: on the host.
-        let wanting = || plan.seqs.iter().filter(|s| s.wants_logits);
+        // row with forking siblings only when greedy (they share the
+        // token); sampled siblings need their own draws: on the host.
         let sampler = |id: &RequestId| self.live.get(id).map(|l| &l.sampler);
-        let greedy = wanting().flat_map(|s| std::iter::once(s.id).chain(s.forks.iter().copied())).all(|id| sampler(&id).is_none_or(|s| s.plain_greedy()));
-        let on_device = !greedy && wanting().all(|s| s.forks.is_empty() && sampler(&s.id).is_none_or(|x| x.device_spec().is_some()));
+        let on_device = plan.seqs.iter().filter(|s| s.wants_logits).all(|s| {
+            let choosable = |x: &Sampler| if s.forks.is_empty() { x.device_spec().is_some() } else { x.plain_greedy() };
+            std::iter::once(&s.id).chain(&s.forks).all(|id| sampler(id).is_none_or(choosable))
+        });
         let mut out = HashMap::new();
-        if greedy || on_device {
-            let picks = if greedy {
-                self.model.forward_greedy(&batch, &mut self.kv)
-            } else {
-                // Rows not asked for (or of requests gone) take any spec.
-                let specs: Vec<SampleSpec> = plan.seqs.iter().map(|s| sampler(&s.id).and_then(|x| x.device_spec()).unwrap_or_else(SampleSpec::greedy)).collect();
-                self.model.forward_sampled(&batch, &mut self.kv, &specs)
-            }
-            .map_err(|e| format!("forward pass: {e}"))?;
+        if on_device {
+            // Rows not asked for (or of requests gone) take any spec.
+            let specs: Vec<SampleSpec> = plan.seqs.iter().map(|s| sampler(&s.id).and_then(|x| x.device_spec()).unwrap_or_else(SampleSpec::greedy)).collect();
+            let picks = self.model.forward_sampled(&batch, &mut self.kv, &specs).map_err(|e| format!("forward pass: {e}"))?;
             for (i, s) in plan.seqs.iter().enumerate().filter(|(_, s)| s.wants_logits) {
                 let pick = picks.last_of(i).ok_or_else(|| format!("the model returned no logits for request {}", s.id))?;
                 self.sample_all(s.id, &s.forks, Choice::Pick(pick), &mut out);
