@@ -52,3 +52,45 @@ fn top5_logprobs_close_to_llama_cpp() {
     eprintln!("top-5 logprob |diff| vs llama.cpp: mean {:.4}, max {:.4} over {n}", sum / n as f64, worst);
     assert!(worst < 0.5, "max logprob difference {worst}");
 }
+
+/// Writes every named intermediate of one decode step to FERRUM_TRACE_DIR
+/// (`{name}-{layer}` and `logits`, little-endian f32), for
+/// tools/llamacpp_layer_diff.py to compare with llama.cpp's. The step is
+/// FERRUM_TRACE_STEP of reference prompt FERRUM_TRACE_CASE (teacher-forced
+/// on llama.cpp's tokens); FERRUM_TRACE_KV=f16 picks llama.cpp's cache type.
+#[test]
+#[ignore = "diagnostic: run by tools/llamacpp_layer_diff.py"]
+fn layer_trace_dump() {
+    use ferrum_kernels::KvDType;
+    use ferrum_model::{ForwardBatch, KvCache, LogitRows, SeqInput, BLOCK_SIZE};
+    let Some(path) = common::default_model() else { return };
+    let var = |k: &str| std::env::var(k).ok();
+    let dir = std::path::PathBuf::from(var("FERRUM_TRACE_DIR").expect("FERRUM_TRACE_DIR"));
+    let case: usize = var("FERRUM_TRACE_CASE").map_or(0, |s| s.parse().unwrap());
+    let step: usize = var("FERRUM_TRACE_STEP").map_or(0, |s| s.parse().unwrap());
+    let dtype = if var("FERRUM_TRACE_KV").as_deref() == Some("f16") { KvDType::F16 } else { common::KV_DTYPE };
+    let model = load_model(&path, CpuBackend).unwrap();
+    let c = &common::llama_cpp_cases()[case];
+    let mut toks = c.prompt_tokens.clone();
+    toks.extend_from_slice(&c.completion_tokens[..step]);
+    let n_blocks = (toks.len() + 1).div_ceil(BLOCK_SIZE);
+    let mut kv = KvCache::new(&model.backend, &model.cfg, n_blocks, dtype).unwrap();
+    let table: Vec<u32> = (0..n_blocks as u32).collect();
+    std::fs::create_dir_all(&dir).unwrap();
+    let write = |name: String, v: &[f32]| std::fs::write(dir.join(name), v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
+    // The prompt in one prefill, then llama.cpp's tokens one at a time, as
+    // llama.cpp produced them; the last decode step is traced.
+    let mut start = 0;
+    let mut len = c.prompt_tokens.len();
+    while start < toks.len() {
+        let last = start + len == toks.len();
+        let batch = ForwardBatch { seqs: vec![SeqInput { tokens: &toks[start..start + len], start_pos: start, block_table: &table, logits: LogitRows::Last }] };
+        let mut dump = |name: &str, layer: Option<usize>, v: &[f32]| write(layer.map_or(name.to_string(), |l| format!("{name}-{l}")), v);
+        let logits = model.forward(&batch, &mut kv, if last { Some(&mut dump) } else { None }).unwrap();
+        if last {
+            write("logits".into(), logits.row(0));
+        }
+        start += len;
+        len = 1;
+    }
+}
