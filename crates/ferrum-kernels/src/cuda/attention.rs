@@ -17,6 +17,7 @@ const ATT_WARPS: usize = 4;
 const DEC_WARPS: u32 = 4;
 /// Decode attention blocks a step aims for (a few per SM), and the fewest
 /// keys a split takes.
+/// (At most DEC_MAX_SPLITS in attention.cu, which this bounds.)
 const DEC_BLOCKS: usize = 1024;
 const DEC_MIN_SPLIT: usize = 32;
 

@@ -344,23 +344,33 @@ __device__ void attention_decode(const float* q, float* out, u8* q8, float* part
 #pragma unroll
         for (int v = 0; v < V; v++) s_o[warp][g][lane * V + v] = o[g][v];
     __syncthreads();
+    // Each head's maximum M, its warps' scales exp(m_w - M) (0 for a warp
+    // without keys) and its sum L, once per head.
+    __shared__ float s_f[DEC_WARPS][DG], s_M[DG], s_L[DG];
+    if (threadIdx.x < DG) {
+        int g = threadIdx.x;
+        float M = NEG_INF, L = 0.0f;
+#pragma unroll
+        for (int w = 0; w < DEC_WARPS; w++) M = fmaxf(M, s_ml[w][g][0]);
+#pragma unroll
+        for (int w = 0; w < DEC_WARPS; w++) {
+            float mw = s_ml[w][g][0], f = mw != NEG_INF ? expf(mw - M) : 0.0f;
+            s_f[w][g] = f;
+            if (mw != NEG_INF) L += s_ml[w][g][1] * f;
+        }
+        s_M[g] = M;
+        s_L[g] = L;
+    }
+    __syncthreads();
     // Merge the warps: warp w takes the 32-dim chunks w, w + DEC_WARPS, ... of the heads.
     int chunks = (hd + 31) / 32;
     for (int c = warp; c < ng * chunks; c += DEC_WARPS) {
         int g = c / chunks, d = (c - g * chunks) * 32 + lane, h = h0 + g;
-        float M = NEG_INF;
+        float M = s_M[g], L = s_L[g], v = 0.0f;
+        // (A warp without keys has o = 0 and scale 0.)
 #pragma unroll
-        for (int w = 0; w < DEC_WARPS; w++) M = fmaxf(M, s_ml[w][g][0]);
-        float L = 0.0f, v = 0.0f;
-#pragma unroll
-        for (int w = 0; w < DEC_WARPS; w++) {
-            float mw = s_ml[w][g][0];
-            if (mw != NEG_INF) {
-                float f = expf(mw - M);
-                L += s_ml[w][g][1] * f;
-                if (d < hd) v += s_o[w][g][d] * f;
-            }
-        }
+        for (int w = 0; w < DEC_WARPS; w++)
+            if (d < hd) v += s_o[w][g][d] * s_f[w][g];
         if (n_splits > 1) {
             size_t slot = ((size_t)z * gridDim.x + r) * n_heads + h;
             if (lane == 0) {
@@ -396,26 +406,36 @@ DEC_ENTRY(8, 1, 2)
 DEC_ENTRY(8, 4, 2)
 DEC_ENTRY(8, 8, 2)
 
-// Merge the splits of attention_decode. grid: (rows, n_heads); block: 128.
+// Most key splits of a decode attention (as DEC_BLOCKS in attention.rs).
+#define DEC_MAX_SPLITS 1024
+
+// Merge the splits of attention_decode. Each split's scale is computed once
+// (threads take the splits in parallel) and the per-dim sums run with their
+// loads unrolled, so the merge costs a few load round trips, not one per
+// split. grid: (rows, n_heads); block: 128.
 extern "C" __global__ void attention_combine(const float* part_o, const float* part_ml, float* out, u8* q8, int n_heads,
                                              int hd, int n_splits) {
+    __shared__ float s_f[DEC_MAX_SPLITS];
+    __shared__ float scratch[32];
     pdl_sync();
-    int r = blockIdx.x, h = blockIdx.y, rows = gridDim.x;
+    int r = blockIdx.x, h = blockIdx.y, rows = gridDim.x, t = threadIdx.x;
+    auto slot = [&](int z) { return ((size_t)z * rows + r) * n_heads + h; };
     float M = NEG_INF;
-    for (int z = 0; z < n_splits; z++) M = fmaxf(M, part_ml[2 * (((size_t)z * rows + r) * n_heads + h)]);
+    for (int z = t; z < n_splits; z += blockDim.x) M = fmaxf(M, part_ml[2 * slot(z)]);
+    M = block_max(M, scratch);
     float L = 0.0f;
-    for (int z = 0; z < n_splits; z++) {
-        size_t slot = ((size_t)z * rows + r) * n_heads + h;
-        float mz = part_ml[2 * slot];
-        if (mz != NEG_INF) L += part_ml[2 * slot + 1] * expf(mz - M);
+    for (int z = t; z < n_splits; z += blockDim.x) {
+        float mz = part_ml[2 * slot(z)];
+        float f = mz != NEG_INF ? expf(mz - M) : 0.0f;
+        s_f[z] = f;
+        L += part_ml[2 * slot(z) + 1] * f;
     }
-    for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+    L = block_sum(L, scratch);
+    __syncthreads();
+    for (int d = t; d < hd; d += blockDim.x) {
         float v = 0.0f;
-        for (int z = 0; z < n_splits; z++) {
-            size_t slot = ((size_t)z * rows + r) * n_heads + h;
-            float mz = part_ml[2 * slot];
-            if (mz != NEG_INF) v += part_o[slot * hd + d] * expf(mz - M);
-        }
+#pragma unroll 8
+        for (int z = 0; z < n_splits; z++) v += part_o[slot(z) * hd + d] * s_f[z];
         v = L > 0.0f ? v / L : 0.0f;
         out[(size_t)r * n_heads * hd + h * hd + d] = v;
         if (q8) q8_store(q8, r, h * hd + d, n_heads * hd, v);
