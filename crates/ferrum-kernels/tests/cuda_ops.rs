@@ -250,6 +250,8 @@ fn attention_matches_cpu() {
     let mixed = [(0usize, 1usize), (0, 17), (15, 2), (16, 1), (40, 1), (17, 15), (240, 17), (3, 257)];
     // Decode-only steps take the split-key kernel (up to 600 keys: 16 splits).
     let decode = [(40usize, 1usize), (0, 1), (300, 1), (600, 1), (15, 1)];
+    // 18 rows: large groups take eight query heads a block (four below 16 rows).
+    let wide: Vec<(usize, usize)> = (0..18).map(|i| (37 * i % 290, 1)).collect();
     for (heads, style, norm) in [
         (h(14, 2, 64, None), RopeStyle::NeoX, false),
         (h(4, 2, 16, None), RopeStyle::GptJ, false),
@@ -260,7 +262,7 @@ fn attention_matches_cpu() {
         (h(6, 2, 16, Some(8)), RopeStyle::NeoX, false),
         (h(16, 1, 64, None), RopeStyle::NeoX, false),
     ] {
-        for seqs in [&mixed[..], &decode[..]] {
+        for seqs in [&mixed[..], &decode[..], &wide[..]] {
             check_attention(heads, seqs, style, norm, KvDType::F32);
             check_attention(heads, seqs, style, norm, KvDType::F16);
         }

@@ -20,6 +20,8 @@ const DEC_WARPS: u32 = 4;
 /// (At most DEC_MAX_SPLITS in attention.cu, which this bounds.)
 const DEC_BLOCKS: usize = 1024;
 const DEC_MIN_SPLIT: usize = 32;
+/// Decode rows from which a block takes eight query heads of a larger group.
+const DEC_DG8_MIN_ROWS: usize = 16;
 
 /// A step's attention metadata on the device, in one buffer uploaded at
 /// first use: `[pos (rows) | slot (rows) | block-table offset (seqs) | block tables]`.
@@ -232,9 +234,13 @@ fn decode(be: &CudaBackend, q: &CudaAct, heads: &HeadSpec, plan: &CudaPlan, kv: 
         return Err(BackendError::Invalid { op: "attention", detail: format!("decode attention needs head_dim <= 256 and a multiple of {v}, got {hd}") });
     }
     let group = heads.n_heads / heads.n_kv_heads;
+    // Up to eight heads a block for large groups, but four for small
+    // batches: twice the blocks, each with half the serial work (one H100,
+    // 30B-A3B: batch-1 decode +3 %; at 64 rows eight are 2 % faster).
     let (gi, dg) = match group {
         1 => (0, 1),
         2..=4 => (1, 4),
+        _ if rows < DEC_DG8_MIN_ROWS => (1, 4),
         _ => (2, 8),
     };
     let head_blocks = heads.n_kv_heads * group.div_ceil(dg);

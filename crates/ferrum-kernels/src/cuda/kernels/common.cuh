@@ -62,30 +62,23 @@ __device__ __forceinline__ float warp_max(float v) {
     return v;
 }
 
-// Sum over a block of blockDim.x threads (a multiple of 32, at most 1024);
-// every thread gets the total. `scratch` holds 32 floats of shared memory.
-__device__ __forceinline__ float block_sum(float v, float* scratch) {
+// Reduction over a block of blockDim.x threads (a multiple of 32, at most
+// 1024) by the warp reduction WarpOp, whose identity is `id`; every thread
+// gets the result. `scratch` holds 32 floats of shared memory.
+template <float (*WarpOp)(float)>
+__device__ __forceinline__ float block_reduce(float v, float id, float* scratch) {
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    v = warp_sum(v);
+    v = WarpOp(v);
     __syncthreads();
     if (lane == 0) scratch[warp] = v;
     __syncthreads();
     int nw = blockDim.x >> 5;
-    float t = lane < nw ? scratch[lane] : 0.0f;
-    return warp_sum(t);
+    float t = lane < nw ? scratch[lane] : id;
+    return WarpOp(t);
 }
 
-// Maximum over a block, as block_sum.
-__device__ __forceinline__ float block_max(float v, float* scratch) {
-    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    v = warp_max(v);
-    __syncthreads();
-    if (lane == 0) scratch[warp] = v;
-    __syncthreads();
-    int nw = blockDim.x >> 5;
-    float t = lane < nw ? scratch[lane] : NEG_INF;
-    return warp_max(t);
-}
+__device__ __forceinline__ float block_sum(float v, float* scratch) { return block_reduce<warp_sum>(v, 0.0f, scratch); }
+__device__ __forceinline__ float block_max(float v, float* scratch) { return block_reduce<warp_max>(v, NEG_INF, scratch); }
 
 __device__ __forceinline__ float silu(float x) { return x / (1.0f + expf(-x)); }
 
