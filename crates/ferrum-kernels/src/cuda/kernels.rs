@@ -88,6 +88,8 @@ pub struct Kernels {
     /// Decode-only batches: split-key attention, by head dims a lane
     /// (2, 4, 8) and query heads a block (1, 4, 8); the merge of its splits.
     pub attention_decode: [[CudaFunction; 3]; 3],
+    /// Four query heads a block with eight warps, by head dims a lane.
+    pub attention_decode_w8: [CudaFunction; 3],
     pub attention_combine: CudaFunction,
     pub moe_route: CudaFunction,
     /// Assignments bucketed by expert and cut into tiles.
@@ -138,6 +140,8 @@ impl Kernels {
             Ok([g(1)?, g(4)?, g(8)?])
         };
         let attention_decode = [dec(2)?, dec(4)?, dec(8)?];
+        let w8 = |v: usize| f(&format!("attention_decode_v{v}_g4_w8"));
+        let attention_decode_w8 = [w8(2)?, w8(4)?, w8(8)?];
         let mut moe_mmq = Vec::new();
         for ty in MMQ_TYPES {
             let k = f(&format!("moe_mmq_{}", suffix(ty)))?;
@@ -165,6 +169,7 @@ impl Kernels {
             qk_rope_store: f("qk_rope_store")?,
             attention,
             attention_decode,
+            attention_decode_w8,
             attention_combine: f("attention_combine")?,
             moe_route: f("moe_route")?,
             moe_tiles: f("moe_tiles")?,

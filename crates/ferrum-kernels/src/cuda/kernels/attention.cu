@@ -170,8 +170,8 @@ ATT_ENTRY(8, 4)
 // parallelism (flash-decoding). A block takes one sequence, up to DG query
 // heads of one KV head's group (each key and value row is read once for all
 // of them) and one split of the keys: split z of S scans keys
-// [lo + z·len, lo + (z+1)·len), len = ceil(context / S). Its DEC_WARPS warps
-// take DEC_KEYS keys each in turn (their loads in flight together); a lane
+// [lo + z·len, lo + (z+1)·len), len = ceil(context / S). Its W warps
+// (DEC_WARPS, or 8 for small batches) take K keys each in turn (their loads in flight together); a lane
 // holds V consecutive head dims of every head. The DG dot products of a key
 // are summed across the warp by halving exchanges (each round a lane keeps
 // half of its heads and trades the other half with its partner), so that
@@ -181,7 +181,7 @@ ATT_ENTRY(8, 4)
 // (max, sum, weighted values) go to `part_*` (slot (z, row, head)) and
 // attention_combine merges them.
 //
-// grid: (rows, n_kv · ceil(group / DG), S); block: 32 · DEC_WARPS.
+// grid: (rows, n_kv · ceil(group / DG), S); block: 32 · W.
 
 #define DEC_WARPS 4
 
@@ -255,13 +255,13 @@ __device__ __forceinline__ float dec_scatter_sum(float (&a)[DG], int lane) {
     return v;
 }
 
-template <int V, int DG, int K>
+template <int V, int DG, int K, int W>
 __device__ void attention_decode(const float* q, float* out, u8* q8, float* part_o, float* part_ml, const void* kc,
                                  const void* vc, int kv_f16, const u32* pos, const u32* bt_off, const u32* tables,
                                  int n_heads, int n_kv, int hd, int block_size, float scale, int window) {
     pdl_sync();
-    __shared__ float s_ml[DEC_WARPS][DG][2];
-    __shared__ float s_o[DEC_WARPS][DG][32 * V];
+    __shared__ float s_ml[W][DG][2];
+    __shared__ float s_o[W][DG][32 * V];
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     int r = blockIdx.x, z = blockIdx.z, n_splits = gridDim.z;
     int group = n_heads / n_kv, hgs = (group + DG - 1) / DG;
@@ -283,7 +283,7 @@ __device__ void attention_decode(const float* q, float* out, u8* q8, float* part
         }
     // The online softmax of head head_of(lane).
     float m = NEG_INF, l = 0.0f;
-    for (int j = j0 + warp * K; j < j1; j += DEC_WARPS * K) {
+    for (int j = j0 + warp * K; j < j1; j += W * K) {
         float kx[K][V], vx[K][V];
 #pragma unroll
         for (int u = 0; u < K; u++) {
@@ -346,14 +346,14 @@ __device__ void attention_decode(const float* q, float* out, u8* q8, float* part
     __syncthreads();
     // Each head's maximum M, its warps' scales exp(m_w - M) (0 for a warp
     // without keys) and its sum L, once per head.
-    __shared__ float s_f[DEC_WARPS][DG], s_M[DG], s_L[DG];
+    __shared__ float s_f[W][DG], s_M[DG], s_L[DG];
     if (threadIdx.x < DG) {
         int g = threadIdx.x;
         float M = NEG_INF, L = 0.0f;
 #pragma unroll
-        for (int w = 0; w < DEC_WARPS; w++) M = fmaxf(M, s_ml[w][g][0]);
+        for (int w = 0; w < W; w++) M = fmaxf(M, s_ml[w][g][0]);
 #pragma unroll
-        for (int w = 0; w < DEC_WARPS; w++) {
+        for (int w = 0; w < W; w++) {
             float mw = s_ml[w][g][0], f = mw != NEG_INF ? expf(mw - M) : 0.0f;
             s_f[w][g] = f;
             if (mw != NEG_INF) L += s_ml[w][g][1] * f;
@@ -362,14 +362,14 @@ __device__ void attention_decode(const float* q, float* out, u8* q8, float* part
         s_L[g] = L;
     }
     __syncthreads();
-    // Merge the warps: warp w takes the 32-dim chunks w, w + DEC_WARPS, ... of the heads.
+    // Merge the warps: warp w takes the 32-dim chunks w, w + W, ... of the heads.
     int chunks = (hd + 31) / 32;
-    for (int c = warp; c < ng * chunks; c += DEC_WARPS) {
+    for (int c = warp; c < ng * chunks; c += W) {
         int g = c / chunks, d = (c - g * chunks) * 32 + lane, h = h0 + g;
         float M = s_M[g], L = s_L[g], v = 0.0f;
         // (A warp without keys has o = 0 and scale 0.)
 #pragma unroll
-        for (int w = 0; w < DEC_WARPS; w++)
+        for (int w = 0; w < W; w++)
             if (d < hd) v += s_o[w][g][d] * s_f[w][g];
         if (n_splits > 1) {
             size_t slot = ((size_t)z * gridDim.x + r) * n_heads + h;
@@ -386,15 +386,17 @@ __device__ void attention_decode(const float* q, float* out, u8* q8, float* part
     }
 }
 
-// Entry points: V head dims a lane (head_dim <= 32 V), DG query heads a block.
-#define DEC_ENTRY(V, DG, K)                                                                                           \
-    extern "C" __global__ void __launch_bounds__(32 * DEC_WARPS) attention_decode_v##V##_g##DG(                        \
+// Entry points: V head dims a lane (head_dim <= 32 V), DG query heads a
+// block, W warps (the _w8 ones, for small batches: a split's keys in one pass).
+#define DEC_ENTRY_W(V, DG, K, W, SUFFIX)                                                                              \
+    extern "C" __global__ void __launch_bounds__(32 * W) attention_decode_v##V##_g##DG##SUFFIX(                       \
         const float* q, float* out, u8* q8, float* part_o, float* part_ml, const void* kc, const void* vc, int kv_f16, \
         const u32* pos, const u32* bt_off, const u32* tables, int n_heads, int n_kv, int hd, int block_size,          \
         float scale, int window) {                                                                                   \
-        attention_decode<V, DG, K>(q, out, q8, part_o, part_ml, kc, vc, kv_f16, pos, bt_off, tables, n_heads, n_kv,  \
-                                   hd, block_size, scale, window);                                                   \
+        attention_decode<V, DG, K, W>(q, out, q8, part_o, part_ml, kc, vc, kv_f16, pos, bt_off, tables, n_heads,      \
+                                      n_kv, hd, block_size, scale, window);                                          \
     }
+#define DEC_ENTRY(V, DG, K) DEC_ENTRY_W(V, DG, K, DEC_WARPS, )
 
 DEC_ENTRY(2, 1, 4)
 DEC_ENTRY(2, 4, 4)
@@ -405,6 +407,9 @@ DEC_ENTRY(4, 8, 4)
 DEC_ENTRY(8, 1, 2)
 DEC_ENTRY(8, 4, 2)
 DEC_ENTRY(8, 8, 2)
+DEC_ENTRY_W(2, 4, 4, 8, _w8)
+DEC_ENTRY_W(4, 4, 4, 8, _w8)
+DEC_ENTRY_W(8, 4, 2, 8, _w8)
 
 // Most key splits of a decode attention (as DEC_BLOCKS in attention.rs).
 #define DEC_MAX_SPLITS 1024
