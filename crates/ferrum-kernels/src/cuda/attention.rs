@@ -20,8 +20,8 @@ const DEC_WARPS: u32 = 4;
 /// (At most DEC_MAX_SPLITS in attention.cu, which this bounds.)
 const DEC_BLOCKS: usize = 1024;
 const DEC_MIN_SPLIT: usize = 32;
-/// Decode rows from which a block takes eight query heads of a larger group.
-const DEC_DG8_MIN_ROWS: usize = 16;
+/// Decode rows from which the attention leaves its small-batch kernel.
+const DEC_SMALL_ROWS: usize = 16;
 
 /// A step's attention metadata on the device, in one buffer uploaded at
 /// first use: `[pos (rows) | slot (rows) | block-table offset (seqs) | block tables]`.
@@ -224,7 +224,7 @@ pub fn attention(be: &CudaBackend, q: &CudaAct, heads: &HeadSpec, plan: &CudaPla
 /// by a second kernel when there are several splits.
 fn decode(be: &CudaBackend, q: &CudaAct, heads: &HeadSpec, plan: &CudaPlan, kv: &CudaKv, out: &mut CudaAct) -> Result<()> {
     let (rows, hd) = (q.rows, heads.head_dim);
-    // Head dims a lane (loads of V consecutive values) and query heads a block.
+    // Head dims a lane (loads of V consecutive values).
     let (vi, v) = match hd {
         0..=64 => (0, 2),
         65..=128 => (1, 4),
@@ -234,14 +234,17 @@ fn decode(be: &CudaBackend, q: &CudaAct, heads: &HeadSpec, plan: &CudaPlan, kv: 
         return Err(BackendError::Invalid { op: "attention", detail: format!("decode attention needs head_dim <= 256 and a multiple of {v}, got {hd}") });
     }
     let group = heads.n_heads / heads.n_kv_heads;
-    // Up to eight heads a block for large groups, but four for small
-    // batches: twice the blocks, each with half the serial work (one H100,
-    // 30B-A3B: batch-1 decode +3 %; at 64 rows eight are 2 % faster).
-    let (gi, dg) = match group {
-        1 => (0, 1),
-        2..=4 => (1, 4),
-        _ if rows < DEC_DG8_MIN_ROWS => (1, 4),
-        _ => (2, 8),
+    // The kernel: query heads a block and warps. Small batches take four
+    // heads a block with eight warps (twice the blocks of eight heads, each
+    // with half the serial work; a split's keys in one pass of the warps:
+    // one H100, 30B-A3B batch-1 decode +3 % and +4 %); from DEC_SMALL_ROWS
+    // rows, up to eight heads with four warps (2 % faster at 64 rows).
+    let k = &be.k;
+    let (f, dg, warps) = match group {
+        1 => (&k.attention_decode[vi][0], 1, DEC_WARPS),
+        _ if rows < DEC_SMALL_ROWS => (&k.attention_decode_w8[vi], 4, 8),
+        2..=4 => (&k.attention_decode[vi][1], 4, DEC_WARPS),
+        _ => (&k.attention_decode[vi][2], 8, DEC_WARPS),
     };
     let head_blocks = heads.n_kv_heads * group.div_ceil(dg);
     let n_splits = decode_splits(decode_span(plan), rows * head_blocks);
@@ -260,9 +263,6 @@ fn decode(be: &CudaBackend, q: &CudaAct, heads: &HeadSpec, plan: &CudaPlan, kv: 
     // The output's 8-bit form for the O projection (a warp's 32 values must
     // lie in one head).
     let q8 = if heads.head_dim.is_multiple_of(32) { be.q8_out(out)? } else { 0 };
-    // Small batches with four heads a block: eight warps, a split's keys in
-    // one pass of the warps (one H100, 30B-A3B batch-1 decode: +4 %).
-    let (f, warps) = if gi == 1 && rows < DEC_DG8_MIN_ROWS { (&be.k.attention_decode_w8[vi], 8) } else { (&be.k.attention_decode[vi][gi], DEC_WARPS) };
     let cfg = LaunchConfig { grid_dim: (rows as u32, head_blocks as u32, n_splits as u32), block_dim: (32 * warps, 1, 1), shared_mem_bytes: 0 };
     launch!(be, f, cfg, &qp, &op, &q8, &po, &pml, &kp, &vp, &f16, &pos, &bt_off, &tables, &nh, &nkv, &hdi, &bs, &heads.scale, &window)?;
     if n_splits > 1 {
