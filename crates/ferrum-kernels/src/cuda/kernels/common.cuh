@@ -43,6 +43,33 @@ __device__ __forceinline__ u32 ld_u32_a2(const u8* p) {
 }
 __device__ __forceinline__ u32 ld_u32(const u8* p) { return *(const u32*)p; }
 
+// The N (even) little-endian words at the 2-byte-aligned address p, from
+// N / 2 + 1 aligned 8-byte loads shifted into place (instead of 2N 16-bit
+// loads). Reads the aligned 8-byte words around [p, p + 4N): up to 6 bytes
+// before p and 8 after; callers keep both inside the weight buffer (the
+// Q6_K runs lie inside their 210-byte block with room after them, and a
+// buffer starts 8-byte aligned).
+template <int N>
+__device__ __forceinline__ void ld_words_a2(const u8* p, u32* out) {
+    const uint2* q = (const uint2*)((size_t)p & ~(size_t)7);
+    u32 off = (u32)(size_t)p & 7u;
+    u32 sh = (off & 2u) << 3;
+    bool up = off >= 4;
+    u32 w[N + 2];
+#pragma unroll
+    for (int i = 0; i <= N / 2; i++) {
+        uint2 v = q[i];
+        w[2 * i] = v.x;
+        w[2 * i + 1] = v.y;
+    }
+#pragma unroll
+    for (int i = 0; i < N; i++) {
+        u32 lo = up ? w[i + 1] : w[i], hi = up ? w[i + 2] : w[i + 1], r;
+        asm("shf.r.wrap.b32 %0, %1, %2, %3;" : "=r"(r) : "r"(lo), "r"(hi), "r"(sh));
+        out[i] = r;
+    }
+}
+
 // Load through L2 (values other blocks of this grid wrote; L1 is not coherent).
 __device__ __forceinline__ float ld_cg(const float* p) {
     float v;

@@ -114,53 +114,55 @@ template <> struct K8<T_Q8_0> : Legacy {
     }
 };
 
-// Byte i (0..11) of the three words holding a k-quant block's 12 scale bytes.
-__device__ __forceinline__ u32 byte12(u32 a, u32 b, u32 c, int i) {
-    u32 v = i < 4 ? a : (i < 8 ? b : c);
-    return (v >> (8 * (i & 3))) & 0xffu;
+// Six-bit scales and mins of sub-blocks 2j and 2j + 1 (j = 0..3) of a
+// Q4_K/Q5_K block from its 12 scale bytes in words a, b, c: the low two
+// bytes of *sc / *mn (sub-block 2j in the low byte). Bytes 0-3 of a / b hold
+// the scales / mins of sub-blocks 0-3 in their low six bits; sub-blocks 4-7
+// take their low four bits from the nibbles of c and their top two from the
+// top bits of a / b. Branch-free: every lane of a warp takes the same path.
+__device__ __forceinline__ void scale_min_pair(u32 a, u32 b, u32 c, int j, u32* sc, u32* mn) {
+    u32 s = j < 2 ? (a & 0x3f3f3f3fu) : ((c & 0x0f0f0f0fu) | ((a >> 2) & 0x30303030u));
+    u32 m = j < 2 ? (b & 0x3f3f3f3fu) : (((c >> 4) & 0x0f0f0f0fu) | ((b >> 2) & 0x30303030u));
+    int sh = 16 * (j & 1);
+    *sc = (s >> sh) & 0xffffu;
+    *mn = (m >> sh) & 0xffffu;
 }
 
-// Six-bit scale and min of sub-block j (0..7) of a Q4_K/Q5_K block.
+// Six-bit scale and min of sub-block j (0..7) of a Q4_K/Q5_K block (the
+// prefill kernels' form).
 __device__ __forceinline__ void scale_min6(u32 a, u32 b, u32 c, int j, float* sc, float* mn) {
     u32 s, m;
-    if (j < 4) {
-        s = byte12(a, b, c, j) & 63u;
-        m = byte12(a, b, c, j + 4) & 63u;
-    } else {
-        u32 hi = byte12(a, b, c, j + 4);
-        s = (hi & 15u) | ((byte12(a, b, c, j - 4) >> 6) << 4);
-        m = (hi >> 4) | ((byte12(a, b, c, j) >> 6) << 4);
-    }
-    *sc = (float)s;
-    *mn = (float)m;
+    scale_min_pair(a, b, c, j >> 1, &s, &m);
+    int sh = 8 * (j & 1);
+    *sc = (float)((s >> sh) & 0xffu);
+    *mn = (float)((m >> sh) & 0xffu);
 }
 
 // A Q4_K/Q5_K task: 16 elements of sub-block 2j (`lo`) and the same 16 of
-// sub-block 2j + 1 (`hi`) as packed 8-bit values, with their scales and mins.
+// sub-block 2j + 1 (`hi`) as packed 8-bit values, with the block's d and
+// dmin and the two sub-blocks' six-bit scales and mins (`sc`, `mn`: low
+// byte 2j, next byte 2j + 1). The products with the scales stay integer
+// until the last step.
 struct KPair {
     static constexpr int TASKS = 8;
     u32 lo[4], hi[4];
-    float dl0, ml0, dl1, ml1;
+    u32 sc, mn;
+    float d, dmin;
     int e;
-    // Block header of block `b` (d, dmin, 12 scale bytes); task geometry.
+    // Block header of block `blk` at `b` (d, dmin, 12 scale bytes: one
+    // 16-byte load); task geometry.
     __device__ __forceinline__ void header(const u8* b, int blk, int j, int h) {
-        u32 dm = ld_u32(b);
-        float d = h2f((u16)(dm & 0xffffu)), dmin = h2f((u16)(dm >> 16));
-        u32 a = ld_u32(b + 4), bb = ld_u32(b + 8), c = ld_u32(b + 12);
-        float sc, mn;
-        scale_min6(a, bb, c, 2 * j, &sc, &mn);
-        dl0 = d * sc;
-        ml0 = dmin * mn;
-        scale_min6(a, bb, c, 2 * j + 1, &sc, &mn);
-        dl1 = d * sc;
-        ml1 = dmin * mn;
+        uint4 hd = *(const uint4*)b;
+        d = h2f((u16)(hd.x & 0xffffu));
+        dmin = h2f((u16)(hd.x >> 16));
+        scale_min_pair(hd.y, hd.z, hd.w, j, &sc, &mn);
         e = 256 * blk + 64 * j + 16 * h;
     }
     __device__ __forceinline__ float dot(const XRow& x) const {
         int s0 = dot16(lo, x.q16(e)), s1 = dot16(hi, x.q16(e + 32));
-        float r0 = dl0 * (float)s0 - ml0 * (float)x.s[e >> 4];
-        float r1 = dl1 * (float)s1 - ml1 * (float)x.s[(e + 32) >> 4];
-        return x.d[e >> 5] * r0 + x.d[(e >> 5) + 1] * r1;
+        int p0 = (int)(sc & 0xffu) * s0, p1 = (int)(sc >> 8) * s1;
+        int q0 = (int)(mn & 0xffu) * x.s[e >> 4], q1 = (int)(mn >> 8) * x.s[(e + 32) >> 4];
+        return x.d[e >> 5] * (d * (float)p0 - dmin * (float)q0) + x.d[(e >> 5) + 1] * (d * (float)p1 - dmin * (float)q1);
     }
 };
 
@@ -215,9 +217,13 @@ template <> struct K8<T_Q6_K> {
         const u8* qa = b + 64 * half + 16 * g;
         const u8* qh = b + 128 + 32 * half + 16 * g;
         float d = h2f(ld_u16(b + 208));
+        u32 av[4], cv[4], hv[4];
+        ld_words_a2<4>(qa, av);
+        ld_words_a2<4>(qa + 32, cv);
+        ld_words_a2<4>(qh, hv);
 #pragma unroll
         for (int i = 0; i < 4; i++) {
-            u32 a = ld_u32_a2(qa + 4 * i), c = ld_u32_a2(qa + 32 + 4 * i), h = ld_u32_a2(qh + 4 * i);
+            u32 a = av[i], c = cv[i], h = hv[i];
             w[0][i] = (a & M4) | ((h & 0x03030303u) << 4);
             w[1][i] = (c & M4) | (((h >> 2) & 0x03030303u) << 4);
             w[2][i] = ((a >> 4) & M4) | (((h >> 4) & 0x03030303u) << 4);
