@@ -23,8 +23,9 @@ const GEMV_M: usize = 8;
 /// 8-bit-activation GEMV kernels; as in gemv_q8.cu.
 pub(super) const Q8_WARPS: usize = 4;
 pub(super) const Q8_RPW1: usize = 2;
-/// Output rows per warp of the 8-bit-activation expert kernels.
-pub(super) const Q8_RPW_MOE: usize = 1;
+/// Output rows per warp of the 8-bit-activation expert kernels (gate + up, down).
+pub(super) const Q8_RPW_GATE_UP: usize = 2;
+pub(super) const Q8_RPW_DOWN: usize = 1;
 
 fn blas_err(op: &'static str, e: impl std::fmt::Debug) -> BackendError {
     BackendError::Device { op, detail: format!("cuBLAS: {e:?}") }

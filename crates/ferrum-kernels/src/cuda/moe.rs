@@ -5,7 +5,7 @@
 
 use cudarc::driver::LaunchConfig;
 
-use super::linear::{GEMV_WARPS, Q8_RPW_MOE, Q8_WARPS};
+use super::linear::{GEMV_WARPS, Q8_RPW_DOWN, Q8_RPW_GATE_UP, Q8_WARPS};
 use super::{grid1, launch, moe_grouped, moe_mmq, CudaAct, CudaBackend, CudaWeight, DevBuf};
 use crate::backend::{Backend, BackendError, MoeSpec, MoeWeights, Result};
 
@@ -117,13 +117,12 @@ pub fn run(be: &CudaBackend, x: &CudaAct, w: &MoeWeights<'_, CudaWeight>, spec: 
     // 8-bit activations where both expert types have the kernels: the down
     // kernel also forms the weighted sum into the residual.
     if let (Some(gq), Some(dq)) = (be.q8_kernels(gate.ty), be.q8_kernels(down.ty)) {
-        let per_block = Q8_WARPS * Q8_RPW_MOE;
         let mut tmp = None;
         let xqp = be.q8_of(x, xp, &mut tmp)?;
-        launch!(be, &gq.moe_gate_up, grid(ff, per_block, n_assign), &gp, &upp, &ip, &op, &xqp, &ap, &ffi, &hi, &ki)?;
+        launch!(be, &gq.moe_gate_up, grid(ff, Q8_WARPS * Q8_RPW_GATE_UP, n_assign), &gp, &upp, &ip, &op, &xqp, &ap, &ffi, &hi, &ki)?;
         let aq = be.quantize_q8(ap, n_assign, ff)?;
         let aqp = be.ptr(&aq);
-        return launch!(be, &dq.moe_down, grid(hidden, per_block, t), &dp, &ip, &wp, &aqp, &rp, &hi, &ffi, &ki);
+        return launch!(be, &dq.moe_down, grid(hidden, Q8_WARPS * Q8_RPW_DOWN, t), &dp, &ip, &wp, &aqp, &rp, &hi, &ffi, &ki);
     }
     let y = be.buffer::<f32>(n_assign * hidden)?;
     let yp = be.ptr(&y);

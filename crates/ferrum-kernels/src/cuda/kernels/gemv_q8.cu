@@ -354,7 +354,7 @@ __device__ void moe_gate_up_q8(const u8* G, const u8* U, const int* ids, const i
     float sg[RPW], su[RPW];
 #pragma unroll
     for (int i = 0; i < RPW; i++) sg[i] = su[i] = 0.0f;
-#pragma unroll 2
+#pragma unroll(RPW == 1 ? 2 : 1)
     for (int k = lane; k < ntask; k += WARP) {
         K8<T> g[RPW], u[RPW];
 #pragma unroll
@@ -415,10 +415,12 @@ __device__ void moe_down_q8(const u8* D, const int* ids, const float* wts, const
 }
 
 // Rows per warp: 2 for one activation row, 1 for GEMV_M rows (8x the work
-// per weight load) and for the experts (whose task loops are unrolled instead,
-// keeping more loads in flight per lane).
+// per weight load); 2 for the experts' gate + up (so that a token's 8
+// experts fit one wave of blocks), 1 for their down (whose task loop is
+// unrolled instead, keeping more loads in flight per lane).
 #define Q8_RPW1 2
-#define Q8_RPW_MOE 1
+#define Q8_RPW_GATE_UP 2
+#define Q8_RPW_DOWN 1
 #define Q8_ENTRY(T, S)                                                                                            \
     extern "C" __global__ void __launch_bounds__(32 * Q8_WARPS) gemv1_q8_##S(                                    \
         const u8* W, const u8* x, float* y, const float* bias, int rows, int cols, int m, int ldy) {              \
@@ -431,11 +433,11 @@ __device__ void moe_down_q8(const u8* D, const int* ids, const float* wts, const
     extern "C" __global__ void __launch_bounds__(32 * Q8_WARPS) moe_gate_up_q8_##S(                              \
         const u8* G, const u8* U, const int* ids, const int* order, const u8* x, float* act, int ff,              \
         int hidden, int top_k) {                                                                                  \
-        moe_gate_up_q8<T, Q8_RPW_MOE>(G, U, ids, order, x, act, ff, hidden, top_k);                                  \
+        moe_gate_up_q8<T, Q8_RPW_GATE_UP>(G, U, ids, order, x, act, ff, hidden, top_k);                                  \
     }                                                                                                             \
     extern "C" __global__ void __launch_bounds__(32 * Q8_WARPS) moe_down_q8_##S(                                 \
         const u8* D, const int* ids, const float* wts, const u8* act, float* res, int hidden, int ff, int top_k) { \
-        moe_down_q8<T, Q8_RPW_MOE>(D, ids, wts, act, res, hidden, ff, top_k);                                        \
+        moe_down_q8<T, Q8_RPW_DOWN>(D, ids, wts, act, res, hidden, ff, top_k);                                        \
     }
 
 #define FOR_EACH_Q8_TYPE(MACRO) \
@@ -485,8 +487,10 @@ __device__ __forceinline__ void gemv_q8_parts(const Q8Parts& P, const u8* x, flo
 }
 
 // One activation row (decode of one sequence): Q8_RPW1 rows per warp.
-// grid: (start[Q8_PARTS], m); block 32·Q8_WARPS.
-extern "C" __global__ void __launch_bounds__(32 * Q8_WARPS)
+// grid: (start[Q8_PARTS], m); block 32·Q8_WARPS. Registers capped for six
+// blocks an SM, so that a fused q/k/v projection (640 blocks for 30B-A3B)
+// is one wave.
+extern "C" __global__ void __launch_bounds__(32 * Q8_WARPS, 6)
     linear1_q8(Q8Parts P, const u8* x, float* y, const float* bias, int cols, int m, int ldy) {
     gemv_q8_parts<1, Q8_RPW1>(P, x, y, bias, cols, m, ldy);
 }
