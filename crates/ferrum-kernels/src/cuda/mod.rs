@@ -117,12 +117,18 @@ impl CudaAct {
     }
 }
 
-/// One part of a (possibly fused) weight: `rows` output rows of one type.
+/// One part of a (possibly fused) weight: `rows` output rows of one type,
+/// `len` bytes followed by WEIGHT_PAD zero bytes (so that the kernels' wide
+/// loads of 2-byte-aligned blocks may read a little past the last block).
 struct Part {
     ty: GgmlType,
     rows: usize,
+    len: usize,
     buf: CudaSlice<u8>,
 }
+
+/// Zero bytes after each weight part (see `ld_words_a2` in common.cuh).
+const WEIGHT_PAD: usize = 16;
 
 /// A weight on the device. 2-D and 3-D weights hold their GGUF bytes as one
 /// or more parts (fused weights keep parts of different types); 1-D weights
@@ -392,7 +398,10 @@ impl Backend for CudaBackend {
         if !self.k.supports(w.ty) || w.dims[0] % 32 != 0 || w.dims[0] % w.ty.block_size() != 0 {
             return Err(BackendError::UnsupportedType { op: "upload", ty: w.ty, backend: "cuda" });
         }
-        let part = Part { ty: w.ty, rows: w.dims[1], buf: self.persistent_upload(bytes)? };
+        let mut padded = Vec::with_capacity(bytes.len() + WEIGHT_PAD);
+        padded.extend_from_slice(bytes);
+        padded.resize(bytes.len() + WEIGHT_PAD, 0);
+        let part = Part { ty: w.ty, rows: w.dims[1], len: bytes.len(), buf: self.persistent_upload(&padded)? };
         Ok(CudaWeight { ty: w.ty, dims: w.dims, name: w.name, parts: vec![part], vector: None })
     }
 
@@ -423,11 +432,13 @@ impl Backend for CudaBackend {
         for p in parts.into_iter().flat_map(|p| p.parts) {
             match merged.last_mut() {
                 Some(last) if last.ty == p.ty => {
-                    let mut buf = self.persistent::<u8>(last.buf.len() + p.buf.len())?;
-                    let n = last.buf.len();
-                    self.stream.memcpy_dtod(&last.buf, &mut buf.slice_mut(0..n)).map_err(|e| dev_err("fuse", e))?;
-                    self.stream.memcpy_dtod(&p.buf, &mut buf.slice_mut(n..n + p.buf.len())).map_err(|e| dev_err("fuse", e))?;
+                    let (n, len) = (last.len, last.len + p.len);
+                    let mut buf = self.persistent::<u8>(len + WEIGHT_PAD)?;
+                    self.stream.memset_zeros(&mut buf.slice_mut(len..len + WEIGHT_PAD)).map_err(|e| dev_err("fuse", e))?;
+                    self.stream.memcpy_dtod(&last.buf.slice(0..n), &mut buf.slice_mut(0..n)).map_err(|e| dev_err("fuse", e))?;
+                    self.stream.memcpy_dtod(&p.buf.slice(0..p.len), &mut buf.slice_mut(n..len)).map_err(|e| dev_err("fuse", e))?;
                     last.buf = buf;
+                    last.len = len;
                     last.rows += p.rows;
                 }
                 _ => merged.push(p),

@@ -46,9 +46,9 @@ __device__ __forceinline__ u32 ld_u32(const u8* p) { return *(const u32*)p; }
 // The N (even) little-endian words at the 2-byte-aligned address p, from
 // N / 2 + 1 aligned 8-byte loads shifted into place (instead of 2N 16-bit
 // loads). Reads the aligned 8-byte words around [p, p + 4N): up to 6 bytes
-// before p and 8 after; callers keep both inside the weight buffer (the
-// Q6_K runs lie inside their 210-byte block with room after them, and a
-// buffer starts 8-byte aligned).
+// before p (never before an 8-byte-aligned buffer start) and 8 after, at
+// most 12 bytes past the last block of a weight (Q5_0 / Q5_1); weight
+// buffers carry 16 zero bytes after their data (WEIGHT_PAD in mod.rs).
 template <int N>
 __device__ __forceinline__ void ld_words_a2(const u8* p, u32* out) {
     const uint2* q = (const uint2*)((size_t)p & ~(size_t)7);

@@ -46,12 +46,12 @@ struct Legacy {
     u32 w[8];
     float d, m;
     int e;
-    // The 16 bytes at `qs`: low nibbles are elements 0-15, high nibbles
+    // The 16 bytes of words q: low nibbles are elements 0-15, high nibbles
     // 16-31; bit j of `qh` becomes bit 4 of element j (five-bit quants).
-    __device__ __forceinline__ void nibbles(const u8* qs, u32 qh) {
+    __device__ __forceinline__ void nibbles(const u32* q, u32 qh) {
 #pragma unroll
         for (int i = 0; i < 4; i++) {
-            u32 v = ld_u32_a2(qs + 4 * i);
+            u32 v = q[i];
             w[i] = (v & M4) | spread4(qh >> (4 * i));
             w[4 + i] = ((v >> 4) & M4) | spread4(qh >> (16 + 4 * i));
         }
@@ -68,7 +68,9 @@ template <> struct K8<T_Q4_0> : Legacy {
         const u8* b = row + 18 * t;
         d = h2f(ld_u16(b));
         m = -8.0f * d;
-        nibbles(b + 2, 0);
+        u32 q[4];
+        ld_words_a2<4>(b + 2, q);
+        nibbles(q, 0);
         e = 32 * t;
     }
 };
@@ -78,7 +80,9 @@ template <> struct K8<T_Q4_1> : Legacy {
         const u8* b = row + 20 * t;
         d = h2f(ld_u16(b));
         m = h2f(ld_u16(b + 2));
-        nibbles(b + 4, 0);
+        u32 q[4];
+        ld_words_a2<4>(b + 4, q);
+        nibbles(q, 0);
         e = 32 * t;
     }
 };
@@ -88,7 +92,9 @@ template <> struct K8<T_Q5_0> : Legacy {
         const u8* b = row + 22 * t;
         d = h2f(ld_u16(b));
         m = -16.0f * d;
-        nibbles(b + 6, ld_u32_a2(b + 2));
+        u32 q[6];  // qh, then the 16 bytes of nibbles
+        ld_words_a2<6>(b + 2, q);
+        nibbles(q + 1, q[0]);
         e = 32 * t;
     }
 };
@@ -98,7 +104,9 @@ template <> struct K8<T_Q5_1> : Legacy {
         const u8* b = row + 24 * t;
         d = h2f(ld_u16(b));
         m = h2f(ld_u16(b + 2));
-        nibbles(b + 8, ld_u32(b + 4));
+        u32 q[6];  // qh, then the 16 bytes of nibbles
+        ld_words_a2<6>(b + 4, q);
+        nibbles(q + 1, q[0]);
         e = 32 * t;
     }
 };
@@ -108,8 +116,7 @@ template <> struct K8<T_Q8_0> : Legacy {
         const u8* b = row + 34 * t;
         d = h2f(ld_u16(b));
         m = 0.0f;
-#pragma unroll
-        for (int i = 0; i < 8; i++) w[i] = ld_u32_a2(b + 2 + 4 * i);
+        ld_words_a2<8>(b + 2, w);
         e = 32 * t;
     }
 };
