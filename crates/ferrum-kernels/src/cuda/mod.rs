@@ -302,6 +302,15 @@ impl CudaBackend {
         unsafe { self.stream.alloc::<T>(n.max(1)) }.map_err(|e| dev_err("alloc", e))
     }
 
+    /// A weight part's buffer: `len` data bytes, written by `fill` (given the
+    /// first `len` bytes), then WEIGHT_PAD zero bytes.
+    fn padded_part(&self, len: usize, fill: impl FnOnce(&mut cudarc::driver::CudaViewMut<'_, u8>) -> Result<()>) -> Result<CudaSlice<u8>> {
+        let mut buf = self.persistent::<u8>(len + WEIGHT_PAD)?;
+        self.stream.memset_zeros(&mut buf.slice_mut(len..len + WEIGHT_PAD)).map_err(|e| dev_err("weight pad", e))?;
+        fill(&mut buf.slice_mut(0..len))?;
+        Ok(buf)
+    }
+
     /// Host data for the current pass (staged through pinned memory in a recorded pass).
     pub(crate) fn upload_slice<T: cudarc::driver::DeviceRepr>(&self, data: &[T]) -> Result<DevBuf<T>> {
         if data.is_empty() {
@@ -398,10 +407,9 @@ impl Backend for CudaBackend {
         if !self.k.supports(w.ty) || w.dims[0] % 32 != 0 || w.dims[0] % w.ty.block_size() != 0 {
             return Err(BackendError::UnsupportedType { op: "upload", ty: w.ty, backend: "cuda" });
         }
-        let mut padded = Vec::with_capacity(bytes.len() + WEIGHT_PAD);
-        padded.extend_from_slice(bytes);
-        padded.resize(bytes.len() + WEIGHT_PAD, 0);
-        let part = Part { ty: w.ty, rows: w.dims[1], len: bytes.len(), buf: self.persistent_upload(&padded)? };
+        let part = Part { ty: w.ty, rows: w.dims[1], len: bytes.len(), buf: self.padded_part(bytes.len(), |buf| {
+            self.stream.memcpy_htod(bytes, buf).map_err(|e| dev_err("upload", e))
+        })? };
         Ok(CudaWeight { ty: w.ty, dims: w.dims, name: w.name, parts: vec![part], vector: None })
     }
 
@@ -433,11 +441,10 @@ impl Backend for CudaBackend {
             match merged.last_mut() {
                 Some(last) if last.ty == p.ty => {
                     let (n, len) = (last.len, last.len + p.len);
-                    let mut buf = self.persistent::<u8>(len + WEIGHT_PAD)?;
-                    self.stream.memset_zeros(&mut buf.slice_mut(len..len + WEIGHT_PAD)).map_err(|e| dev_err("fuse", e))?;
-                    self.stream.memcpy_dtod(&last.buf.slice(0..n), &mut buf.slice_mut(0..n)).map_err(|e| dev_err("fuse", e))?;
-                    self.stream.memcpy_dtod(&p.buf.slice(0..p.len), &mut buf.slice_mut(n..len)).map_err(|e| dev_err("fuse", e))?;
-                    last.buf = buf;
+                    last.buf = self.padded_part(len, |buf| {
+                        self.stream.memcpy_dtod(&last.buf.slice(0..n), &mut buf.slice_mut(0..n)).map_err(|e| dev_err("fuse", e))?;
+                        self.stream.memcpy_dtod(&p.buf.slice(0..p.len), &mut buf.slice_mut(n..len)).map_err(|e| dev_err("fuse", e))
+                    })?;
                     last.len = len;
                     last.rows += p.rows;
                 }
